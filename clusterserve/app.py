@@ -1,0 +1,104 @@
+"""Importing the app and telling WSGI from ASGI.
+
+``module:attr``, ``module:factory(args)`` with literal arguments, or a bare
+``module`` (which looks for ``application``, then ``app``).  Only workers
+call this, unless ``preload_app`` is set, so the arbiter stays free of app
+code and every fork starts clean.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_NAMES = ("application", "app")
+
+
+class AppLoadError(Exception):
+    """The app could not be loaded; the message says why and names the app."""
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    module: str
+    attribute: str | None
+    call_args: tuple[Any, ...] | None = None
+    call_kwargs: dict[str, Any] | None = None
+
+
+def parse_app_spec(text: str) -> AppSpec:
+    """Parse ``module[:attr[(literal args)]]`` without importing anything."""
+    module, _, expression = text.strip().partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise AppLoadError(f"{text!r} is not MODULE:ATTR (bad module name {module!r})")
+    if not expression:
+        return AppSpec(module, None)
+    try:
+        node = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"{text!r}: {expression!r} is not a name or a call") from None
+    if isinstance(node, ast.Name):
+        return AppSpec(module, node.id)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        try:
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+        except ValueError:
+            raise AppLoadError(f"{text!r}: factory arguments must be literals") from None
+        if any(k.arg is None for k in node.keywords):
+            raise AppLoadError(f"{text!r}: factory arguments must be literals")
+        return AppSpec(module, node.func.id, args, kwargs)
+    raise AppLoadError(f"{text!r}: {expression!r} is not a name or a call")
+
+
+def prepare_import_path(chdir: str | None, pythonpath: list[str]) -> None:
+    """Change directory if asked; put the working directory and pythonpath first on sys.path."""
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as err:
+            raise AppLoadError(f"cannot chdir to {chdir!r}: {err.strerror}") from None
+    for entry in reversed([os.getcwd(), *pythonpath]):
+        path = os.path.abspath(entry)
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
+def load_app(text: str) -> Callable[..., Any]:
+    """Import the app named by ``text``; raise ``AppLoadError`` on any failure."""
+    spec = parse_app_spec(text)
+    try:
+        module = importlib.import_module(spec.module)
+    except ModuleNotFoundError as err:
+        if err.name and spec.module.startswith(err.name):
+            raise AppLoadError(f"cannot import {spec.module!r} for app {text!r}: no such module") from None
+        raise
+    names = (spec.attribute,) if spec.attribute else DEFAULT_NAMES
+    for name in names:
+        if hasattr(module, name):
+            target = getattr(module, name)
+            break
+    else:
+        wanted = " or ".join(repr(n) for n in names)
+        raise AppLoadError(f"app {text!r}: module {spec.module!r} has no attribute {wanted}")
+    if spec.call_args is not None:
+        target = target(*spec.call_args, **(spec.call_kwargs or {}))
+    if not callable(target):
+        raise AppLoadError(f"app {text!r} is not callable (got {type(target).__name__})")
+    return target
+
+
+def detect_interface(app: Callable[..., Any]) -> str:
+    """'asgi' for coroutine callables or objects with an async __call__, else 'wsgi'."""
+    if inspect.isclass(app):
+        return "asgi" if hasattr(app, "__await__") else "wsgi"
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    return "asgi" if asyncio.iscoroutinefunction(call) else "wsgi"

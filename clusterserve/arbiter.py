@@ -1,0 +1,364 @@
+"""The arbiter: binds, forks, reaps, and turns signals into transitions.
+
+It is single-threaded and never imports the app (unless ``preload_app``),
+so every fork is clean.  One loop waits on the signal wakeup socket and on
+each worker's channel; after every wake-up, ``_tick`` brings the world in
+line with the current state:
+
+    RUNNING --TERM--> STOPPING (graceful) --all workers gone--> DONE
+    RUNNING --INT/QUIT--> HALTING (fast)  --all workers gone--> DONE
+    STOPPING --INT/QUIT--> HALTING
+
+A first-generation worker that cannot load the app halts the server with
+the load error (exit code 3) instead of forking again and again.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterserve import __version__, logs, process
+from clusterserve import app as app_loader
+from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
+from clusterserve.config import Config
+from clusterserve.poller import Poller
+from clusterserve.signals import SignalQueue
+from clusterserve.sockets import BindError, Listener, bind_all, parse_address
+from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+# A worker killed for a missed heartbeat gets this long after SIGABRT before SIGKILL.
+ABORT_GRACE = 2.0
+# A fast stop waits at most this long (or graceful_timeout, if shorter) before SIGKILL.
+FAST_STOP_GRACE = 5.0
+# A worker that dies sooner than this after it started counts as a crash for back-off.
+HEALTHY_UPTIME = 5.0
+MAX_BACKOFF = 30.0
+TICK = 1.0
+
+HANDLED_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD, signal.SIGHUP,
+    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
+)
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    STOPPING = "stopping"  # graceful: in-flight requests finish
+    HALTING = "halting"  # fast: workers exit at once
+    DONE = "done"
+
+
+@dataclass
+class WorkerHandle:
+    """What the arbiter knows about one worker process."""
+
+    age: int
+    channel: Channel
+    pid: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    retiring: bool = False
+    kill_at: float | None = None  # SIGKILL if still alive by then
+    boot_error: str | None = None
+    requests: int = 0
+
+
+class Arbiter:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.log = logs.log
+        self.pid = os.getpid()
+        self.state = State.RUNNING
+        self.exit_code = EXIT_OK
+        self.num_workers = cfg.workers
+        self.workers: dict[int, WorkerHandle] = {}
+        self.listeners: list[Listener] = []
+        self.app: Any = None
+        self.poller = Poller()
+        self.signals: SignalQueue | None = None
+        self.next_age = 1
+        self.ever_ready = False
+        self.announced_ready = False
+        self.crash_streak = 0
+        self.respawn_at = 0.0
+        self.stop_deadline = float("inf")
+
+    # -- start and run --------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; return the process exit code."""
+        try:
+            if not self._start():
+                return self.exit_code
+            while self.state is not State.DONE:
+                self.poller.poll(self._poll_timeout())
+                self._tick()
+        finally:
+            self._cleanup()
+        return self.exit_code
+
+    def _start(self) -> bool:
+        cfg = self.cfg
+        os.umask(cfg.umask)
+        if cfg.chdir:
+            os.chdir(cfg.chdir)
+        for assignment in cfg.raw_env:
+            key, _, value = assignment.partition("=")
+            os.environ[key] = value
+        self._call_hook("on_starting", self)
+        try:
+            self.listeners = bind_all([parse_address(b) for b in cfg.bind], cfg.backlog)
+        except BindError as err:
+            self.log.error("%s", err)
+            self.exit_code = EXIT_FAILURE
+            return False
+        self._chown_unix_sockets()
+        if cfg.pidfile:
+            with open(cfg.pidfile, "w", encoding="ascii") as stream:
+                stream.write(f"{self.pid}\n")
+        process.set_title(f"{cfg.proc_name or 'clusterserve'}: arbiter [{cfg.wsgi_app}]")
+        self.log.info("Starting clusterserve %s", __version__)
+        for listener in self.listeners:
+            self.log.info("Listening at: %s (%s)", listener.url, self.pid)
+        self.log.info("Dispatch: %s, workers: %d, threads: %d, app: %s",
+                      cfg.dispatch, cfg.workers, cfg.threads, cfg.wsgi_app)
+        if cfg.preload_app and not self._preload():
+            return False
+        self.signals = SignalQueue(self.poller, HANDLED_SIGNALS, self._on_signal)
+        for _ in range(self.num_workers):
+            self._spawn()
+        return True
+
+    def _preload(self) -> bool:
+        try:
+            app_loader.prepare_import_path(None, self.cfg.pythonpath)
+            self.app = app_loader.load_app(self.cfg.wsgi_app)
+        except Exception as err:  # noqa: BLE001 - report the user's error and stop
+            self.log.exception("cannot load app %r: %s", self.cfg.wsgi_app, err)
+            self.exit_code = EXIT_BOOT_ERROR
+            return False
+        # Objects that exist now stay out of the collector's way after the
+        # fork, so their pages are not copied by reference-count writes.
+        gc.collect()
+        gc.freeze()
+        return True
+
+    def _chown_unix_sockets(self) -> None:
+        if self.cfg.user is None and self.cfg.group is None:
+            return
+        for listener in self.listeners:
+            if listener.sock.family == socket.AF_UNIX:
+                os.chown(listener.sock.getsockname(), self.cfg.user if self.cfg.user is not None else -1,
+                         self.cfg.group if self.cfg.group is not None else -1)
+
+    # -- workers ----------------------------------------------------------
+
+    def _spawn(self) -> None:
+        arbiter_end, worker_end = Channel.pair()
+        handle = WorkerHandle(age=self.next_age, channel=arbiter_end)
+        self.next_age += 1
+        self._call_hook("pre_fork", self, handle)
+        pid = os.fork()
+        if pid == 0:
+            worker = Worker(self.cfg, handle.age, self.listeners, worker_end, self, self.app)
+            worker.run(forget_arbiter=self._forget_in_child)
+        worker_end.close()
+        handle.pid = pid
+        self.workers[pid] = handle
+        self.poller.add(arbiter_end.fileno(), lambda: self._on_worker_message(handle))
+        self.log.info("Booting worker %d with pid %d", handle.age, pid)
+
+    def _forget_in_child(self) -> None:
+        """In a new worker: drop the arbiter's loop, signal socket and channels."""
+        if self.signals is not None:
+            self.signals.close()
+        self.poller.close()
+        for handle in self.workers.values():
+            handle.channel.close()
+
+    def _on_worker_message(self, handle: WorkerHandle) -> None:
+        messages = handle.channel.receive()
+        if messages is None:
+            self.poller.remove(handle.channel.fileno())
+            return
+        now = time.monotonic()
+        for message in messages:
+            kind = message.get("kind")
+            if kind == HEARTBEAT:
+                handle.last_heartbeat = now
+                handle.requests = int(message.get("requests", 0))
+            elif kind == READY:
+                handle.ready = True
+                handle.last_heartbeat = now
+                self.ever_ready = True
+                self.crash_streak = 0
+                self.log.info("Worker %d (pid %d) ready, serving %s", handle.age, handle.pid,
+                              str(message.get("interface", "")).upper())
+            elif kind == BOOT_ERROR:
+                handle.boot_error = str(message.get("error", "unknown error"))
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            handle = self.workers.pop(pid, None)
+            if handle is None:
+                continue  # an orphan we adopted as PID 1, or a stray child
+            self._worker_exited(handle, os.waitstatus_to_exitcode(status))
+
+    def _worker_exited(self, handle: WorkerHandle, code: int) -> None:
+        if handle.channel.fileno() in self.poller:
+            self._on_worker_message(handle)  # read what it said last
+            self.poller.remove(handle.channel.fileno())
+        handle.channel.close()
+        self._call_hook("child_exit", self, handle)
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if self.state is not State.RUNNING or handle.retiring:
+            self.log.info("Worker %d (pid %d) %s", handle.age, handle.pid, how)
+            return
+        if handle.boot_error is not None or code == EXIT_BOOT_ERROR:
+            reason = handle.boot_error or "the app failed to load"
+            if not self.ever_ready:
+                self.log.error("Worker %d (pid %d) failed to boot: %s", handle.age, handle.pid, reason)
+                self.log.error("Shutting down: the app cannot be loaded")
+                self.exit_code = EXIT_BOOT_ERROR
+                self._begin_stop(graceful=False)
+                return
+            self.log.error("Worker %d (pid %d) failed to boot: %s", handle.age, handle.pid, reason)
+        else:
+            self.log.warning("Worker %d (pid %d) %s; starting a replacement", handle.age, handle.pid, how)
+        if code != 0 and time.monotonic() - handle.started < HEALTHY_UPTIME:
+            self.crash_streak += 1
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.crash_streak - 1))
+            self.respawn_at = time.monotonic() + delay
+            self.log.warning("Workers keep crashing; next start in %.1fs", delay)
+
+    def _check_heartbeats(self, now: float) -> None:
+        timeout = self.cfg.timeout
+        for handle in list(self.workers.values()):
+            if handle.kill_at is not None:
+                if now >= handle.kill_at:
+                    self._kill(handle, signal.SIGKILL)
+                    handle.kill_at = float("inf")
+                continue
+            if timeout and now - handle.last_heartbeat > timeout:
+                self.log.error("Worker %d (pid %d) timed out: no heartbeat for %ds; aborting",
+                               handle.age, handle.pid, timeout)
+                self._kill(handle, signal.SIGABRT)
+                handle.kill_at = now + ABORT_GRACE
+
+    def _kill(self, handle: WorkerHandle, sig: int) -> None:
+        try:
+            os.kill(handle.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _retire_oldest(self) -> None:
+        active = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
+        if len(active) > self.num_workers:
+            handle = active[0]
+            handle.retiring = True
+            self.log.info("Retiring worker %d (pid %d)", handle.age, handle.pid)
+            self._kill(handle, signal.SIGTERM)
+
+    # -- signals and transitions -------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            self._begin_stop(graceful=True)
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            self._begin_stop(graceful=False)
+        elif signum == signal.SIGCHLD:
+            pass  # reaped in _tick
+        elif signum == signal.SIGTTIN and self.state is State.RUNNING:
+            self.num_workers += 1
+            self.log.info("SIGTTIN: now %d workers", self.num_workers)
+        elif signum == signal.SIGTTOU and self.state is State.RUNNING:
+            if self.num_workers > 1:
+                self.num_workers -= 1
+                self.log.info("SIGTTOU: now %d workers", self.num_workers)
+                self._retire_oldest()
+        elif signum == signal.SIGUSR1:
+            logs.configure(self.cfg.loglevel, self.cfg.errorlog, self.cfg.accesslog)
+            self.log.info("SIGUSR1: log files reopened")
+        elif signum in (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH):
+            self.log.warning("%s is not supported yet; ignored", signal.Signals(signum).name)
+
+    def _begin_stop(self, graceful: bool) -> None:
+        if self.state is State.HALTING or (graceful and self.state is State.STOPPING):
+            return
+        self.state = State.STOPPING if graceful else State.HALTING
+        wait = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
+        self.stop_deadline = time.monotonic() + wait
+        self.log.info("%s: %d workers", "Graceful stop" if graceful else "Fast stop", len(self.workers))
+        for handle in self.workers.values():
+            self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
+
+    def _tick(self) -> None:
+        self._reap()
+        now = time.monotonic()
+        if self.state is State.RUNNING:
+            self._check_heartbeats(now)
+            active = [h for h in self.workers.values() if not h.retiring]
+            if len(active) < self.num_workers and now >= self.respawn_at:
+                for _ in range(self.num_workers - len(active)):
+                    self._spawn()
+            if not self.announced_ready and self.workers and all(h.ready for h in self.workers.values()):
+                self.announced_ready = True
+                self._call_hook("when_ready", self)
+            return
+        if not self.workers:
+            self.state = State.DONE
+        elif now >= self.stop_deadline:
+            self.log.warning("Stop timed out; killing %d workers", len(self.workers))
+            for handle in self.workers.values():
+                self._kill(handle, signal.SIGKILL)
+            self.stop_deadline = float("inf")
+
+    def _poll_timeout(self) -> float:
+        now = time.monotonic()
+        wake = min(now + TICK, self.stop_deadline)
+        if self.state is State.RUNNING and self.respawn_at > now:
+            wake = min(wake, self.respawn_at)
+        return max(0.0, wake - now)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _call_hook(self, name: str, *args: Any) -> None:
+        hook = getattr(self.cfg, name)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:  # noqa: BLE001 - a broken hook is logged, not fatal
+            self.log.exception("%s hook failed", name)
+
+    def _cleanup(self) -> None:
+        if os.getpid() != self.pid:
+            return
+        for listener in self.listeners:
+            listener.close()
+        if self.cfg.pidfile:
+            try:
+                with open(self.cfg.pidfile, encoding="ascii") as stream:
+                    if stream.read().strip() == str(self.pid):
+                        os.unlink(self.cfg.pidfile)
+            except OSError:
+                pass
+        self._call_hook("on_exit", self)
+        self.log.info("Shutting down: exit code %d", self.exit_code)

@@ -1,0 +1,60 @@
+"""The ``clusterserve`` command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from clusterserve import app as app_loader
+from clusterserve import logs
+from clusterserve.config import Config, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"clusterserve: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def check_config(cfg: Config) -> int:
+    """Print the effective settings and try to load the app, as ``--check-config`` asks."""
+    print(cfg.describe())
+    try:
+        app_loader.prepare_import_path(cfg.chdir, cfg.pythonpath)
+        app = app_loader.load_app(cfg.wsgi_app)
+    except Exception as err:  # noqa: BLE001 - report whatever the app raised
+        print(f"clusterserve: error: cannot load app {cfg.wsgi_app!r}: {err}", file=sys.stderr)
+        return 1
+    from clusterserve.workers.base import resolve_interface
+
+    print(f"# app {cfg.wsgi_app!r} loads and is served as {resolve_interface(cfg, app).upper()}")
+    return 0
+
+
+def run(argv: Sequence[str]) -> int:
+    try:
+        cfg = load_config(argv)
+    except ConfigError as err:
+        return _fail(str(err))
+    for warning in cfg.warnings:
+        print(f"clusterserve: warning: {warning}", file=sys.stderr)
+    if not cfg.wsgi_app:
+        return _fail("no app given: clusterserve [OPTIONS] MODULE:APP (see --help)")
+    try:
+        app_loader.parse_app_spec(cfg.wsgi_app)
+    except app_loader.AppLoadError as err:
+        return _fail(str(err))
+    if cfg.check_config:
+        return check_config(cfg)
+    try:
+        logs.configure(cfg.loglevel, cfg.errorlog, cfg.accesslog)
+    except OSError as err:
+        return _fail(f"cannot open log file: {err}")
+    from clusterserve.arbiter import Arbiter
+
+    return Arbiter(cfg).run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

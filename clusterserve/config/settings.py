@@ -1,0 +1,243 @@
+"""The settings registry: every setting described once.
+
+The command line, ``--help``, the config file readers and
+``--check-config`` are all generated from ``SETTINGS``.  Names are
+gunicorn's, so existing configs keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterserve import process, sockets
+from clusterserve.config import types
+
+# Setting kinds: how the command line takes them.
+VALUE = "value"  # --flag VALUE, the last one wins
+APPEND = "append"  # --flag VALUE, repeatable, collected into a list
+SWITCH = "switch"  # --flag alone sets True
+HOOK = "hook"  # a callable, only from a Python config file
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    section: str
+    flags: tuple[str, ...]
+    parse: types.Parser
+    default: Any
+    help: str
+    kind: str = VALUE
+    metavar: str | None = None
+    supported: bool = True
+    env_default: Callable[[dict[str, str]], Any] | None = field(default=None, compare=False)
+
+
+def _bind_item(raw: Any) -> str:
+    value = types.text(raw)
+    sockets.parse_address(value)
+    return value
+
+
+def _user(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    return process.resolve_user(str(raw) if isinstance(raw, int) else types.text(raw))
+
+
+def _group(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    return process.resolve_group(str(raw) if isinstance(raw, int) else types.text(raw))
+
+
+def _default_bind(environ: dict[str, str]) -> list[str] | None:
+    port = environ.get("PORT")
+    return [f"0.0.0.0:{port}"] if port else None
+
+
+def _default_workers(environ: dict[str, str]) -> int | None:
+    value = environ.get("WEB_CONCURRENCY")
+    return types.integer(1)(value) if value else None
+
+
+# gunicorn and uvicorn worker class names, and what they mean here.
+WORKER_CLASSES: dict[str, str] = {
+    "sync": "wsgi",
+    "gthread": "wsgi",
+    "wsgi": "wsgi",
+    "asgi": "asgi",
+    "uvicorn.workers.UvicornWorker": "asgi",
+    "uvicorn.workers.UvicornH11Worker": "asgi",
+    "uvicorn_worker.UvicornWorker": "asgi",
+    "uvicorn_worker.UvicornH11Worker": "asgi",
+}
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_NOT_YET = "Not supported yet."
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- Config ---------------------------------------------------------
+    Setting("config", "Config", ("-c", "--config"), types.optional_text, None,
+            "Config file: a .toml file, or a Python file in gunicorn.conf.py style. "
+            "Without it, clusterserve.toml or [tool.clusterserve] in pyproject.toml "
+            "in the working directory is read if present.", metavar="FILE"),
+    Setting("wsgi_app", "Config", (), types.optional_text, None,
+            "The app to serve, as MODULE:ATTR, MODULE:FACTORY(ARGS) or MODULE; "
+            "the APP argument sets it on the command line."),
+    # -- Sockets --------------------------------------------------------
+    Setting("bind", "Server socket", ("-b", "--bind"), types.string_list(_bind_item),
+            ["127.0.0.1:8000"],
+            "Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. "
+            "Repeat for several. Defaults to 0.0.0.0:$PORT when PORT is set.",
+            kind=APPEND, metavar="ADDRESS", env_default=_default_bind),
+    Setting("backlog", "Server socket", ("--backlog",), types.integer(1), 2048,
+            "Maximum number of pending connections in the kernel queue.", metavar="INT"),
+    Setting("dispatch", "Server socket", ("--dispatch",),
+            types.choice(("shared", "round-robin", "reuseport")), "shared",
+            "How connections reach workers: shared (every worker accepts on the "
+            "one socket), round-robin (not supported yet), reuseport (not supported yet).",
+            metavar="MODE"),
+    # -- Workers --------------------------------------------------------
+    Setting("workers", "Worker processes", ("-w", "--workers"), types.integer(1), 1,
+            "Number of worker processes. Defaults to $WEB_CONCURRENCY when set.",
+            metavar="INT", env_default=_default_workers),
+    Setting("worker_class", "Worker processes", ("-k", "--worker-class"),
+            types.choice(tuple(WORKER_CLASSES)), "sync",
+            "Worker type, by gunicorn or uvicorn name: sync, gthread and wsgi serve "
+            "WSGI; asgi and uvicorn.workers.UvicornWorker serve ASGI.", metavar="CLASS"),
+    Setting("interface", "Worker processes", ("--interface",),
+            types.choice(("auto", "wsgi", "asgi")), "auto",
+            "App interface: auto inspects the callable (coroutine functions are ASGI).",
+            metavar="auto|wsgi|asgi"),
+    Setting("threads", "Worker processes", ("--threads",), types.integer(1), 1,
+            "App threads per worker. Idle connections never hold a thread.", metavar="INT"),
+    Setting("worker_connections", "Worker processes", ("--worker-connections",),
+            types.integer(1), 1000,
+            "Maximum open connections per worker; a full worker stops accepting.",
+            metavar="INT"),
+    Setting("max_requests", "Worker processes", ("--max-requests",), types.integer(0), 0,
+            "Restart a worker after this many requests (0 = never).", metavar="INT"),
+    Setting("max_requests_jitter", "Worker processes", ("--max-requests-jitter",),
+            types.integer(0), 0,
+            "Add a random 0..N to max_requests per worker, so they do not restart together.",
+            metavar="INT"),
+    Setting("timeout", "Worker processes", ("-t", "--timeout"), types.integer(0), 30,
+            "Seconds without a heartbeat before a worker is killed and replaced (0 = never).",
+            metavar="INT"),
+    Setting("graceful_timeout", "Worker processes", ("--graceful-timeout",),
+            types.integer(0), 30,
+            "Seconds a graceful stop waits for in-flight requests before killing.",
+            metavar="INT"),
+    Setting("keepalive", "Worker processes", ("--keep-alive",), types.integer(0), 2,
+            "Seconds an idle keep-alive connection stays open (0 = close after each response).",
+            metavar="INT"),
+    # -- Security -------------------------------------------------------
+    Setting("limit_request_line", "Security", ("--limit-request-line",),
+            types.integer(0), 4094,
+            "Maximum bytes in the request line (0 = unlimited); longer gets 414.",
+            metavar="INT"),
+    Setting("limit_request_fields", "Security", ("--limit-request-fields",),
+            types.integer(0), 100,
+            "Maximum number of header fields (0 = unlimited); more gets 431.", metavar="INT"),
+    Setting("limit_request_field_size", "Security",
+            ("--limit-request-field-size", "--limit-request-field_size"),
+            types.integer(0), 8190,
+            "Maximum bytes in one header field (0 = unlimited); larger gets 431.",
+            metavar="INT"),
+    Setting("forwarded_allow_ips", "Security", ("--forwarded-allow-ips",),
+            types.string_list(comma_separated=True), ["127.0.0.1", "::1"],
+            "Comma-separated proxy addresses trusted to set X-Forwarded-Proto; * trusts all. "
+            "Defaults to $FORWARDED_ALLOW_IPS when set.", metavar="IPS",
+            env_default=lambda environ: (
+                types.string_list(comma_separated=True)(environ["FORWARDED_ALLOW_IPS"])
+                if environ.get("FORWARDED_ALLOW_IPS") else None)),
+    Setting("certfile", "Security", ("--certfile",), types.optional_text, None,
+            "TLS certificate file (PEM). " + _NOT_YET, metavar="FILE", supported=False),
+    Setting("keyfile", "Security", ("--keyfile",), types.optional_text, None,
+            "TLS private key file (PEM). " + _NOT_YET, metavar="FILE", supported=False),
+    # -- Server mechanics -----------------------------------------------
+    Setting("preload_app", "Server mechanics", ("--preload",), types.boolean, False,
+            "Import the app in the arbiter before forking (shares memory; HUP then "
+            "does not reload app code).", kind=SWITCH),
+    Setting("chdir", "Server mechanics", ("--chdir",), types.optional_text, None,
+            "Change to this directory before loading the app.", metavar="DIR"),
+    Setting("pythonpath", "Server mechanics", ("--pythonpath",),
+            types.string_list(comma_separated=True), [],
+            "Comma-separated directories to add to sys.path.", metavar="DIRS"),
+    Setting("raw_env", "Server mechanics", ("-e", "--env"),
+            types.string_list(types.env_assignment), [],
+            "Set an environment variable for the app, KEY=VALUE; repeatable.",
+            kind=APPEND, metavar="KEY=VALUE"),
+    Setting("pidfile", "Server mechanics", ("-p", "--pid"), types.optional_text, None,
+            "Write the arbiter's pid to this file.", metavar="FILE"),
+    Setting("proc_name", "Server mechanics", ("-n", "--name"), types.optional_text, None,
+            "Process title base (needs the setproctitle extra).", metavar="NAME"),
+    Setting("user", "Server mechanics", ("-u", "--user"), _user, None,
+            "Run workers as this user (name or uid).", metavar="USER"),
+    Setting("group", "Server mechanics", ("-g", "--group"), _group, None,
+            "Run workers as this group (name or gid).", metavar="GROUP"),
+    Setting("umask", "Server mechanics", ("-m", "--umask"),
+            types.integer(0, octal_strings=True), 0,
+            "File mode creation mask, e.g. 0o027 (also applies to unix sockets).",
+            metavar="INT"),
+    # -- Logging --------------------------------------------------------
+    Setting("loglevel", "Logging", ("--log-level",), types.choice(LOG_LEVELS), "info",
+            "Error log level: " + ", ".join(LOG_LEVELS) + ".", metavar="LEVEL"),
+    Setting("errorlog", "Logging", ("--error-logfile", "--log-file"), types.text, "-",
+            "Error log file; - is stderr.", metavar="FILE"),
+    Setting("accesslog", "Logging", ("--access-logfile",), types.optional_text, None,
+            "Access log file; - is stdout. Off unless set.", metavar="FILE"),
+    Setting("access_log_format", "Logging", ("--access-logformat",), types.text,
+            '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+            "Access log line, with gunicorn's atoms.", metavar="FORMAT"),
+    # -- Hooks (Python config files only) -------------------------------
+    *(
+        Setting(name, "Server hooks", (), types.hook, None, text, kind=HOOK)
+        for name, text in (
+            ("on_starting", "on_starting(server): before the arbiter binds."),
+            ("when_ready", "when_ready(server): after the first workers are ready."),
+            ("pre_fork", "pre_fork(server, worker): in the arbiter, before a fork."),
+            ("post_fork", "post_fork(server, worker): in the worker, after the fork."),
+            ("post_worker_init", "post_worker_init(worker): in the worker, after the app loaded."),
+            ("worker_exit", "worker_exit(server, worker): in the worker, as it exits."),
+            ("child_exit", "child_exit(server, worker): in the arbiter, after a worker exited."),
+            ("on_exit", "on_exit(server): in the arbiter, before it exits."),
+            ("pre_request", "pre_request(worker, req): before the app handles a request."),
+            ("post_request", "post_request(worker, req, environ, resp): after it."),
+        )
+    ),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+# Every setting gunicorn knows.  A Python config file may set one that
+# clusterserve does not act on; it gets a warning, never silence.
+GUNICORN_SETTINGS = frozenset(
+    """config wsgi_app bind backlog workers worker_class threads worker_connections
+    max_requests max_requests_jitter timeout graceful_timeout keepalive limit_request_line
+    limit_request_fields limit_request_field_size reload reload_engine reload_extra_files
+    spew check_config print_config preload_app sendfile reuse_port chdir daemon raw_env
+    pidfile worker_tmp_dir user group umask initgroups tmp_upload_dir secure_scheme_headers
+    forwarded_allow_ips accesslog disable_redirect_access_to_syslog access_log_format
+    errorlog loglevel capture_output logger_class logconfig logconfig_dict logconfig_json
+    syslog_addr syslog syslog_prefix syslog_facility enable_stdio_inheritance statsd_host
+    dogstatsd_tags statsd_prefix enable_backlog_metric proc_name default_proc_name
+    pythonpath paste on_starting on_reload when_ready pre_fork post_fork post_worker_init
+    worker_int worker_abort pre_exec pre_request post_request child_exit worker_exit
+    nworkers_changed on_exit ssl_context proxy_protocol proxy_allow_ips protocol
+    uwsgi_allow_ips keyfile certfile ssl_version cert_reqs ca_certs suppress_ragged_eofs
+    do_handshake_on_connect ciphers http_protocols http2_cleartext
+    http2_max_concurrent_streams http2_initial_window_size http2_max_frame_size
+    http2_max_header_list_size raw_paste_global_conf permit_obsolete_folding
+    strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
+    casefold_http_method forwarder_headers header_map asgi_loop asgi_lifespan
+    asgi_disconnect_grace_period http_parser root_path dirty_apps dirty_workers
+    dirty_timeout dirty_threads dirty_graceful_timeout on_dirty_starting dirty_post_fork
+    dirty_worker_init dirty_worker_exit control_socket control_socket_mode
+    control_socket_disable""".split()
+)
+

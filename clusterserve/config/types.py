@@ -1,0 +1,124 @@
+"""Value parsers for settings.
+
+Each parser takes a raw value, either a string (from the command line or
+``CLUSTERSERVE_CMD_ARGS``) or a native value (from TOML or a Python config
+file), and returns the typed value or raises ``ValueError`` with a message
+that completes the sentence "setting 'x' ...: <message>".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Parser = Callable[[Any], Any]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def integer(minimum: int | None = None, *, octal_strings: bool = False) -> Parser:
+    """An int, at least ``minimum``; ``octal_strings`` accepts '0o22'/'022'."""
+
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError(f"expected an integer, got {raw!r}")
+        if isinstance(raw, int):
+            value = raw
+        elif isinstance(raw, str):
+            text = raw.strip()
+            try:
+                if octal_strings and text.startswith("0") and text.isdigit():
+                    value = int(text, 8)
+                else:
+                    value = int(text, 0 if octal_strings else 10)
+            except ValueError:
+                raise ValueError(f"expected an integer, got {raw!r}") from None
+        else:
+            raise ValueError(f"expected an integer, got {raw!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def number(minimum: float = 0.0) -> Parser:
+    """A float (seconds), at least ``minimum``."""
+
+    def parse(raw: Any) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise ValueError(f"expected a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    return raw
+
+
+def optional_text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return text(raw)
+
+
+def choice(options: Sequence[str], aliases: dict[str, str] | None = None) -> Parser:
+    aliases = aliases or {}
+
+    def parse(raw: Any) -> str:
+        value = text(raw)
+        value = aliases.get(value, value)
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}; got {raw!r}")
+        return value
+
+    return parse
+
+
+def string_list(item: Parser = text, *, comma_separated: bool = False) -> Parser:
+    """A list of strings; a single string is one item, or comma-split."""
+
+    def parse(raw: Any) -> list[Any]:
+        if isinstance(raw, str):
+            items: list[Any] = [p.strip() for p in raw.split(",")] if comma_separated else [raw]
+            items = [p for p in items if p != ""]
+        elif isinstance(raw, (list, tuple)):
+            items = []
+            for element in raw:
+                items.extend(parse(element) if comma_separated else [element])
+        else:
+            raise ValueError(f"expected a list of strings, got {raw!r}")
+        return [item(p) for p in items]
+
+    return parse
+
+
+def env_assignment(raw: Any) -> str:
+    value = text(raw)
+    if "=" not in value or value.startswith("="):
+        raise ValueError(f"expected KEY=VALUE, got {raw!r}")
+    return value
+
+
+def hook(raw: Any) -> Callable[..., Any] | None:
+    if raw is None or callable(raw):
+        return raw
+    raise ValueError(f"expected a callable, got {raw!r}")

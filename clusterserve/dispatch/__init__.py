@@ -1,0 +1,1 @@
+"""How a connection reaches a worker: one module per dispatch mode."""

@@ -1,0 +1,72 @@
+"""``shared`` dispatch: every worker accepts on the sockets it inherited.
+
+Listeners are watched with ``EPOLLEXCLUSIVE`` so one connection wakes one
+worker.  A woken worker accepts until the queue is empty (a worker that is
+woken and does not accept would strand the connection), and stops watching
+the listeners while it has no room, leaving new connections to the others.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from clusterserve.logs import log
+from clusterserve.poller import Poller
+from clusterserve.sockets import Listener
+
+OnConnection = Callable[[socket.socket, object], None]
+
+
+class SharedAcceptor:
+    def __init__(
+        self,
+        listeners: list[Listener],
+        poller: Poller,
+        on_connection: OnConnection,
+        has_room: Callable[[], bool],
+    ) -> None:
+        self._sockets = [listener.sock for listener in listeners]
+        for sock in self._sockets:
+            sock.setblocking(False)
+        self._poller = poller
+        self._on_connection = on_connection
+        self._has_room = has_room
+        self.accepting = False
+
+    def resume(self) -> None:
+        """Watch the listeners again (epoll reports at once what queued meanwhile)."""
+        if self.accepting:
+            return
+        for sock in self._sockets:
+            self._poller.add(sock.fileno(), lambda s=sock: self._accept_all(s), exclusive=True)
+        self.accepting = True
+
+    def pause(self) -> None:
+        if not self.accepting:
+            return
+        for sock in self._sockets:
+            self._poller.remove(sock.fileno())
+        self.accepting = False
+
+    def close(self) -> None:
+        """Stop accepting for good and drop this worker's copies of the listeners."""
+        self.pause()
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+
+    def _accept_all(self, listener: socket.socket) -> None:
+        while self._has_room():
+            try:
+                conn, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # that client gave up while queued; the next may not have
+            except OSError as err:
+                # Out of descriptors (EMFILE) or similar: leave the rest queued
+                # for other workers rather than spin.
+                log.warning("accept failed: %s", err)
+                return
+            self._on_connection(conn, peer)

@@ -1,0 +1,101 @@
+"""``wsgi.input``: the request body, streamed from the socket as the app reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import h11
+
+from clusterserve.http.connection import HttpConnection
+
+CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
+
+
+class RequestBody:
+    """A file-like reader over the h11 body events of one request.
+
+    The first read answers ``Expect: 100-continue``; reads return b"" at
+    the end of the body, so ``wsgi.input_terminated`` holds.
+    """
+
+    def __init__(self, connection: HttpConnection) -> None:
+        self._connection = connection
+        self._buffer = bytearray()
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished and not self._buffer
+
+    def _fill(self) -> bool:
+        """Read the next body chunk into the buffer; False at the end."""
+        if self._finished:
+            return False
+        conn = self._connection
+        if conn.h11.they_are_waiting_for_100_continue:
+            conn.send(CONTINUE)
+        event = conn.next_event()
+        if isinstance(event, h11.Data):
+            self._buffer += event.data
+            return True
+        if isinstance(event, h11.EndOfMessage):
+            self._finished = True
+            return False
+        raise ConnectionError("client closed the connection before sending the whole body")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            size = len(self._buffer)
+        while len(self._buffer) < size and self._fill():
+            pass
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = None if size is None or size < 0 else size
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                end += 1
+                break
+            if limit is not None and len(self._buffer) >= limit:
+                end = limit
+                break
+            if not self._fill():
+                end = len(self._buffer)
+                break
+        if limit is not None:
+            end = min(end, limit)
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return line
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines, total = [], 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def discard(self, limit: int) -> bool:
+        """Read and drop up to ``limit`` bytes of unread body; True if it ended."""
+        self._buffer.clear()
+        seen = 0
+        while seen <= limit:
+            if not self._fill():
+                return True
+            seen += len(self._buffer)
+            self._buffer.clear()
+        return False

@@ -1,0 +1,182 @@
+"""One client connection: its socket and its h11 state machine.
+
+A connection lives in two places in turn.  While it waits for a request
+head it belongs to the worker's event loop, which reads without blocking
+(``read_available`` / ``next_request``).  Once a head is complete it
+belongs to one app thread, which reads the body and writes the response
+with blocking calls bounded by ``io_timeout``.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import h11
+
+RECV_SIZE = 65536
+# h11's own cap on an incomplete head when the limits are unlimited (0).
+UNLIMITED_HEAD = 1024 * 1024
+
+
+class HttpError(Exception):
+    """A request to refuse with ``status``; the connection is closed after."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(detail or HTTPStatus(status).phrase)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """gunicorn's ``limit_request_*`` settings (0 = unlimited)."""
+
+    line: int
+    fields: int
+    field_size: int
+
+    @property
+    def max_head(self) -> int:
+        if not (self.line and self.fields and self.field_size):
+            return UNLIMITED_HEAD
+        return self.line + 2 + self.fields * (self.field_size + 2) + 2
+
+    def check(self, request: h11.Request) -> None:
+        line_length = len(request.method) + len(request.target) + len(b"  HTTP/1.1")
+        if self.line and line_length > self.line:
+            raise HttpError(414, f"request line longer than {self.line} bytes")
+        if self.fields and len(request.headers) > self.fields:
+            raise HttpError(431, f"more than {self.fields} header fields")
+        if self.field_size:
+            for name, value in request.headers.raw_items():
+                if len(name) + len(value) + 2 > self.field_size:
+                    raise HttpError(431, f"header field larger than {self.field_size} bytes")
+
+
+def error_response(status: int, detail: str = "") -> bytes:
+    """A complete response that refuses a request and announces the close."""
+    phrase = HTTPStatus(status).phrase
+    body = f"{phrase}\n{detail}\n".encode("latin-1", "replace") if detail else f"{phrase}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "content-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class Phase(enum.Enum):
+    WAITING_FOR_HEAD = "waiting for head"  # owned by the event loop
+    IN_APP = "in app"  # owned by an app thread
+    CLOSED = "closed"
+
+
+class HttpConnection:
+    def __init__(self, sock: socket.socket, peer: Any, limits: HeadLimits, io_timeout: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.limits = limits
+        self.io_timeout = io_timeout
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self.phase = Phase.WAITING_FOR_HEAD
+        self.received_any = False  # bytes of the current request have arrived
+        self.deadline = 0.0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # -- event loop side: never blocks --------------------------------
+
+    def read_available(self) -> None:
+        """Read what the socket has now into h11 (end of file included)."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.received_any = True
+        self.h11.receive_data(data)
+
+    def next_request(self) -> h11.Request | None:
+        """The complete request head if h11 has one; None if more bytes are needed.
+
+        Raises ``HttpError`` for a malformed or over-limit head and
+        ``ConnectionResetError`` when the client closed an idle connection.
+        """
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError as err:
+            raise self._refusal(err) from None
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Request):
+            self.limits.check(event)
+            return event
+        raise ConnectionResetError("client closed the connection")
+
+    def _refusal(self, err: h11.RemoteProtocolError) -> HttpError:
+        status = err.error_status_hint
+        if status == 431:
+            pending, _ = self.h11.trailing_data
+            if self.limits.line and b"\n" not in pending:
+                return HttpError(414, f"request line longer than {self.limits.line} bytes")
+        return HttpError(status if 400 <= status < 600 else 400, str(err))
+
+    # -- app thread side: blocking, bounded by io_timeout ---------------
+
+    def start_blocking(self) -> None:
+        self.phase = Phase.IN_APP
+        self.sock.settimeout(self.io_timeout)
+
+    def back_to_loop(self) -> None:
+        self.sock.settimeout(0.0)
+        self.phase = Phase.WAITING_FOR_HEAD
+        self.received_any = bool(self.h11.trailing_data[0])
+
+    def next_event(self) -> Any:
+        """The next body event, reading from the socket as needed."""
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (TimeoutError, OSError):
+                data = b""
+            self.h11.receive_data(data)
+
+    def send(self, event: Any) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.sock.sendall(data)
+
+    def send_raw(self, data: bytes) -> None:
+        """Best-effort write of bytes outside h11 (error responses)."""
+        try:
+            self.sock.settimeout(self.io_timeout)
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            # Unread bytes at close make the kernel send a reset, which can
+            # destroy the response before the client reads it: drop them.
+            self.sock.settimeout(0.0)
+            for _ in range(16):
+                if not self.sock.recv(RECV_SIZE):
+                    break
+        except OSError:
+            pass
+        self.sock.close()

@@ -1,0 +1,166 @@
+"""Building the PEP 3333 ``environ`` for one request."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import h11
+
+from clusterserve import __version__
+from clusterserve.http.connection import HttpError
+
+SERVER_SOFTWARE = f"clusterserve/{__version__}"
+
+# Headers a trusted proxy may use to say the client spoke HTTPS (gunicorn's
+# secure_scheme_headers default).
+SECURE_SCHEME_HEADERS = {
+    "HTTP_X_FORWARDED_PROTOCOL": "ssl",
+    "HTTP_X_FORWARDED_PROTO": "https",
+    "HTTP_X_FORWARDED_SSL": "on",
+}
+
+
+class ErrorStream:
+    """``wsgi.errors``: text written here goes to the error log's stream."""
+
+    def write(self, text: str) -> int:
+        sys.stderr.write(text)
+        return len(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class TrustedProxies:
+    """``forwarded_allow_ips``: addresses and networks, or ``*`` for all."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.everyone = "*" in entries
+        self._networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
+
+    def trust(self, address: str) -> bool:
+        if self.everyone:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # a unix socket peer has no address
+        return any(ip in network for network in self._networks)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What every environ of one worker shares."""
+
+    multithread: bool
+    multiprocess: bool
+    proxies: TrustedProxies
+    file_wrapper: Any
+
+
+def _peer_address(peer: Any) -> tuple[str, str]:
+    if isinstance(peer, tuple):
+        return str(peer[0]), str(peer[1])
+    return "", ""
+
+
+def _server_address(sock_name: Any) -> tuple[str, str]:
+    if isinstance(sock_name, tuple):
+        return str(sock_name[0]), str(sock_name[1])
+    return str(sock_name), ""
+
+
+def _split_host(host_header: str, scheme: str) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT from a Host header (``name``, ``name:port``, ``[v6]:port``)."""
+    if host_header.startswith("["):
+        host, _, rest = host_header[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = host_header.partition(":")
+    return host, port or ("443" if scheme == "https" else "80")
+
+
+def build_environ(
+    request: h11.Request,
+    sock_name: Any,
+    peer: Any,
+    info: ServerInfo,
+    body: Any,
+    errors: ErrorStream,
+) -> dict[str, Any]:
+    target = request.target.decode("latin-1")
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        path, query = parts.path or "/", parts.query
+    elif target.startswith("/"):
+        path, _, query = target.partition("?")
+    elif target == "*" and request.method == b"OPTIONS":
+        path, query = "*", ""
+    else:
+        raise HttpError(400, "request target must be a path or an absolute URL")
+    remote_addr, remote_port = _peer_address(peer)
+    server_name, server_port = _server_address(sock_name)
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method.decode("ascii"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "RAW_URI": target,
+        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "REMOTE_ADDR": remote_addr,
+        "REMOTE_PORT": remote_port,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": body,
+        "wsgi.errors": errors,
+        "wsgi.multithread": info.multithread,
+        "wsgi.multiprocess": info.multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": info.file_wrapper,
+    }
+    script_name_header = None
+    for raw_name, raw_value in request.headers.raw_items():
+        name = raw_name.decode("latin-1").upper()
+        value = raw_value.decode("latin-1")
+        if "_" in name:
+            # "X_Forwarded_For" would collide with "X-Forwarded-For" in the
+            # environ: drop such headers, as gunicorn does by default.
+            if name == "SCRIPT_NAME":
+                script_name_header = value
+            continue
+        if name in ("CONTENT-TYPE", "CONTENT-LENGTH"):
+            environ[name.replace("-", "_")] = value
+            continue
+        key = "HTTP_" + name.replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+
+    trusted = info.proxies.trust(remote_addr)
+    if trusted:
+        for key, secure_value in SECURE_SCHEME_HEADERS.items():
+            if environ.get(key, "").lower() == secure_value:
+                environ["wsgi.url_scheme"] = "https"
+    if "HTTP_HOST" in environ:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
+            environ["HTTP_HOST"], environ["wsgi.url_scheme"]
+        )
+    script_name = script_name_header if trusted and script_name_header else os.environ.get("SCRIPT_NAME", "")
+    if script_name:
+        script_name = script_name.rstrip("/")
+        environ["SCRIPT_NAME"] = script_name
+        if environ["PATH_INFO"].startswith(script_name):
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(script_name) :]
+    return environ

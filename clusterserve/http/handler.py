@@ -1,0 +1,117 @@
+"""Running one request through a WSGI app, on an app thread."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+
+from clusterserve.http.body import RequestBody
+from clusterserve.http.connection import HttpConnection, HttpError, error_response
+from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
+from clusterserve.http.response import ClientGone, FileWrapper, Response
+from clusterserve.logs import RequestRecord, log, write_access
+
+# Unread request body a keep-alive connection may skip over; more and it closes.
+MAX_DISCARD = 64 * 1024
+
+
+@dataclass
+class RequestContext:
+    """Everything a request needs from its worker."""
+
+    app: Callable[..., Any]
+    info: ServerInfo
+    access_log_format: str | None
+    keepalive: bool
+    is_stopping: Callable[[], bool]
+    pre_request: Callable[..., Any] | None
+    post_request: Callable[..., Any] | None
+    worker: Any
+    errors: ErrorStream
+
+
+def _call_hook(hook: Callable[..., Any] | None, *args: Any) -> None:
+    if hook is None:
+        return
+    try:
+        hook(*args)
+    except Exception:  # noqa: BLE001 - a broken hook must not break the request
+        log.exception("hook %s failed", getattr(hook, "__name__", hook))
+
+
+def serve_request(connection: HttpConnection, request: h11.Request, ctx: RequestContext) -> bool:
+    """Run the app for ``request`` and send its response.
+
+    Returns True when the connection can take another request.
+    """
+    started_wall, started = time.time(), time.perf_counter()
+    body = RequestBody(connection)
+    try:
+        environ = build_environ(request, connection.sock.getsockname(), connection.peer,
+                                ctx.info, body, ctx.errors)
+    except HttpError as err:
+        connection.send_raw(error_response(err.status, err.detail))
+        return False
+    keep_alive = ctx.keepalive and not ctx.is_stopping()
+    response = Response(connection, request, keep_alive)
+    result: Any = None
+    completed = False
+    _call_hook(ctx.pre_request, ctx.worker, request)
+    try:
+        result = ctx.app(environ, response.start_response)
+        if not (isinstance(result, FileWrapper) and response.send_file(result)):
+            for chunk in result:
+                if chunk:
+                    response.write(chunk)
+        response.finish()
+        completed = True
+    except ClientGone:
+        log.debug("client %s went away during the response", environ.get("REMOTE_ADDR"))
+    except (h11.RemoteProtocolError, ConnectionError) as err:
+        # The request body was malformed or cut short while the app read it.
+        log.info("bad request body from %s: %s", environ.get("REMOTE_ADDR"), err)
+        if not response.headers_sent:
+            response.status = "400 Bad Request"
+            connection.send_raw(error_response(400, str(err)))
+    except Exception:  # noqa: BLE001 - any app error becomes a 500
+        log.exception("Error handling request %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
+        if not response.headers_sent:
+            response.status = "500 Internal Server Error"
+            connection.send_raw(error_response(500))
+    finally:
+        if hasattr(result, "close"):
+            try:
+                result.close()
+            except Exception:  # noqa: BLE001
+                log.exception("close() of the response iterable failed")
+
+    if ctx.access_log_format is not None:
+        write_access(ctx.access_log_format, RequestRecord(
+            environ=environ, status=response.status or "500", response_headers=response.headers,
+            body_bytes=response.body_bytes, started=started_wall,
+            duration=time.perf_counter() - started, pid=ctx.worker.pid))
+    _call_hook(ctx.post_request, ctx.worker, request, environ, response)
+    return completed and _ready_for_next(connection, body)
+
+
+def _ready_for_next(connection: HttpConnection, body: RequestBody) -> bool:
+    """Finish reading this request and reset h11 for the next one, if possible."""
+    conn = connection.h11
+    if conn.our_state is not h11.DONE:
+        return False
+    if conn.their_state is h11.SEND_BODY:
+        if conn.they_are_waiting_for_100_continue:
+            return False  # the client has not sent the body; it expects us to close
+        try:
+            if not body.discard(MAX_DISCARD):
+                return False
+        except (ConnectionError, h11.RemoteProtocolError):
+            return False
+    if conn.their_state is not h11.DONE:
+        return False
+    conn.start_next_cycle()
+    return True

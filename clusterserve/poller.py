@@ -1,0 +1,60 @@
+"""A small readiness loop over ``select.epoll``.
+
+``selectors`` and asyncio cannot pass ``EPOLLEXCLUSIVE``, which the shared
+dispatch mode needs so that one connection wakes one worker; this poller can.
+Where epoll is missing it falls back to ``selectors`` without exclusivity.
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+from collections.abc import Callable
+
+Callback = Callable[[], None]
+
+EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
+class Poller:
+    def __init__(self) -> None:
+        self._callbacks: dict[int, Callback] = {}
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._selector = None if self._epoll else selectors.DefaultSelector()
+
+    def add(self, fd: int, callback: Callback, *, exclusive: bool = False) -> None:
+        """Call ``callback`` whenever ``fd`` is readable (or closed by the peer)."""
+        self._callbacks[fd] = callback
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN | (EXCLUSIVE if exclusive else 0))
+        else:
+            self._selector.register(fd, selectors.EVENT_READ)
+
+    def remove(self, fd: int) -> None:
+        if self._callbacks.pop(fd, None) is None:
+            return
+        if self._epoll is not None:
+            self._epoll.unregister(fd)
+        else:
+            self._selector.unregister(fd)
+
+    def __contains__(self, fd: int) -> bool:
+        return fd in self._callbacks
+
+    def poll(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds and run the callbacks of ready descriptors."""
+        try:
+            if self._epoll is not None:
+                ready = [fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]
+            else:
+                ready = [key.fd for key, _ in self._selector.select(timeout)]
+        except InterruptedError:
+            return
+        for fd in ready:
+            callback = self._callbacks.get(fd)
+            if callback is not None:
+                callback()
+
+    def close(self) -> None:
+        self._callbacks.clear()
+        (self._epoll or self._selector).close()

@@ -1,0 +1,1 @@
+"""Worker processes: ``base`` holds the lifecycle, one module per interface."""

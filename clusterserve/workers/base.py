@@ -1,0 +1,174 @@
+"""The worker side of the lifecycle, common to every interface.
+
+A worker is forked by the arbiter and never returns to the arbiter's code:
+``Worker.run`` sets the process up, loads the app, reports ``ready`` (or
+the import error) over its channel, serves until told to stop, and exits
+with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from clusterserve import app as app_loader
+from clusterserve import logs, process
+from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
+from clusterserve.config import Config
+from clusterserve.sockets import Listener
+
+# Exit codes the arbiter understands.
+EXIT_OK = 0
+EXIT_BOOT_ERROR = 3
+
+# Until its server installs its own handlers, a booting worker dies at once on
+# a stop signal (nothing is in flight yet) and ignores the arbiter-only ones.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
+                   signal.SIGUSR2, signal.SIGWINCH)
+
+
+class BootError(Exception):
+    """The app could not be loaded or is of an interface this worker cannot serve."""
+
+
+class Worker:
+    """Lifecycle of one worker process; an interface's server does the serving."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        age: int,
+        listeners: list[Listener],
+        channel: Channel,
+        arbiter: Any,
+        app: Callable[..., Any] | None,
+    ) -> None:
+        self.cfg = cfg
+        self.age = age
+        self.listeners = listeners
+        self.channel = channel
+        self.arbiter = arbiter
+        self.arbiter_pid = arbiter.pid
+        self.app = app
+        self.interface = ""
+        self.pid = 0
+        self.log = logs.log
+        self.requests_served = 0
+        self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter) \
+            if cfg.max_requests else 0
+
+    # -- in the child, right after fork --------------------------------
+
+    def run(self, forget_arbiter: Callable[[], None]) -> NoReturn:
+        """Become the worker: never returns."""
+        code = EXIT_OK
+        try:
+            self.pid = os.getpid()
+            forget_arbiter()
+            self._setup_process()
+            self._call_hook("post_fork", self.arbiter, self)
+            app = self._load()
+            self._call_hook("post_worker_init", self)
+            self._server_class()(self, app).serve()
+        except BootError as err:
+            self.channel.send(BOOT_ERROR, error=str(err))
+            self.log.error("worker %s failed to boot: %s", self.pid, err)
+            code = EXIT_BOOT_ERROR
+        except SystemExit as err:
+            code = err.code if isinstance(err.code, int) else 1
+        except BaseException:  # noqa: BLE001 - report anything before dying
+            self.log.exception("worker %s crashed", self.pid)
+            code = 1
+        finally:
+            self._call_hook("worker_exit", self.arbiter, self)
+            _flush_stdio()
+            os._exit(code)
+
+    def _setup_process(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        for sig in IGNORED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if self.cfg.group is not None or self.cfg.user is not None:
+            process.drop_privileges(self.cfg.user, self.cfg.group)
+        process.set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.arbiter_pid:
+            raise SystemExit(EXIT_OK)  # the arbiter died while we were forking
+        name = self.cfg.proc_name or "clusterserve"
+        process.set_title(f"{name}: worker {self.age} [{self.cfg.wsgi_app}]")
+
+    def _load(self) -> Callable[..., Any]:
+        app = self.app
+        if app is None:
+            try:
+                app_loader.prepare_import_path(None, self.cfg.pythonpath)
+                app = app_loader.load_app(self.cfg.wsgi_app)
+            except app_loader.AppLoadError as err:
+                raise BootError(str(err)) from None
+            except Exception:  # noqa: BLE001 - show the user's traceback
+                raise BootError(
+                    f"cannot load app {self.cfg.wsgi_app!r}:\n{traceback.format_exc().rstrip()}"
+                ) from None
+            gc.collect()
+        self.interface = resolve_interface(self.cfg, app)
+        return app
+
+    def _server_class(self) -> Any:
+        if self.interface == "wsgi":
+            from clusterserve.workers.wsgi import WsgiServer
+
+            return WsgiServer
+        raise BootError(
+            f"app {self.cfg.wsgi_app!r} is served as ASGI, which is not supported yet"
+        )
+
+    def _call_hook(self, name: str, *args: Any) -> None:
+        hook = getattr(self.cfg, name)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:  # noqa: BLE001
+            self.log.exception("%s hook failed", name)
+
+    # -- while serving --------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self.channel.send(HEARTBEAT, requests=self.requests_served)
+
+    def report_ready(self) -> None:
+        self.channel.send(READY, interface=self.interface)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return min(1.0, self.cfg.timeout / 4) if self.cfg.timeout else 1.0
+
+    def graceful_deadline(self) -> float:
+        return time.monotonic() + self.cfg.graceful_timeout
+
+
+def resolve_interface(cfg: Config, app: Callable[..., Any]) -> str:
+    """The interface to serve: the setting, else the worker class, else detection."""
+    from clusterserve.config.settings import WORKER_CLASSES
+
+    if cfg.interface != "auto":
+        return cfg.interface
+    if WORKER_CLASSES[cfg.worker_class] == "asgi":
+        return "asgi"
+    return app_loader.detect_interface(app)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,229 @@
+"""The WSGI worker's serving loop.
+
+One event loop (the process's main thread) owns every connection that is
+idle or still sending its request head.  A connection whose head is
+complete goes to the pool of ``threads`` app threads, which reads its body,
+runs the app and writes the response, then hands it back to the loop for
+keep-alive.  So a client that sends slowly never holds an app thread, and
+while every app thread is busy the worker stops accepting, leaving new
+connections to less busy workers.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import h11
+
+from clusterserve.dispatch.shared import SharedAcceptor
+from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
+from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
+from clusterserve.http.handler import RequestContext, serve_request
+from clusterserve.http.response import FileWrapper
+from clusterserve.logs import log
+from clusterserve.poller import Poller
+from clusterserve.signals import SignalQueue
+from clusterserve.workers.base import Worker
+
+# Without a `timeout` setting, the bound on one blocking read or write.
+DEFAULT_IO_TIMEOUT = 30.0
+
+
+class WsgiServer:
+    def __init__(self, worker: Worker, app: Callable[..., Any]) -> None:
+        cfg = worker.cfg
+        self.worker = worker
+        self.threads = cfg.threads
+        self.keepalive = float(cfg.keepalive)
+        self.io_timeout = float(cfg.timeout) or DEFAULT_IO_TIMEOUT
+        self.head_timeout = self.io_timeout
+        self.max_connections = cfg.worker_connections
+        self.limits = HeadLimits(cfg.limit_request_line, cfg.limit_request_fields,
+                                 cfg.limit_request_field_size)
+        self.context = RequestContext(
+            app=app,
+            info=ServerInfo(multithread=cfg.threads > 1, multiprocess=cfg.workers > 1,
+                            proxies=TrustedProxies(cfg.forwarded_allow_ips),
+                            file_wrapper=FileWrapper),
+            access_log_format=cfg.access_log_format if cfg.accesslog is not None else None,
+            keepalive=cfg.keepalive > 0,
+            is_stopping=lambda: self.stopping,
+            pre_request=cfg.pre_request,
+            post_request=cfg.post_request,
+            worker=worker,
+            errors=ErrorStream(),
+        )
+        self.poller = Poller()
+        self.connections: set[HttpConnection] = set()  # every open connection
+        self.waiting: set[HttpConnection] = set()  # owned by the loop
+        self.in_app = 0
+        self.finished: queue.SimpleQueue[tuple[HttpConnection, bool]] = queue.SimpleQueue()
+        self.wake_reader, self.wake_writer = socket.socketpair()
+        self.wake_reader.setblocking(False)
+        self.wake_writer.setblocking(False)
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app")
+        self.acceptor = SharedAcceptor(worker.listeners, self.poller, self._on_connection,
+                                       self._has_room)
+        self.stopping = False
+        self.stop_deadline = float("inf")
+
+    # -- the loop ---------------------------------------------------------
+
+    def serve(self) -> None:
+        SignalQueue(self.poller, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT), self._on_signal)
+        self.poller.add(self.worker.channel.fileno(), self._on_channel)
+        self.poller.add(self.wake_reader.fileno(), self._on_app_finished)
+        self.acceptor.resume()
+        self.worker.report_ready()
+        next_heartbeat = 0.0
+        while not (self.stopping and not self.connections):
+            now = time.monotonic()
+            if now >= self.stop_deadline:
+                log.warning("worker %s: graceful timeout, %d connections still open",
+                            self.worker.pid, len(self.connections))
+                break
+            if now >= next_heartbeat:
+                self.worker.heartbeat()
+                next_heartbeat = now + self.worker.heartbeat_interval
+            self._expire_waiting(now)
+            self.poller.poll(max(0.0, min(next_heartbeat, self.stop_deadline) - now))
+        self.pool.shutdown(wait=False)
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            self.begin_stop("received SIGTERM")
+        else:
+            raise SystemExit(0)  # SIGINT / SIGQUIT: fast stop
+
+    def _on_channel(self) -> None:
+        if self.worker.channel.receive() is None:
+            self.poller.remove(self.worker.channel.fileno())
+            self.begin_stop("the arbiter is gone")
+
+    def begin_stop(self, reason: str) -> None:
+        """Stop accepting now, finish in-flight requests, then leave the loop."""
+        if self.stopping:
+            return
+        log.info("worker %s stopping: %s", self.worker.pid, reason)
+        self.stopping = True
+        self.stop_deadline = self.worker.graceful_deadline()
+        self.acceptor.close()
+        for connection in list(self.waiting):
+            if not connection.received_any:
+                self._close(connection)
+
+    # -- connections waiting for a request head ------------------------------
+
+    def _has_room(self) -> bool:
+        return (not self.stopping and self.in_app < self.threads
+                and len(self.connections) < self.max_connections)
+
+    def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        sock.setblocking(False)
+        connection = HttpConnection(sock, peer, self.limits, self.io_timeout)
+        self.connections.add(connection)
+        self._wait_for_head(connection, time.monotonic() + self.head_timeout)
+        if not self._has_room():
+            self.acceptor.pause()
+
+    def _wait_for_head(self, connection: HttpConnection, deadline: float) -> None:
+        connection.deadline = deadline
+        self.waiting.add(connection)
+        self.poller.add(connection.fileno(), lambda: self._on_readable(connection))
+
+    def _on_readable(self, connection: HttpConnection) -> None:
+        had_bytes = connection.received_any
+        connection.read_available()
+        if connection.received_any and not had_bytes:
+            connection.deadline = time.monotonic() + self.head_timeout
+        self._advance(connection)
+
+    def _advance(self, connection: HttpConnection) -> None:
+        """Hand a complete head to an app thread, refuse a bad one, or keep waiting."""
+        try:
+            request = connection.next_request()
+        except HttpError as err:
+            self._refuse(connection, err)
+            return
+        except (ConnectionResetError, h11.LocalProtocolError):
+            self._close(connection)
+            return
+        if request is None:
+            return
+        self.waiting.discard(connection)
+        self.poller.remove(connection.fileno())
+        connection.start_blocking()
+        self.in_app += 1
+        if not self._has_room():
+            self.acceptor.pause()
+        self.pool.submit(self._run_request, connection, request)
+
+    def _refuse(self, connection: HttpConnection, err: HttpError) -> None:
+        log.debug("refusing request from %s: %s %s", connection.peer, err.status, err)
+        try:
+            connection.sock.send(error_response(err.status, err.detail))
+        except OSError:
+            pass
+        self._close(connection)
+
+    def _expire_waiting(self, now: float) -> None:
+        for connection in [c for c in self.waiting if c.deadline <= now]:
+            if connection.received_any:
+                self._refuse(connection, HttpError(408, "request head not received in time"))
+            else:
+                self._close(connection)
+
+    def _close(self, connection: HttpConnection) -> None:
+        if connection in self.waiting:
+            self.waiting.discard(connection)
+            self.poller.remove(connection.fileno())
+        self.connections.discard(connection)
+        connection.close()
+        if self._has_room():
+            self.acceptor.resume()
+
+    # -- app threads -----------------------------------------------------------
+
+    def _run_request(self, connection: HttpConnection, request: h11.Request) -> None:
+        """On an app thread: serve one request, then hand the connection back."""
+        try:
+            keep = serve_request(connection, request, self.context)
+        except Exception:  # noqa: BLE001 - never lose a connection to a bug
+            log.exception("unexpected error serving a request")
+            keep = False
+        self.finished.put((connection, keep))
+        try:
+            self.wake_writer.send(b"\0")
+        except BlockingIOError:
+            pass  # the loop has wake-ups pending already
+
+    def _on_app_finished(self) -> None:
+        try:
+            while self.wake_reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                connection, keep = self.finished.get_nowait()
+            except queue.Empty:
+                break
+            self.in_app -= 1
+            self.worker.requests_served += 1
+            if keep and not self.stopping and connection.phase is Phase.IN_APP:
+                connection.back_to_loop()
+                wait = self.head_timeout if connection.received_any else self.keepalive
+                self._wait_for_head(connection, time.monotonic() + wait)
+                self._advance(connection)  # a pipelined request may be buffered already
+            else:
+                self._close(connection)
+        if self.worker.max_requests and self.worker.requests_served >= self.worker.max_requests:
+            self.begin_stop(f"served {self.worker.requests_served} requests (max_requests)")
+        elif self._has_room():
+            self.acceptor.resume()
