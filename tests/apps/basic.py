@@ -1,0 +1,44 @@
+"""Small WSGI apps for lifecycle and configuration tests."""
+
+import os
+import time
+
+
+def app(environ, start_response):
+    body = f"hello from {os.getpid()}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def slow(environ, start_response):
+    """Sleeps for ?seconds (default 1) before answering: an in-flight request."""
+    query = environ.get("QUERY_STRING", "")
+    seconds = float(query.split("=", 1)[1]) if query.startswith("seconds=") else 1.0
+    time.sleep(seconds)
+    body = f"slept {seconds}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def env(environ, start_response):
+    """Answers with the value of the environment variable named by the path."""
+    body = os.environ.get(environ["PATH_INFO"].strip("/"), "<unset>").encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def create_app(greeting="hi", punctuation="!"):
+    """A factory: ``tests.apps.basic:create_app('hey', punctuation='?')``."""
+
+    def greeter(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{greeting}{punctuation}".encode()]
+
+    return greeter
+
+
+application = app
+
+
+async def asgi_app(scope, receive, send):
+    """An ASGI app, to check the not-supported-yet message."""

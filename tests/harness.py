@@ -1,0 +1,206 @@
+"""Starting a real clusterserve as a subprocess, and talking to it over real sockets."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Variables of the test runner's own environment that would change the server's settings.
+OUTSIDE_SETTINGS = ("CLUSTERSERVE_CMD_ARGS", "WEB_CONCURRENCY", "PORT", "FORWARDED_ALLOW_IPS")
+LISTENING = re.compile(r"Listening at: http://(\S+):(\d+) ")
+
+
+class ServerProcess:
+    """One clusterserve arbiter started with ``python -m clusterserve``.
+
+    Its error log goes to a file (no pipe to fill up); ``stop`` and
+    ``kill_all`` end the arbiter and every worker by pid.
+    """
+
+    def __init__(self, args: Sequence[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None,
+                 bind: str | None = "127.0.0.1:0") -> None:
+        self.args = list(args) + (["-b", bind] if bind else [])
+        self.cwd = cwd
+        inherited = {k: v for k, v in os.environ.items() if k not in OUTSIDE_SETTINGS}
+        self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.log_file = tempfile.NamedTemporaryFile(prefix="clusterserve-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host = ""
+        self.port = 0
+        self.known_pids: set[int] = set()
+
+    # -- life --------------------------------------------------------------
+
+    def start(self, *, wait_ready: int | None = None, timeout: float = 15.0) -> ServerProcess:
+        """Start; wait for the listening line and ``wait_ready`` workers (default: none)."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clusterserve", *self.args],
+            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+        )
+        self.known_pids.add(self.proc.pid)
+        match = self.wait_for_log(LISTENING, timeout=timeout)
+        self.host, self.port = match.group(1), int(match.group(2))
+        if wait_ready:
+            self.wait_ready(wait_ready, timeout=timeout)
+        return self
+
+    def wait_ready(self, count: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(" ready, serving ") < count:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} workers not ready in {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+        self.workers()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def workers(self) -> list[int]:
+        """Pids of the arbiter's live children (read from /proc)."""
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        pids = [int(p) for p in text.split()]
+        self.known_pids.update(pids)
+        return pids
+
+    def send(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send ``sig`` to the arbiter and return its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.workers()
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.kill_all()
+
+    def kill_all(self) -> None:
+        """SIGKILL every process this server ever had, by pid."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.workers()
+        for pid in self.known_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # -- log -----------------------------------------------------------------
+
+    def log(self) -> str:
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 10.0,
+                     after: int = 0) -> re.Match[str]:
+        """Wait until the log (from offset ``after``) matches ``pattern``."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.log(), after)
+            if match:
+                return match
+            if time.monotonic() > deadline:
+                raise AssertionError(f"log never matched {regex.pattern!r}:\n{self.log()}")
+            if self.proc is not None and self.proc.poll() is not None:
+                match = regex.search(self.log(), after)
+                if match:
+                    return match
+                raise AssertionError(
+                    f"server exited ({self.proc.returncode}) before {regex.pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+
+    # -- talking to it -----------------------------------------------------------
+
+    def http(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def get(self, path: str = "/", **kwargs: object) -> tuple[int, dict[str, str], bytes]:
+        return request(self, "GET", path, **kwargs)
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+
+def request(server: ServerProcess, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = server.http()
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def raw_exchange(server: ServerProcess, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, then read until the server closes (or ``timeout``)."""
+    with server.connect(timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def status_of(response: bytes) -> int:
+    """The status code of the first response in raw bytes (0 if none)."""
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", response)
+    return int(match.group(1)) if match else 0
+
+
+@contextmanager
+def running(args: Sequence[str], *, workers: int | None = None, **kwargs: object) -> Iterator[ServerProcess]:
+    """A started server that is always stopped and killed afterwards."""
+    server = ServerProcess(args, **kwargs)  # type: ignore[arg-type]
+    try:
+        server.start(wait_ready=workers)
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                server.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        server.kill_all()
+        os.unlink(server.log_file.name)
