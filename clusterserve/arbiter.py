@@ -171,6 +171,7 @@ class Arbiter:
         self._call_hook("pre_fork", self, handle)
         pid = os.fork()
         if pid == 0:
+            arbiter_end.close()
             worker = Worker(self.cfg, handle.age, self.listeners, worker_end, self, self.app)
             worker.run(forget_arbiter=self._forget_in_child)
         worker_end.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Variables of the test runner's own environment that would change the server's settings.
 OUTSIDE_SETTINGS = ("CLUSTERSERVE_CMD_ARGS", "WEB_CONCURRENCY", "PORT", "FORWARDED_ALLOW_IPS")
-LISTENING = re.compile(r"Listening at: http://(\S+):(\d+) ")
+LISTENING = re.compile(r"Listening at: (?:http://(\S+):(\d+)|unix:\S+) ")
 
 
 class ServerProcess:
@@ -51,7 +51,8 @@ class ServerProcess:
         )
         self.known_pids.add(self.proc.pid)
         match = self.wait_for_log(LISTENING, timeout=timeout)
-        self.host, self.port = match.group(1), int(match.group(2))
+        if match.group(1):
+            self.host, self.port = match.group(1).strip("[]"), int(match.group(2))
         if wait_ready:
             self.wait_ready(wait_ready, timeout=timeout)
         return self
@@ -204,3 +205,22 @@ def running(args: Sequence[str], *, workers: int | None = None, **kwargs: object
                 pass
         server.kill_all()
         os.unlink(server.log_file.name)
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate()`` until true or ``timeout``; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()  # type: ignore[operator]
+        if value or time.monotonic() > deadline:
+            return bool(value)
+        time.sleep(interval)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.harness import running
+from tests.harness import is_alive, running, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,7 @@ def test_killed_worker_is_replaced(four_workers):
     victim = before[0]
     os.kill(victim, signal.SIGKILL)
     four_workers.wait_for_log(rf"pid {victim}\) was killed by SIGKILL")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        now = four_workers.workers()
-        if len(now) == 4 and victim not in now:
-            break
-        time.sleep(0.05)
-    assert len(now) == 4 and victim not in now
+    assert wait_until(lambda: len(four_workers.workers()) == 4 and victim not in four_workers.workers())
     assert four_workers.get("/")[0] == 200
 
 
@@ -48,3 +42,66 @@ def test_term_is_graceful_and_exits_zero(start_server):
     assert response.read() == b"slept 1.5\n"
     assert server.wait() == 0
     assert server.workers() == []
+
+
+def test_int_is_a_fast_stop(start_server):
+    server = start_server(["tests.apps.basic:slow", "-w", "2"], workers=2)
+    conn = server.http()
+    conn.request("GET", "/?seconds=20")
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.send(signal.SIGINT)
+    assert server.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    with pytest.raises((ConnectionError, OSError)):
+        conn.getresponse()
+    assert server.workers() == []
+
+
+def test_ttin_and_ttou_change_the_worker_count(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "2"], workers=2)
+    server.send(signal.SIGTTIN)
+    server.wait_ready(3)
+    assert len(server.workers()) == 3
+    oldest = min(server.workers())
+    server.send(signal.SIGTTOU)
+    server.wait_for_log(r"Retiring worker 1 ")
+    assert wait_until(lambda: len(server.workers()) == 2)
+    assert oldest not in server.workers()
+    assert server.get("/")[0] == 200
+    time.sleep(1.2)  # a retired worker is not replaced
+    assert len(server.workers()) == 2
+
+
+def test_max_requests_retires_and_replaces_the_worker(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "1", "--max-requests", "3"], workers=1)
+    pids = {server.get("/")[2].split()[-1] for _ in range(3)}
+    assert len(pids) == 1
+    server.wait_for_log(r"served 3 requests \(max_requests\)")
+    server.wait_ready(2)
+    assert server.get("/")[2].split()[-1] not in pids
+
+
+def test_worker_without_heartbeat_is_killed_and_replaced(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "1", "--timeout", "1"], workers=1)
+    (frozen,) = server.workers()
+    os.kill(frozen, signal.SIGSTOP)  # its loop can no longer send heartbeats
+    server.wait_for_log(rf"pid {frozen}\) timed out: no heartbeat for 1s", timeout=10)
+    server.wait_for_log(rf"pid {frozen}\) was killed by SIGKILL", timeout=10)
+    server.wait_ready(2)
+    assert server.get("/")[0] == 200
+
+
+def test_workers_finish_and_exit_when_the_arbiter_dies(start_server):
+    server = start_server(["tests.apps.basic:slow", "-w", "2"], workers=2)
+    workers = server.workers()
+    conn = server.http()
+    conn.request("GET", "/?seconds=1")
+    time.sleep(0.3)
+    os.kill(server.pid, signal.SIGKILL)
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.read() == b"slept 1.0\n"
+    assert wait_until(lambda: not any(is_alive(pid) for pid in workers))
+    with pytest.raises(ConnectionRefusedError):
+        server.connect(timeout=2)
