@@ -23,6 +23,9 @@ from clusterserve import logs, process
 from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
 from clusterserve.config import Config
 from clusterserve.sockets import Listener
+# Imported here, in the arbiter, so that a worker that drops privileges does
+# not need to read the installation to find its own code.
+from clusterserve.workers.wsgi import WsgiServer
 
 # Exit codes the arbiter understands.
 EXIT_OK = 0
@@ -123,8 +126,6 @@ class Worker:
 
     def _server_class(self) -> Any:
         if self.interface == "wsgi":
-            from clusterserve.workers.wsgi import WsgiServer
-
             return WsgiServer
         raise BootError(
             f"app {self.cfg.wsgi_app!r} is served as ASGI, which is not supported yet"

@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 
@@ -29,7 +29,9 @@ from clusterserve.http.response import FileWrapper
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
-from clusterserve.workers.base import Worker
+
+if TYPE_CHECKING:
+    from clusterserve.workers.base import Worker
 
 # Without a `timeout` setting, the bound on one blocking read or write.
 DEFAULT_IO_TIMEOUT = 30.0
