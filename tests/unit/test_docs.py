@@ -1,0 +1,27 @@
+"""The docs that are generated from code must match the code."""
+
+from clusterserve.config import reference
+from tests.harness import ROOT
+
+
+def test_settings_reference_is_current():
+    current = (ROOT / "docs" / "settings.md").read_text()
+    assert current == reference.render(), (
+        "docs/settings.md is stale: run python -m clusterserve.config.reference > docs/settings.md"
+    )
+
+
+def test_readme_opens_with_the_two_quickstart_commands():
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = [line for line in quickstart.splitlines() if line.startswith((".venv", "python3", "bash"))]
+    assert commands == [
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/clusterserve examples.hello:app -w 4",
+        "bash .ci/run",
+    ]
+
+
+def test_ci_runs_the_whole_suite_with_the_test_extra():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "pip install" in script and "-e '.[test]'" in script
+    assert "-m pytest" in script
