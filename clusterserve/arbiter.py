@@ -27,6 +27,7 @@ from typing import Any
 from clusterserve import __version__, logs, process
 from clusterserve import app as app_loader
 from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
+from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.config import Config
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
@@ -44,6 +45,8 @@ FAST_STOP_GRACE = 5.0
 HEALTHY_UPTIME = 5.0
 MAX_BACKOFF = 30.0
 TICK = 1.0
+# In round-robin mode, a worker this late on its heartbeat gets no new connections.
+LATE_HEARTBEAT = 2.0
 
 HANDLED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD, signal.SIGHUP,
@@ -72,6 +75,7 @@ class WorkerHandle:
     kill_at: float | None = None  # SIGKILL if still alive by then
     boot_error: str | None = None
     requests: int = 0
+    accepted: int = 0
 
 
 class Arbiter:
@@ -87,6 +91,7 @@ class Arbiter:
         self.app: Any = None
         self.poller = Poller()
         self.signals: SignalQueue | None = None
+        self.dispatcher: RoundRobinDispatcher | None = None
         self.next_age = 1
         self.ever_ready = False
         self.announced_ready = False
@@ -136,6 +141,10 @@ class Arbiter:
         if cfg.preload_app and not self._preload():
             return False
         self.signals = SignalQueue(self.poller, HANDLED_SIGNALS, self._on_signal)
+        if cfg.dispatch == "round-robin":
+            self.dispatcher = RoundRobinDispatcher(self.listeners, self.poller, cfg.backlog,
+                                                   self._may_take_connections)
+            self.dispatcher.start()
         for _ in range(self.num_workers):
             self._spawn()
         return True
@@ -172,21 +181,32 @@ class Arbiter:
         pid = os.fork()
         if pid == 0:
             arbiter_end.close()
-            worker = Worker(self.cfg, handle.age, self.listeners, worker_end, self, self.app)
-            worker.run(forget_arbiter=self._forget_in_child)
+            listeners = self._listeners_for_worker()
+            worker = Worker(self.cfg, handle.age, listeners, worker_end, self, self.app)
+            worker.run(forget_arbiter=lambda: self._forget_in_child(listeners))
         worker_end.close()
         handle.pid = pid
         self.workers[pid] = handle
+        if self.dispatcher is not None:
+            self.dispatcher.add_worker(pid, arbiter_end)
         self.poller.add(arbiter_end.fileno(), lambda: self._on_worker_message(handle))
         self.log.info("Booting worker %d with pid %d", handle.age, pid)
 
-    def _forget_in_child(self) -> None:
-        """In a new worker: drop the arbiter's loop, signal socket and channels."""
+    def _listeners_for_worker(self) -> list[Listener]:
+        """The listening sockets a new worker accepts on itself."""
+        return [] if self.dispatcher is not None else self.listeners
+
+    def _forget_in_child(self, keep: list[Listener]) -> None:
+        """In a new worker: drop the arbiter's loop, signal socket, channels and
+        the listeners the worker does not accept on, so they close with the arbiter."""
         if self.signals is not None:
             self.signals.close()
         self.poller.close()
         for handle in self.workers.values():
             handle.channel.close()
+        for listener in self.listeners:
+            if listener not in keep:
+                listener.sock.close()
 
     def _on_worker_message(self, handle: WorkerHandle) -> None:
         messages = handle.channel.receive()
@@ -195,19 +215,34 @@ class Arbiter:
             return
         now = time.monotonic()
         for message in messages:
-            kind = message.get("kind")
-            if kind == HEARTBEAT:
+            if self.dispatcher is not None and self.dispatcher.on_message(handle.pid, message):
+                continue
+            if message.kind == HEARTBEAT:
                 handle.last_heartbeat = now
-                handle.requests = int(message.get("requests", 0))
-            elif kind == READY:
+                handle.requests = int(message.fields.get("requests", 0))
+                handle.accepted = int(message.fields.get("accepted", 0))
+            elif message.kind == READY:
                 handle.ready = True
                 handle.last_heartbeat = now
                 self.ever_ready = True
                 self.crash_streak = 0
                 self.log.info("Worker %d (pid %d) ready, serving %s", handle.age, handle.pid,
-                              str(message.get("interface", "")).upper())
-            elif kind == BOOT_ERROR:
-                handle.boot_error = str(message.get("error", "unknown error"))
+                              str(message.fields.get("interface", "")).upper())
+            elif message.kind == BOOT_ERROR:
+                handle.boot_error = str(message.fields.get("error", "unknown error"))
+            for fd in message.fds:
+                os.close(fd)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        if self.dispatcher is not None and self.state is State.RUNNING:
+            self.dispatcher.dispatch()
+
+    def _may_take_connections(self, pid: int) -> bool:
+        """Round-robin: only ready workers that are not retiring and not late on heartbeats."""
+        handle = self.workers.get(pid)
+        return (handle is not None and handle.ready and not handle.retiring
+                and time.monotonic() - handle.last_heartbeat < LATE_HEARTBEAT)
 
     def _reap(self) -> None:
         while True:
@@ -227,8 +262,12 @@ class Arbiter:
             self._on_worker_message(handle)  # read what it said last
             self.poller.remove(handle.channel.fileno())
         handle.channel.close()
+        if self.dispatcher is not None:
+            self.dispatcher.remove_worker(handle.pid)
+            self._dispatch()
         self._call_hook("child_exit", self, handle)
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        how += f" after {handle.accepted} connections and {handle.requests} requests"
         if self.state is not State.RUNNING or handle.retiring:
             self.log.info("Worker %d (pid %d) %s", handle.age, handle.pid, how)
             return
@@ -307,6 +346,10 @@ class Arbiter:
         wait = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
         self.stop_deadline = time.monotonic() + wait
         self.log.info("%s: %d workers", "Graceful stop" if graceful else "Fast stop", len(self.workers))
+        if self.dispatcher is not None:
+            if graceful:
+                self.dispatcher.dispatch()  # hand out what was accepted while workers still take it
+            self.dispatcher.stop()
         for handle in self.workers.values():
             self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
 

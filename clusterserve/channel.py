@@ -1,22 +1,44 @@
 """The control channel between the arbiter and one worker.
 
-A ``SOCK_SEQPACKET`` socketpair keeps each message whole (and, later, each
-passed descriptor with its message).  Messages are small JSON objects with
-a ``kind``: the worker says ``ready``, ``boot_error`` and ``heartbeat``.
-End of file means the other side is gone.
+A ``SOCK_SEQPACKET`` socketpair keeps each message whole, and each passed
+descriptor (``SCM_RIGHTS``) with its message.  Messages are small JSON
+objects with a ``kind``.  End of file means the other side is gone.
+
+Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``; in
+``round-robin`` mode also ``ack`` / ``decline`` for each connection passed
+to it, ``closed`` (how many connections it closed) and ``handback`` (a
+connection it took but will not serve, with its descriptor).
+Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor.
 """
 
 from __future__ import annotations
 
+import array
 import json
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_MESSAGE = 65536
+MAX_FDS = 4
+FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 READY = "ready"
 BOOT_ERROR = "boot_error"
 HEARTBEAT = "heartbeat"
+CONNECTION = "connection"
+ACK = "ack"
+DECLINE = "decline"
+CLOSED = "closed"
+HANDBACK = "handback"
+
+
+@dataclass
+class Message:
+    kind: str
+    fields: dict[str, Any]
+    fds: list[int] = field(default_factory=list)
 
 
 class Channel:
@@ -33,31 +55,47 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, kind: str, **fields: Any) -> bool:
+    def send(self, kind: str, fds: Sequence[int] = (), **fields: Any) -> bool:
         """Send without blocking; False if the peer is gone or its queue is full."""
-        payload = json.dumps({"kind": kind, **fields}).encode()[:MAX_MESSAGE]
+        payload = json.dumps({"kind": kind, **fields}).encode()
         try:
-            self.sock.send(payload, socket.MSG_DONTWAIT)
-        except (BlockingIOError, BrokenPipeError, ConnectionResetError, OSError):
+            # socket.send_fds/recv_fds would be simpler, but before Python 3.13
+            # they drop their flags argument, and MSG_DONTWAIT with them.
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            self.sock.sendmsg([payload], ancillary, socket.MSG_DONTWAIT)
+        except OSError:  # full (EAGAIN), or the peer is gone
             return False
         return True
 
-    def receive(self) -> list[dict[str, Any]] | None:
+    def receive(self) -> list[Message] | None:
         """Every message waiting now, or None at end of file."""
         messages = []
         while True:
             try:
-                data = self.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+                data, ancillary, _, _ = self.sock.recvmsg(MAX_MESSAGE, FDS_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return messages
-            except (ConnectionResetError, OSError):
-                return None
+            except OSError:
+                return messages or None
+            fds = _descriptors(ancillary)
             if not data:
-                return None if not messages else messages
+                return messages or None
             try:
-                messages.append(json.loads(data))
-            except ValueError:
+                decoded = json.loads(data)
+                kind = str(decoded.pop("kind"))
+            except (ValueError, KeyError, AttributeError):
+                for fd in fds:
+                    socket.close(fd)
                 continue
+            messages.append(Message(kind, decoded, fds))
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)

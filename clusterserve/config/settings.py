@@ -99,7 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dispatch", "Server socket", ("--dispatch",),
             types.choice(("shared", "round-robin", "reuseport")), "shared",
             "How connections reach workers: shared (every worker accepts on the "
-            "one socket), round-robin (not supported yet), reuseport (not supported yet).",
+            "one socket), round-robin (the arbiter accepts and passes each connection "
+            "to the least loaded worker), reuseport (not supported yet).",
             metavar="MODE"),
     # -- Workers --------------------------------------------------------
     Setting("workers", "Worker processes", ("-w", "--workers"), types.integer(1), 1,

@@ -37,7 +37,7 @@ DEFAULT_FILES = ("clusterserve.toml", "pyproject.toml")
 
 # Values of supported settings that name a feature not built yet.
 NOT_YET_VALUES: dict[str, frozenset[str]] = {
-    "dispatch": frozenset({"round-robin", "reuseport"}),
+    "dispatch": frozenset({"reuseport"}),
 }
 
 

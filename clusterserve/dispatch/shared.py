@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from clusterserve.channel import Message
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.sockets import Listener
@@ -33,6 +34,7 @@ class SharedAcceptor:
         self._on_connection = on_connection
         self._has_room = has_room
         self.accepting = False
+        self.accepted = 0
 
     def resume(self) -> None:
         """Watch the listeners again (epoll reports at once what queued meanwhile)."""
@@ -56,6 +58,23 @@ class SharedAcceptor:
             sock.close()
         self._sockets = []
 
+    # Dispatch-mode hooks the worker calls; the shared socket needs none of them.
+
+    can_hand_back = False
+
+    def on_message(self, message: Message) -> None:
+        for fd in message.fds:
+            socket.close(fd)
+
+    def connection_closed(self) -> None:
+        pass
+
+    def hand_back(self, conn: socket.socket) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
     def _accept_all(self, listener: socket.socket) -> None:
         while self._has_room():
             try:
@@ -69,4 +88,5 @@ class SharedAcceptor:
                 # for other workers rather than spin.
                 log.warning("accept failed: %s", err)
                 return
+            self.accepted += 1
             self._on_connection(conn, peer)

@@ -85,6 +85,7 @@ class HttpConnection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self.phase = Phase.WAITING_FOR_HEAD
         self.received_any = False  # bytes of the current request have arrived
+        self.served = 0  # requests answered on this connection
         self.deadline = 0.0
 
     def fileno(self) -> int:
@@ -118,6 +119,10 @@ class HttpConnection:
             return None
         if isinstance(event, h11.Request):
             self.limits.check(event)
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # Framing a proxy may read differently: request smuggling.
+                raise HttpError(400, "both Content-Length and Transfer-Encoding")
             return event
         raise ConnectionResetError("client closed the connection")
 
@@ -136,6 +141,8 @@ class HttpConnection:
         self.sock.settimeout(self.io_timeout)
 
     def back_to_loop(self) -> None:
+        """After a response: the event loop owns the connection again."""
+        self.served += 1
         self.sock.settimeout(0.0)
         self.phase = Phase.WAITING_FOR_HEAD
         self.received_any = bool(self.h11.trailing_data[0])

@@ -142,8 +142,8 @@ class Worker:
 
     # -- while serving --------------------------------------------------
 
-    def heartbeat(self) -> None:
-        self.channel.send(HEARTBEAT, requests=self.requests_served)
+    def heartbeat(self, accepted: int) -> None:
+        self.channel.send(HEARTBEAT, requests=self.requests_served, accepted=accepted)
 
     def report_ready(self) -> None:
         self.channel.send(READY, interface=self.interface)

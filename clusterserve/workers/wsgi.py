@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
+from clusterserve.dispatch.round_robin import ChannelAcceptor
 from clusterserve.dispatch.shared import SharedAcceptor
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 # Without a `timeout` setting, the bound on one blocking read or write.
 DEFAULT_IO_TIMEOUT = 30.0
+# On a graceful stop, how long a new connection may take to send its first request.
+FRESH_CONNECTION_GRACE = 1.0
 
 
 class WsgiServer:
@@ -70,8 +73,12 @@ class WsgiServer:
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app")
-        self.acceptor = SharedAcceptor(worker.listeners, self.poller, self._on_connection,
-                                       self._has_room)
+        self.acceptor: SharedAcceptor | ChannelAcceptor
+        if cfg.dispatch == "round-robin":
+            self.acceptor = ChannelAcceptor(worker.channel, self._on_connection, self._has_room)
+        else:
+            self.acceptor = SharedAcceptor(worker.listeners, self.poller, self._on_connection,
+                                           self._has_room)
         self.stopping = False
         self.stop_deadline = float("inf")
 
@@ -91,10 +98,12 @@ class WsgiServer:
                             self.worker.pid, len(self.connections))
                 break
             if now >= next_heartbeat:
-                self.worker.heartbeat()
+                self.worker.heartbeat(self.acceptor.accepted)
                 next_heartbeat = now + self.worker.heartbeat_interval
             self._expire_waiting(now)
             self.poller.poll(max(0.0, min(next_heartbeat, self.stop_deadline) - now))
+            self.acceptor.flush()
+        self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
         self.pool.shutdown(wait=False)
 
     def _on_signal(self, signum: int) -> None:
@@ -104,9 +113,13 @@ class WsgiServer:
             raise SystemExit(0)  # SIGINT / SIGQUIT: fast stop
 
     def _on_channel(self) -> None:
-        if self.worker.channel.receive() is None:
+        messages = self.worker.channel.receive()
+        if messages is None:
             self.poller.remove(self.worker.channel.fileno())
             self.begin_stop("the arbiter is gone")
+            return
+        for message in messages:
+            self.acceptor.on_message(message)
 
     def begin_stop(self, reason: str) -> None:
         """Stop accepting now, finish in-flight requests, then leave the loop."""
@@ -116,9 +129,18 @@ class WsgiServer:
         self.stopping = True
         self.stop_deadline = self.worker.graceful_deadline()
         self.acceptor.close()
+        fresh_deadline = time.monotonic() + FRESH_CONNECTION_GRACE
         for connection in list(self.waiting):
-            if not connection.received_any:
-                self._close(connection)
+            if connection.received_any:
+                continue  # its request is on the way: serve it, with Connection: close
+            if connection.served:
+                self._close(connection)  # idle keep-alive: clients expect such closes
+            elif self.acceptor.hand_back(connection.sock):
+                self._close(connection, report=False)  # another worker will serve it
+            else:
+                # A new connection whose request has not arrived yet: closing it
+                # would fail a request the client is about to send.
+                connection.deadline = min(connection.deadline, fresh_deadline)
 
     # -- connections waiting for a request head ------------------------------
 
@@ -181,12 +203,15 @@ class WsgiServer:
             else:
                 self._close(connection)
 
-    def _close(self, connection: HttpConnection) -> None:
+    def _close(self, connection: HttpConnection, report: bool = True) -> None:
+        """Close a connection; ``report`` it to the dispatcher unless it was handed back."""
         if connection in self.waiting:
             self.waiting.discard(connection)
             self.poller.remove(connection.fileno())
         self.connections.discard(connection)
         connection.close()
+        if report:
+            self.acceptor.connection_closed()
         if self._has_room():
             self.acceptor.resume()
 

@@ -1,0 +1,241 @@
+"""``round-robin`` dispatch: the arbiter accepts and passes each connection on.
+
+The arbiter accepts without blocking, in its one loop, and sends each
+connection's descriptor to a worker over the worker's channel
+(``SCM_RIGHTS``).  It picks the worker with the fewest open plus
+unacknowledged connections, round-robin among equals, and skips workers
+that have said they have no room, are retiring, or are late on their
+heartbeat.  As in Node.js ``cluster``, the worker acknowledges each
+connection (or declines it) and the arbiter keeps its copy until then, so
+a connection passed to a worker that declines or dies goes to another
+worker.  When no worker has room, connections wait in a bounded queue;
+when the queue is full the arbiter stops accepting and the kernel's
+backlog holds the rest.
+
+``ChannelAcceptor`` is the worker's side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterserve.channel import ACK, CLOSED, CONNECTION, DECLINE, HANDBACK, Channel, Message
+from clusterserve.logs import log
+from clusterserve.poller import Poller
+from clusterserve.sockets import Listener
+
+# A worker's own view of its room, sent when it changes.
+ROOM = "room"
+
+
+@dataclass
+class Seat:
+    """The arbiter's view of one worker's load."""
+
+    channel: Channel
+    open: int = 0
+    has_room: bool = True
+    sent: dict[int, socket.socket] = field(default_factory=dict)  # unacknowledged, by id
+
+    @property
+    def load(self) -> int:
+        return self.open + len(self.sent)
+
+
+class RoundRobinDispatcher:
+    """The arbiter's side: accept, queue, pick a worker, pass, track."""
+
+    def __init__(self, listeners: list[Listener], poller: Poller, queue_limit: int,
+                 available: Callable[[int], bool]) -> None:
+        """``available(pid)`` says whether a worker may be given connections now."""
+        self._available = available
+        self._listeners = [listener.sock for listener in listeners]
+        for sock in self._listeners:
+            sock.setblocking(False)
+        self._poller = poller
+        self._queue: deque[socket.socket] = deque()
+        self._queue_limit = queue_limit
+        self._seats: dict[int, Seat] = {}  # by worker pid, in fork order
+        self._ids = itertools.count(1)
+        self._turn = 0
+        self._accepting = False
+        self.passed = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._watch_listeners(True)
+
+    def stop(self) -> None:
+        """Stop accepting and drop queued connections (the server is stopping)."""
+        self._watch_listeners(False)
+        while self._queue:
+            self._queue.popleft().close()
+
+    def _watch_listeners(self, on: bool) -> None:
+        if on == self._accepting:
+            return
+        for sock in self._listeners:
+            if on:
+                self._poller.add(sock.fileno(), lambda s=sock: self._accept_all(s))
+            else:
+                self._poller.remove(sock.fileno())
+        self._accepting = on
+
+    def _accept_all(self, listener: socket.socket) -> None:
+        while len(self._queue) < self._queue_limit:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionAbortedError:
+                continue
+            except OSError as err:
+                log.warning("accept failed: %s", err)
+                break
+            self._queue.append(conn)
+        self.dispatch()
+
+    # -- workers -------------------------------------------------------------
+
+    def add_worker(self, pid: int, channel: Channel) -> None:
+        self._seats[pid] = Seat(channel)
+
+    def remove_worker(self, pid: int) -> None:
+        """A worker is gone: what it had not acknowledged goes back to the queue."""
+        seat = self._seats.pop(pid, None)
+        if seat is not None:
+            self._queue.extendleft(reversed(list(seat.sent.values())))
+
+    def on_message(self, pid: int, message: Message) -> bool:
+        """Handle a dispatch message from a worker; False if it is not one."""
+        seat = self._seats.get(pid)
+        if seat is None:
+            return False
+        if message.kind == ACK:
+            conn = seat.sent.pop(int(message.fields["id"]), None)
+            if conn is not None:
+                conn.close()
+                seat.open += 1
+        elif message.kind == DECLINE:
+            conn = seat.sent.pop(int(message.fields["id"]), None)
+            if conn is not None:
+                self._queue.appendleft(conn)
+            seat.has_room = False
+        elif message.kind == CLOSED:
+            seat.open = max(0, seat.open - int(message.fields.get("count", 1)))
+        elif message.kind == ROOM:
+            seat.has_room = bool(message.fields["free"])
+        elif message.kind == HANDBACK:
+            seat.open = max(0, seat.open - len(message.fds))
+            self._queue.extendleft(socket.socket(fileno=fd) for fd in message.fds)
+        else:
+            return False
+        return True
+
+    def dispatch(self) -> None:
+        """Pass queued connections to workers with room, then accept again if there is space."""
+        while self._queue:
+            seat_pid = self._pick()
+            if seat_pid is None:
+                break
+            seat = self._seats[seat_pid]
+            conn = self._queue.popleft()
+            conn_id = next(self._ids)
+            if seat.channel.send(CONNECTION, fds=[conn.fileno()], id=conn_id):
+                seat.sent[conn_id] = conn
+                self.passed += 1
+            else:
+                self._queue.appendleft(conn)
+                seat.has_room = False  # its channel is full: it is not reading
+        self._watch_listeners(len(self._queue) < self._queue_limit)
+
+    def _pick(self) -> int | None:
+        candidates = [pid for pid, seat in self._seats.items() if seat.has_room and self._available(pid)]
+        if not candidates:
+            return None
+        lightest = min(self._seats[pid].load for pid in candidates)
+        tied = [pid for pid in candidates if self._seats[pid].load == lightest]
+        self._turn += 1
+        return tied[self._turn % len(tied)]
+
+    def loads(self) -> dict[int, int]:
+        return {pid: seat.load for pid, seat in self._seats.items()}
+
+
+class ChannelAcceptor:
+    """The worker's side: take connections from the channel, say yes or no, report closes."""
+
+    can_hand_back = True
+
+    def __init__(self, channel: Channel, on_connection: Callable[[socket.socket, Any], None],
+                 has_room: Callable[[], bool]) -> None:
+        self._channel = channel
+        self._on_connection = on_connection
+        self._has_room = has_room
+        self._closed_since_report = 0
+        self._said_free: bool | None = None
+        self.accepting = False
+        self.accepted = 0
+
+    def resume(self) -> None:
+        self.accepting = True
+        self._tell_room(True)
+
+    def pause(self) -> None:
+        self.accepting = False
+        self._tell_room(False)
+
+    def close(self) -> None:
+        self.pause()
+
+    def _tell_room(self, free: bool) -> None:
+        if free != self._said_free:
+            self._said_free = free
+            self._channel.send(ROOM, free=free)
+
+    def on_message(self, message: Message) -> None:
+        if message.kind != CONNECTION:
+            for fd in message.fds:
+                socket.close(fd)
+            return
+        conn_id = message.fields["id"]
+        for fd in message.fds[1:]:
+            socket.close(fd)
+        if not message.fds:
+            return
+        if not (self.accepting and self._has_room()):
+            socket.close(message.fds[0])
+            self._channel.send(DECLINE, id=conn_id)
+            return
+        conn = socket.socket(fileno=message.fds[0])
+        try:
+            peer = conn.getpeername()
+        except OSError:
+            peer = None
+        self._channel.send(ACK, id=conn_id)
+        self.accepted += 1
+        self._on_connection(conn, peer)
+
+    def connection_closed(self) -> None:
+        self._closed_since_report += 1
+
+    def hand_back(self, conn: socket.socket) -> bool:
+        """Give an untouched connection back to the arbiter for another worker.
+
+        The arbiter counts it as closed; the caller must not report it again.
+        """
+        return self._channel.send(HANDBACK, fds=[conn.fileno()])
+
+    def flush(self) -> None:
+        """Report closed connections, once per loop turn rather than once each."""
+        if self._closed_since_report > 0:
+            if self._channel.send(CLOSED, count=self._closed_since_report):
+                self._closed_since_report = 0
