@@ -130,7 +130,8 @@ class HttpConnection:
         status = err.error_status_hint
         if status == 431:
             pending, _ = self.h11.trailing_data
-            if self.limits.line and b"\n" not in pending:
+            line_end = pending.find(b"\n")  # the head is too large: is its first line?
+            if self.limits.line and (line_end < 0 or line_end > self.limits.line + 1):
                 return HttpError(414, f"request line longer than {self.limits.line} bytes")
         return HttpError(status if 400 <= status < 600 else 400, str(err))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import h11
 
 from clusterserve import __version__
 from clusterserve.http.connection import HttpError
+from clusterserve.logs import log
 
 SERVER_SOFTWARE = f"clusterserve/{__version__}"
 
@@ -26,10 +28,19 @@ SECURE_SCHEME_HEADERS = {
 
 
 class ErrorStream:
-    """``wsgi.errors``: text written here goes to the error log's stream."""
+    """``wsgi.errors``: text written here goes to the error log's streams."""
+
+    def _handlers(self) -> list[logging.StreamHandler]:
+        return [h for h in log.handlers if isinstance(h, logging.StreamHandler)]
 
     def write(self, text: str) -> int:
-        sys.stderr.write(text)
+        handlers = self._handlers()
+        if not handlers:
+            sys.stderr.write(text)
+        for handler in handlers:
+            with handler.lock:
+                handler.stream.write(text)
+                handler.stream.flush()
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:
@@ -37,6 +48,8 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
+        for handler in self._handlers():
+            handler.flush()
         sys.stderr.flush()
 
 
@@ -161,6 +174,7 @@ def build_environ(
     if script_name:
         script_name = script_name.rstrip("/")
         environ["SCRIPT_NAME"] = script_name
-        if environ["PATH_INFO"].startswith(script_name):
-            environ["PATH_INFO"] = environ["PATH_INFO"][len(script_name) :]
+        path_info = environ["PATH_INFO"]
+        if path_info == script_name or path_info.startswith(script_name + "/"):
+            environ["PATH_INFO"] = path_info[len(script_name) :]
     return environ
