@@ -179,6 +179,14 @@ def write_callable(environ, start_response):
     return [b"returned 3\n"]
 
 
+def lazy(environ, start_response):
+    """A generator that calls start_response only when first iterated (PEP 3333 allows it)."""
+    yield b""
+    start_response("200 OK", _headers(extra=[("X-Lazy", "yes")]))
+    yield b""
+    yield b"lazy body\n"
+
+
 def fail_before_start(environ, start_response):
     raise RuntimeError("failure-before-start_response")
 
@@ -276,7 +284,7 @@ ROUTES = {
     name: globals()[name]
     for name in (
         "environ_dump", "body", "first_line", "echo", "errors", "hello", "stream", "status",
-        "write_callable", "fail_before_start", "fail_after_start", "fail_during_iteration",
+        "write_callable", "lazy", "fail_before_start", "fail_after_start", "fail_during_iteration",
         "closing", "exc_info_before_headers", "exc_info_after_headers", "file", "validated",
     )
 }

@@ -8,9 +8,8 @@ reads responses exactly as framed, so a stray byte shows up in the next one.
 from __future__ import annotations
 
 import json
-import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -28,7 +27,6 @@ class Raw:
     headers: dict[str, str]
     body: bytes = b""
     chunked: bool = False
-    header_names: list[str] = field(default_factory=list)
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -86,13 +84,11 @@ class Conn:
         """Status line and headers of the next response (including 1xx)."""
         version, status, *_ = self._line().decode("latin-1").split(" ", 2)
         headers: dict[str, str] = {}
-        names = []
         while line := self._line():
             name, _, value = line.decode("latin-1").partition(":")
-            names.append(name.lower())
             key = name.lower()
             headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-        return Raw(version, int(status), headers, header_names=names)
+        return Raw(version, int(status), headers)
 
     def response(self, method: str = "GET") -> Raw:
         """The next final response, its body read as its headers frame it."""
@@ -164,6 +160,23 @@ def test_idle_keep_alive_connection_is_closed_after_keepalive_seconds(server):
         assert not conn.closed_within(0.6)
         assert conn.closed_within(3.0)
         assert 0.8 < time.monotonic() - idle_since < 2.8
+
+
+def test_client_connection_close_is_honoured(server):
+    with Conn(server) as conn:
+        raw = conn.get("/hello", headers="Connection: close\r\n")
+        assert raw.status == 200 and raw.headers["connection"].lower() == "close"
+        assert conn.closed_within(2.0)
+
+
+def test_unread_request_body_is_skipped_before_the_next_request(server):
+    with Conn(server) as conn:
+        conn.send(b"POST /hello HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+                  + b"POST /hello HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3\r\nabc\r\n0\r\n\r\n"
+                  b"GET /environ_dump HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert [conn.response().status for _ in range(2)] == [200, 200]
+        assert conn.response().json()["REQUEST_METHOD"] == "GET"
 
 
 def test_keep_alive_0_closes_after_each_response():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -39,6 +40,12 @@ def assert_worker_lives_on(server, worker: int) -> None:
     with Conn(server) as conn:
         assert pid_of(conn.get("/hello")) == worker
     assert server.workers() == [worker]
+
+
+def test_one_thread_one_worker_environ_flags(server):
+    status, _, body = request(server, "GET", "/environ_dump")
+    env = json.loads(body)
+    assert (env["wsgi.multithread"], env["wsgi.multiprocess"]) == (False, False)
 
 
 # -- malformed requests --------------------------------------------------------------------
@@ -167,12 +174,12 @@ def test_slow_head_does_not_block_another_client(server):
 
 
 def test_stalled_head_gets_408_after_the_timeout():
-    with running([APP, "-w", "1", "--timeout", "1"], workers=1) as server, Conn(server) as conn:
+    with running([APP, "-w", "1", "--timeout", "2"], workers=1) as server, Conn(server) as conn:
         started = time.monotonic()
         conn.send(b"GET /hello HTTP/1.1\r\nHost")
         raw = conn.response()
         assert raw.status == 408
-        assert 0.8 < time.monotonic() - started < 4
+        assert 1.8 < time.monotonic() - started < 5
         assert conn.closed_within(2.0)
 
 

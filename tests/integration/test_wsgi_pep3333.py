@@ -38,7 +38,7 @@ def test_environ_is_complete(server):
     with Conn(server) as conn:
         conn.send(b"POST /environ_dump/caf%C3%A9/a%20b%2Fc?x=1&y=%20 HTTP/1.1\r\n"
                   b"Host: example.test:8123\r\nX-Dup: one\r\nX-Dup: two\r\nContent-Type: text/plain\r\n"
-                  b"Content-Length: 3\r\nUser-Agent: tester\r\nX_Underscored: dropped\r\n\r\nabc")
+                  b"Content-Length: 3\r\nUser-Agent: tester\r\nX_Underscored: dropped\r\nX-Latin: caf\xe9\r\n\r\nabc")
         env = conn.response().json()
         local_port = conn.sock.getsockname()[1]
     assert env["REQUEST_METHOD"] == "POST"
@@ -55,6 +55,7 @@ def test_environ_is_complete(server):
     assert env["HTTP_HOST"] == "example.test:8123"
     assert env["HTTP_USER_AGENT"] == "tester"
     assert env["HTTP_X_DUP"] == "one,two"
+    assert env["HTTP_X_LATIN"] == "caf\u00e9"  # header bytes decoded as latin-1
     assert not any("UNDERSCORED" in key for key in env)
     assert env["wsgi.version"] == [1, 0]
     assert env["wsgi.url_scheme"] == "http"
@@ -72,6 +73,18 @@ def test_environ_without_host_uses_the_socket_address(server):
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(server.port))
     assert "CONTENT_LENGTH" not in env and "CONTENT_TYPE" not in env
     assert env["QUERY_STRING"] == ""
+
+
+@pytest.mark.parametrize("host,headers,expected", [
+    ("example.test", "", ("example.test", "80", "http")),
+    ("[::1]:8123", "", ("::1", "8123", "http")),
+    ("example.test", "X-Forwarded-Proto: https\r\n", ("example.test", "443", "https")),
+])
+def test_server_name_port_and_scheme_follow_host_and_trusted_proxy(server, host, headers, expected):
+    with Conn(server) as conn:
+        conn.send(f"GET /environ_dump HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
+        env = conn.response().json()
+    assert (env["SERVER_NAME"], env["SERVER_PORT"], env["wsgi.url_scheme"]) == expected
 
 
 def test_script_name_setting_and_header_strip_the_prefix():
@@ -184,6 +197,11 @@ def test_exc_info_after_headers_aborts_the_connection(server, tmp_path):
     assert b"never" not in rest
     assert wait_until(lambda: marker.exists() and marker.read_text() == "closed\n", timeout=5)
     server.wait_for_log(r"ValueError: too late", after=mark)
+
+
+def test_start_response_may_be_called_on_first_iteration(server):
+    status, headers, body = request(server, "GET", "/lazy")
+    assert (status, headers["x-lazy"], body) == (200, "yes", b"lazy body\n")
 
 
 def test_write_callable_and_iterable_body_both_arrive(server):
