@@ -26,7 +26,8 @@ from typing import Any
 
 from clusterserve import __version__, logs, process
 from clusterserve import app as app_loader
-from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
+from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, Channel
+from clusterserve.dispatch import reuseport
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.config import Config
 from clusterserve.poller import Poller
@@ -74,6 +75,7 @@ class WorkerHandle:
     retiring: bool = False
     kill_at: float | None = None  # SIGKILL if still alive by then
     boot_error: str | None = None
+    slot: int | None = None  # reuseport mode: whose sockets it accepts on
     requests: int = 0
     accepted: int = 0
 
@@ -92,6 +94,7 @@ class Arbiter:
         self.poller = Poller()
         self.signals: SignalQueue | None = None
         self.dispatcher: RoundRobinDispatcher | None = None
+        self.slots: reuseport.SlotTable | None = None
         self.next_age = 1
         self.ever_ready = False
         self.announced_ready = False
@@ -123,7 +126,7 @@ class Arbiter:
             os.environ[key] = value
         self._call_hook("on_starting", self)
         try:
-            self.listeners = bind_all([parse_address(b) for b in cfg.bind], cfg.backlog)
+            shown = self._bind()
         except BindError as err:
             self.log.error("%s", err)
             self.exit_code = EXIT_FAILURE
@@ -134,10 +137,12 @@ class Arbiter:
                 stream.write(f"{self.pid}\n")
         process.set_title(f"{cfg.proc_name or 'clusterserve'}: arbiter [{cfg.wsgi_app}]")
         self.log.info("Starting clusterserve %s", __version__)
-        for listener in self.listeners:
+        for listener in shown:
             self.log.info("Listening at: %s (%s)", listener.url, self.pid)
         self.log.info("Dispatch: %s, workers: %d, threads: %d, app: %s",
                       cfg.dispatch, cfg.workers, cfg.threads, cfg.wsgi_app)
+        if self.slots is not None:
+            self.log.info("reuseport: %s", reuseport.migration_note())
         if cfg.preload_app and not self._preload():
             return False
         self.signals = SignalQueue(self.poller, HANDLED_SIGNALS, self._on_signal)
@@ -148,6 +153,21 @@ class Arbiter:
         for _ in range(self.num_workers):
             self._spawn()
         return True
+
+    def _bind(self) -> list[Listener]:
+        """Bind every address (every slot's, in reuseport mode); return one listener per address."""
+        addresses = [parse_address(b) for b in self.cfg.bind]
+        if self.cfg.dispatch != "reuseport":
+            self.listeners = bind_all(addresses, self.cfg.backlog)
+            return self.listeners
+        if os.environ.get("LISTEN_FDS"):
+            raise BindError("reuseport dispatch makes its own sockets; it cannot use systemd's (LISTEN_FDS)")
+        self.slots = reuseport.SlotTable(addresses, self.cfg.backlog)  # type: ignore[arg-type]
+        self.slots.create(self.num_workers)
+        return self.slots.first_slot()
+
+    def _all_listeners(self) -> list[Listener]:
+        return self.slots.listeners() if self.slots is not None else self.listeners
 
     def _preload(self) -> bool:
         try:
@@ -177,11 +197,11 @@ class Arbiter:
         arbiter_end, worker_end = Channel.pair()
         handle = WorkerHandle(age=self.next_age, channel=arbiter_end)
         self.next_age += 1
+        listeners = self._claim_listeners(handle)
         self._call_hook("pre_fork", self, handle)
         pid = os.fork()
         if pid == 0:
             arbiter_end.close()
-            listeners = self._listeners_for_worker()
             worker = Worker(self.cfg, handle.age, listeners, worker_end, self, self.app)
             worker.run(forget_arbiter=lambda: self._forget_in_child(listeners))
         worker_end.close()
@@ -189,12 +209,28 @@ class Arbiter:
         self.workers[pid] = handle
         if self.dispatcher is not None:
             self.dispatcher.add_worker(pid, arbiter_end)
+        if self.slots is not None:
+            for slot in self.slots.lent():
+                arbiter_end.send(ADOPT, fds=slot.fds, slot=slot.number)
         self.poller.add(arbiter_end.fileno(), lambda: self._on_worker_message(handle))
         self.log.info("Booting worker %d with pid %d", handle.age, pid)
 
-    def _listeners_for_worker(self) -> list[Listener]:
+    def _claim_listeners(self, handle: WorkerHandle) -> list[Listener]:
         """The listening sockets a new worker accepts on itself."""
-        return [] if self.dispatcher is not None else self.listeners
+        if self.dispatcher is not None:
+            return []
+        if self.slots is None:
+            return self.listeners
+        slot, was_lent = self.slots.claim()
+        handle.slot = slot.number
+        if was_lent:
+            self._tell_workers(RELEASE, slot=slot.number)
+        return slot.listeners
+
+    def _tell_workers(self, kind: str, fds: list[int] | None = None, **fields: Any) -> None:
+        for handle in self.workers.values():
+            if not handle.retiring and not handle.channel.send(kind, fds=fds or (), **fields):
+                self.log.warning("cannot tell worker %d (pid %d) %s", handle.age, handle.pid, kind)
 
     def _forget_in_child(self, keep: list[Listener]) -> None:
         """In a new worker: drop the arbiter's loop, signal socket, channels and
@@ -204,7 +240,7 @@ class Arbiter:
         self.poller.close()
         for handle in self.workers.values():
             handle.channel.close()
-        for listener in self.listeners:
+        for listener in self._all_listeners():
             if listener not in keep:
                 listener.sock.close()
 
@@ -265,6 +301,8 @@ class Arbiter:
         if self.dispatcher is not None:
             self.dispatcher.remove_worker(handle.pid)
             self._dispatch()
+        if self.slots is not None and handle.slot is not None and not handle.retiring:
+            self.slots.vacate(handle.slot)
         self._call_hook("child_exit", self, handle)
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         how += f" after {handle.accepted} connections and {handle.requests} requests"
@@ -315,6 +353,9 @@ class Arbiter:
             handle.retiring = True
             self.log.info("Retiring worker %d (pid %d)", handle.age, handle.pid)
             self._kill(handle, signal.SIGTERM)
+            if self.slots is not None and handle.slot is not None:
+                slot = self.slots.lend(handle.slot)
+                self._tell_workers(ADOPT, fds=slot.fds, slot=slot.number)
 
     # -- signals and transitions -------------------------------------------
 
@@ -395,7 +436,7 @@ class Arbiter:
     def _cleanup(self) -> None:
         if os.getpid() != self.pid:
             return
-        for listener in self.listeners:
+        for listener in self._all_listeners():
             listener.close()
         if self.cfg.pidfile:
             try:

@@ -5,10 +5,12 @@ descriptor (``SCM_RIGHTS``) with its message.  Messages are small JSON
 objects with a ``kind``.  End of file means the other side is gone.
 
 Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``; in
-``round-robin`` mode also ``ack`` / ``decline`` for each connection passed
-to it, ``closed`` (how many connections it closed) and ``handback`` (a
+``round-robin`` mode also ``room`` (whether it takes connections now), ``ack`` /
+``decline`` for each connection passed to it, ``closed`` (how many connections it closed) and ``handback`` (a
 connection it took but will not serve, with its descriptor).
-Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor.
+Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor;
+in ``reuseport`` mode: ``adopt`` (a retired slot's sockets, to watch too) and
+``release`` (stop watching that slot again).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_MESSAGE = 65536
-MAX_FDS = 4
+MAX_FDS = 16
 FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
 READY = "ready"
@@ -32,6 +34,9 @@ ACK = "ack"
 DECLINE = "decline"
 CLOSED = "closed"
 HANDBACK = "handback"
+ROOM = "room"
+ADOPT = "adopt"
+RELEASE = "release"
 
 
 @dataclass

@@ -121,7 +121,7 @@ def _describe(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def _bind_tcp(address: TcpAddress, backlog: int) -> socket.socket:
+def _bind_tcp(address: TcpAddress, backlog: int, reuse_port: bool = False) -> socket.socket:
     try:
         infos = socket.getaddrinfo(
             address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -134,6 +134,8 @@ def _bind_tcp(address: TcpAddress, backlog: int) -> socket.socket:
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
@@ -220,3 +222,8 @@ def bind_all(addresses: list[Address], backlog: int) -> list[Listener]:
             listener.close()
         raise
     return listeners
+
+
+def bind_reuseport(address: TcpAddress, backlog: int) -> Listener:
+    """One more ``SO_REUSEPORT`` socket on ``address`` (whose port must be fixed)."""
+    return Listener(_bind_tcp(address, backlog, reuse_port=True), address)

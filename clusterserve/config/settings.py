@@ -100,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
             types.choice(("shared", "round-robin", "reuseport")), "shared",
             "How connections reach workers: shared (every worker accepts on the "
             "one socket), round-robin (the arbiter accepts and passes each connection "
-            "to the least loaded worker), reuseport (not supported yet).",
+            "to the least loaded worker), reuseport (one SO_REUSEPORT socket per worker; "
+            "the kernel shards connections; TCP binds only).",
             metavar="MODE"),
     # -- Workers --------------------------------------------------------
     Setting("workers", "Worker processes", ("-w", "--workers"), types.integer(1), 1,

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from clusterserve import __version__
+from clusterserve.dispatch import reuseport
+from clusterserve.sockets import TcpAddress, parse_address
 from clusterserve.config.settings import (
     APPEND,
     BY_NAME,
@@ -33,12 +35,6 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_ARGS = "CLUSTERSERVE_CMD_ARGS"
-DEFAULT_FILES = ("clusterserve.toml", "pyproject.toml")
-
-# Values of supported settings that name a feature not built yet.
-NOT_YET_VALUES: dict[str, frozenset[str]] = {
-    "dispatch": frozenset({"reuseport"}),
-}
 
 
 class ConfigError(Exception):
@@ -136,9 +132,22 @@ def _parse_value(name: str, raw: Any, source: str) -> Any:
         raise ConfigError(f"setting '{name}' from {source}: {err}") from None
     if not setting.supported:
         raise ConfigError(f"setting '{name}' from {source}: not supported yet")
-    if value in NOT_YET_VALUES.get(name, ()):
-        raise ConfigError(f"setting '{name}' from {source}: {value} is not supported yet")
     return value
+
+
+def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Settings that are valid alone but not together."""
+    if values["dispatch"] == "reuseport":
+        where = f"setting 'dispatch' from {sources['dispatch']}"
+        problem = reuseport.check_platform()
+        if problem:
+            raise ConfigError(f"{where}: reuseport cannot be used: {problem}")
+        for bind in values["bind"]:
+            if not isinstance(parse_address(bind), TcpAddress):
+                raise ConfigError(
+                    f"{where}: reuseport needs TCP addresses, but bind has {bind!r}; "
+                    "use shared or round-robin for unix: and fd:// binds"
+                )
 
 
 def read_toml(path: str, table: str | None = None) -> dict[str, Any]:
@@ -255,6 +264,7 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
             sources[name] = where
     if file_label is not None:
         values["config"] = file_label
+    _check_combination(values, sources)
     return Config(
         values=values,
         sources=sources,

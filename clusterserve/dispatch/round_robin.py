@@ -24,13 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve.channel import ACK, CLOSED, CONNECTION, DECLINE, HANDBACK, Channel, Message
+from clusterserve.channel import ACK, CLOSED, CONNECTION, DECLINE, HANDBACK, ROOM, Channel, Message
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.sockets import Listener
-
-# A worker's own view of its room, sent when it changes.
-ROOM = "room"
 
 
 @dataclass
@@ -172,8 +169,6 @@ class RoundRobinDispatcher:
 
 class ChannelAcceptor:
     """The worker's side: take connections from the channel, say yes or no, report closes."""
-
-    can_hand_back = True
 
     def __init__(self, channel: Channel, on_connection: Callable[[socket.socket, Any], None],
                  has_room: Callable[[], bool]) -> None:

@@ -34,14 +34,18 @@ class SharedAcceptor:
         self._on_connection = on_connection
         self._has_room = has_room
         self.accepting = False
+        self.closed = False
         self.accepted = 0
+
+    def _watch(self, sock: socket.socket) -> None:
+        self._poller.add(sock.fileno(), lambda: self._accept_all(sock), exclusive=True)
 
     def resume(self) -> None:
         """Watch the listeners again (epoll reports at once what queued meanwhile)."""
-        if self.accepting:
+        if self.accepting or self.closed:
             return
         for sock in self._sockets:
-            self._poller.add(sock.fileno(), lambda s=sock: self._accept_all(s), exclusive=True)
+            self._watch(sock)
         self.accepting = True
 
     def pause(self) -> None:
@@ -54,13 +58,31 @@ class SharedAcceptor:
     def close(self) -> None:
         """Stop accepting for good and drop this worker's copies of the listeners."""
         self.pause()
-        for sock in self._sockets:
+        self.closed = True
+        self.remove_sockets(list(self._sockets))
+
+    def add_sockets(self, sockets: list[socket.socket]) -> None:
+        """Accept on more listening sockets (lent ones, in reuseport mode)."""
+        if self.closed:
+            for sock in sockets:
+                sock.close()
+            return
+        for sock in sockets:
+            sock.setblocking(False)
+            self._sockets.append(sock)
+            if self.accepting:
+                self._watch(sock)
+
+    def remove_sockets(self, sockets: list[socket.socket]) -> None:
+        """Stop accepting on these sockets and close this worker's copies."""
+        for sock in sockets:
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+                if self.accepting:
+                    self._poller.remove(sock.fileno())
             sock.close()
-        self._sockets = []
 
     # Dispatch-mode hooks the worker calls; the shared socket needs none of them.
-
-    can_hand_back = False
 
     def on_message(self, message: Message) -> None:
         for fd in message.fds:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
+from clusterserve.dispatch.reuseport import ReuseportAcceptor
 from clusterserve.dispatch.round_robin import ChannelAcceptor
 from clusterserve.dispatch.shared import SharedAcceptor
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
@@ -76,6 +77,9 @@ class WsgiServer:
         self.acceptor: SharedAcceptor | ChannelAcceptor
         if cfg.dispatch == "round-robin":
             self.acceptor = ChannelAcceptor(worker.channel, self._on_connection, self._has_room)
+        elif cfg.dispatch == "reuseport":
+            self.acceptor = ReuseportAcceptor(worker.listeners, self.poller, self._on_connection,
+                                              self._has_room)
         else:
             self.acceptor = SharedAcceptor(worker.listeners, self.poller, self._on_connection,
                                            self._has_room)

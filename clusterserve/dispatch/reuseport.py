@@ -1,0 +1,138 @@
+"""``reuseport`` dispatch: one ``SO_REUSEPORT`` socket per worker slot.
+
+The kernel hashes each new connection to one of the sockets of a port.
+Closing such a socket resets the connections queued on it (unless Linux's
+``net.ipv4.tcp_migrate_req`` is on), so the arbiter creates and holds every
+slot's sockets for the life of the server:
+
+- a worker that dies is replaced in the same slot, on the same sockets;
+- a slot whose worker retires because the worker count shrank is *lent*:
+  every remaining worker also watches its sockets (with ``EPOLLEXCLUSIVE``,
+  so its share of traffic is spread among them, not doubled on one);
+- a new slot takes a lent one back before new sockets are made.
+
+``SlotTable`` is the arbiter's side; ``ReuseportAcceptor`` the worker's.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from clusterserve.channel import ADOPT, RELEASE, Message
+from clusterserve.dispatch.shared import SharedAcceptor
+from clusterserve.poller import Poller
+from clusterserve.sockets import Listener, TcpAddress, bind_reuseport
+
+MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+OCCUPIED = "occupied"
+VACANT = "vacant"  # its worker died; the replacement takes it
+LENT = "lent"  # its worker retired; the others watch its sockets meanwhile
+
+
+def check_platform() -> str | None:
+    """Why ``reuseport`` cannot work here, or None."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return "this platform has no SO_REUSEPORT"
+    if sys.platform != "linux":
+        return f"SO_REUSEPORT does not balance connections on {sys.platform}; use shared or round-robin"
+    return None
+
+
+def migration_note() -> str:
+    """What happens to connections queued on a closed socket, for the start-up log."""
+    try:
+        with open(MIGRATE_SYSCTL, encoding="ascii") as stream:
+            enabled = stream.read().strip() == "1"
+    except OSError:
+        return "this kernel cannot migrate queued connections between reuseport sockets"
+    if enabled:
+        return "net.ipv4.tcp_migrate_req=1: queued connections move if a socket closes"
+    return "net.ipv4.tcp_migrate_req=0 (could be enabled to migrate queued connections)"
+
+
+@dataclass
+class Slot:
+    number: int
+    listeners: list[Listener]
+    state: str = OCCUPIED
+
+    @property
+    def fds(self) -> list[int]:
+        return [listener.sock.fileno() for listener in self.listeners]
+
+
+class SlotTable:
+    """Every slot's sockets, created on demand and never closed before the arbiter exits."""
+
+    def __init__(self, addresses: list[TcpAddress], backlog: int) -> None:
+        self._addresses = list(addresses)
+        self._backlog = backlog
+        self._slots: dict[int, Slot] = {}
+
+    def create(self, count: int) -> None:
+        """Bind ``count`` slots now, before any fork, so bind errors come first."""
+        for _ in range(count):
+            self._new_slot(VACANT)
+
+    def _new_slot(self, state: str) -> Slot:
+        listeners = []
+        for index, address in enumerate(self._addresses):
+            listener = bind_reuseport(address, self._backlog)
+            if address.port == 0:
+                # Every later slot binds the port the kernel chose for the first.
+                self._addresses[index] = TcpAddress(address.host, listener.sock.getsockname()[1])
+            listeners.append(listener)
+        slot = Slot(len(self._slots), listeners, state)
+        self._slots[slot.number] = slot
+        return slot
+
+    def claim(self) -> tuple[Slot, bool]:
+        """A slot for a new worker: a vacant one, else a lent one (True), else a new one."""
+        for wanted in (VACANT, LENT):
+            for slot in self._slots.values():
+                if slot.state == wanted:
+                    slot.state = OCCUPIED
+                    return slot, wanted == LENT
+        return self._new_slot(OCCUPIED), False
+
+    def vacate(self, number: int) -> None:
+        self._slots[number].state = VACANT
+
+    def lend(self, number: int) -> Slot:
+        slot = self._slots[number]
+        slot.state = LENT
+        return slot
+
+    def lent(self) -> list[Slot]:
+        return [slot for slot in self._slots.values() if slot.state == LENT]
+
+    def listeners(self) -> list[Listener]:
+        return [listener for slot in self._slots.values() for listener in slot.listeners]
+
+    def first_slot(self) -> list[Listener]:
+        return self._slots[0].listeners
+
+
+class ReuseportAcceptor(SharedAcceptor):
+    """Accepts on its slot's sockets, plus any lent slots the arbiter sends."""
+
+    def __init__(self, listeners: list[Listener], poller: Poller,
+                 on_connection: Callable[[socket.socket, Any], None],
+                 has_room: Callable[[], bool]) -> None:
+        super().__init__(listeners, poller, on_connection, has_room)
+        self._lent: dict[int, list[socket.socket]] = {}
+
+    def on_message(self, message: Message) -> None:
+        if message.kind == ADOPT:
+            sockets = [socket.socket(fileno=fd) for fd in message.fds]
+            self._lent[int(message.fields["slot"])] = sockets
+            self.add_sockets(sockets)
+        elif message.kind == RELEASE:
+            self.remove_sockets(self._lent.pop(int(message.fields["slot"]), []))
+        else:
+            super().on_message(message)
