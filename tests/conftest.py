@@ -16,3 +16,12 @@ def start_server():
     yield start
     for server in servers:
         server.kill_all()
+
+
+DISPATCH_MODES = ("shared", "round-robin", "reuseport")
+
+
+@pytest.fixture(scope="module", params=DISPATCH_MODES)
+def dispatch(request):
+    """Run a module's tests once per dispatch mode (modules opt in by using this)."""
+    return request.param
