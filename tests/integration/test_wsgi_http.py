@@ -134,8 +134,9 @@ def pid_of(raw: Raw) -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-    with running([APP, "-w", "1", "--threads", "4", "--keep-alive", "1"], workers=1) as server:
+def server(dispatch):
+    with running([APP, "-w", "1", "--threads", "4", "--keep-alive", "1", "--dispatch", dispatch],
+                 workers=1) as server:
         yield server
 
 
@@ -179,8 +180,9 @@ def test_unread_request_body_is_skipped_before_the_next_request(server):
         assert conn.response().json()["REQUEST_METHOD"] == "GET"
 
 
-def test_keep_alive_0_closes_after_each_response():
-    with running([APP, "-w", "1", "--keep-alive", "0"], workers=1) as server, Conn(server) as conn:
+def test_keep_alive_0_closes_after_each_response(dispatch):
+    with running([APP, "-w", "1", "--keep-alive", "0", "--dispatch", dispatch], workers=1) as server, \
+            Conn(server) as conn:
         raw = conn.get("/hello")
         assert raw.status == 200 and raw.body == b"hello\n"
         assert raw.headers["connection"].lower() == "close"

@@ -17,8 +17,8 @@ CUSTOM_FORMAT = "custom %(h)s %(r)s %(s)s %(b)s %({user-agent}i)s %({content-typ
 
 
 @pytest.fixture(scope="module")
-def server():
-    args = [APP, "-w", "1", "--threads", "1",
+def server(dispatch):
+    args = [APP, "-w", "1", "--threads", "1", "--dispatch", dispatch,
             "--limit-request-line", str(LINE), "--limit-request-fields", str(FIELDS),
             "--limit-request-field-size", str(FIELD_SIZE),
             "--access-logfile", "-", "--access-logformat", CUSTOM_FORMAT]
