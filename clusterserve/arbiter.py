@@ -28,6 +28,7 @@ from clusterserve import __version__, logs, process
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, Channel
 from clusterserve.dispatch import reuseport
+from clusterserve.hooks import run_hook
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.config import Config
 from clusterserve.poller import Poller
@@ -124,7 +125,7 @@ class Arbiter:
         for assignment in cfg.raw_env:
             key, _, value = assignment.partition("=")
             os.environ[key] = value
-        self._call_hook("on_starting", self)
+        run_hook(self.cfg, "on_starting", self)
         try:
             shown = self._bind()
         except BindError as err:
@@ -198,7 +199,7 @@ class Arbiter:
         handle = WorkerHandle(age=self.next_age, channel=arbiter_end)
         self.next_age += 1
         listeners = self._claim_listeners(handle)
-        self._call_hook("pre_fork", self, handle)
+        run_hook(self.cfg, "pre_fork", self, handle)
         pid = os.fork()
         if pid == 0:
             arbiter_end.close()
@@ -303,7 +304,7 @@ class Arbiter:
             self._dispatch()
         if self.slots is not None and handle.slot is not None and not handle.retiring:
             self.slots.vacate(handle.slot)
-        self._call_hook("child_exit", self, handle)
+        run_hook(self.cfg, "child_exit", self, handle)
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         how += f" after {handle.accepted} connections and {handle.requests} requests"
         if self.state is not State.RUNNING or handle.retiring:
@@ -405,7 +406,7 @@ class Arbiter:
                     self._spawn()
             if not self.announced_ready and self.workers and all(h.ready for h in self.workers.values()):
                 self.announced_ready = True
-                self._call_hook("when_ready", self)
+                run_hook(self.cfg, "when_ready", self)
             return
         if not self.workers:
             self.state = State.DONE
@@ -424,15 +425,6 @@ class Arbiter:
 
     # -- helpers -------------------------------------------------------------
 
-    def _call_hook(self, name: str, *args: Any) -> None:
-        hook = getattr(self.cfg, name)
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception:  # noqa: BLE001 - a broken hook is logged, not fatal
-            self.log.exception("%s hook failed", name)
-
     def _cleanup(self) -> None:
         if os.getpid() != self.pid:
             return
@@ -445,5 +437,5 @@ class Arbiter:
                         os.unlink(self.cfg.pidfile)
             except OSError:
                 pass
-        self._call_hook("on_exit", self)
+        run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)

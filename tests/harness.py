@@ -224,3 +224,14 @@ def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05)
         if value or time.monotonic() > deadline:
             return bool(value)
         time.sleep(interval)
+
+
+def pid_on_new_connection(server: ServerProcess) -> int:
+    """GET / of tests.apps.basic:app on a new connection; the pid of the worker that answered."""
+    with server.connect(timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    return int(data.split()[-1])

@@ -13,6 +13,7 @@ from clusterserve.http.body import RequestBody
 from clusterserve.http.connection import HttpConnection, HttpError, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
 from clusterserve.http.response import ClientGone, FileWrapper, Response
+from clusterserve.hooks import run_hook
 from clusterserve.logs import RequestRecord, log, write_access
 
 # Unread request body a keep-alive connection may skip over; more and it closes.
@@ -28,19 +29,8 @@ class RequestContext:
     access_log_format: str | None
     keepalive: bool
     is_stopping: Callable[[], bool]
-    pre_request: Callable[..., Any] | None
-    post_request: Callable[..., Any] | None
     worker: Any
     errors: ErrorStream
-
-
-def _call_hook(hook: Callable[..., Any] | None, *args: Any) -> None:
-    if hook is None:
-        return
-    try:
-        hook(*args)
-    except Exception:  # noqa: BLE001 - a broken hook must not break the request
-        log.exception("hook %s failed", getattr(hook, "__name__", hook))
 
 
 def serve_request(connection: HttpConnection, request: h11.Request, ctx: RequestContext) -> bool:
@@ -60,7 +50,7 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
     response = Response(connection, request, keep_alive)
     result: Any = None
     completed = False
-    _call_hook(ctx.pre_request, ctx.worker, request)
+    run_hook(ctx.worker.cfg, "pre_request", ctx.worker, request)
     try:
         result = ctx.app(environ, response.start_response)
         if not (isinstance(result, FileWrapper) and response.send_file(result)):
@@ -94,7 +84,7 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
             environ=environ, status=response.status or "500", response_headers=response.headers,
             body_bytes=response.body_bytes, started=started_wall,
             duration=time.perf_counter() - started, pid=ctx.worker.pid))
-    _call_hook(ctx.post_request, ctx.worker, request, environ, response)
+    run_hook(ctx.worker.cfg, "post_request", ctx.worker, request, environ, response)
     return completed and _ready_for_next(connection, body)
 
 

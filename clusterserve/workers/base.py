@@ -22,6 +22,7 @@ from clusterserve import app as app_loader
 from clusterserve import logs, process
 from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
 from clusterserve.config import Config
+from clusterserve.hooks import run_hook
 from clusterserve.sockets import Listener
 # Imported here, in the arbiter, so that a worker that drops privileges does
 # not need to read the installation to find its own code.
@@ -77,9 +78,9 @@ class Worker:
             self.pid = os.getpid()
             forget_arbiter()
             self._setup_process()
-            self._call_hook("post_fork", self.arbiter, self)
+            run_hook(self.cfg, "post_fork", self.arbiter, self)
             app = self._load()
-            self._call_hook("post_worker_init", self)
+            run_hook(self.cfg, "post_worker_init", self)
             self._server_class()(self, app).serve()
         except BootError as err:
             self.channel.send(BOOT_ERROR, error=str(err))
@@ -91,7 +92,7 @@ class Worker:
             self.log.exception("worker %s crashed", self.pid)
             code = 1
         finally:
-            self._call_hook("worker_exit", self.arbiter, self)
+            run_hook(self.cfg, "worker_exit", self.arbiter, self)
             _flush_stdio()
             os._exit(code)
 
@@ -130,15 +131,6 @@ class Worker:
         raise BootError(
             f"app {self.cfg.wsgi_app!r} is served as ASGI, which is not supported yet"
         )
-
-    def _call_hook(self, name: str, *args: Any) -> None:
-        hook = getattr(self.cfg, name)
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception:  # noqa: BLE001
-            self.log.exception("%s hook failed", name)
 
     # -- while serving --------------------------------------------------
 

@@ -60,8 +60,6 @@ class WsgiServer:
             access_log_format=cfg.access_log_format if cfg.accesslog is not None else None,
             keepalive=cfg.keepalive > 0,
             is_stopping=lambda: self.stopping,
-            pre_request=cfg.pre_request,
-            post_request=cfg.post_request,
             worker=worker,
             errors=ErrorStream(),
         )

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.harness import LISTENING, ROOT, wait_until
+from tests.harness import LISTENING, ROOT, pid_on_new_connection, wait_until
 
 RP = ["--dispatch", "reuseport"]
 
@@ -33,16 +33,6 @@ def inodes_held_by(pid: int) -> set[str]:
     return held
 
 
-def fetch(server) -> int:
-    with server.connect(timeout=10) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200 "), data
-    return int(data.split()[-1])
-
-
 def test_each_worker_has_its_own_socket_on_the_same_port(start_server):
     server = start_server(["tests.apps.basic:app", "-w", "3", *RP], workers=3)
     slots = listening_inodes(server.port)
@@ -52,7 +42,7 @@ def test_each_worker_has_its_own_socket_on_the_same_port(start_server):
     owned = [inodes_held_by(pid) & slots for pid in server.workers()]
     assert sorted(len(o) for o in owned) == [1, 1, 1] and set().union(*owned) == slots
     with ThreadPoolExecutor(8) as pool:
-        pids = set(pool.map(lambda _: fetch(server), range(60)))
+        pids = set(pool.map(lambda _: pid_on_new_connection(server), range(60)))
     assert pids == set(server.workers())
     assert "reuseport: net.ipv4.tcp_migrate_req=" in server.log() or "cannot migrate" in server.log()
 
@@ -64,7 +54,7 @@ def test_a_restarted_worker_gets_its_slot_back_and_nothing_queued_is_lost(start_
     os.kill(victim, signal.SIGKILL)
     # Connections hashed to the dead worker's socket wait in its queue for the replacement.
     with ThreadPoolExecutor(8) as pool:
-        pids = list(pool.map(lambda _: fetch(server), range(40)))
+        pids = list(pool.map(lambda _: pid_on_new_connection(server), range(40)))
     assert len(pids) == 40
     server.wait_ready(3)
     assert [pid for pid in server.workers() if slot <= inodes_held_by(pid)] != [], \
@@ -82,7 +72,7 @@ def test_a_retired_slot_is_lent_to_the_others_and_taken_back(start_server):
         retired <= inodes_held_by(pid) for pid in server.workers()))
     assert listening_inodes(server.port) == slots  # nothing was closed
     with ThreadPoolExecutor(8) as pool:
-        assert len(list(pool.map(lambda _: fetch(server), range(60)))) == 60
+        assert len(list(pool.map(lambda _: pid_on_new_connection(server), range(60)))) == 60
     survivors = set(server.workers())
     server.send(signal.SIGTTIN)
     server.wait_ready(4)

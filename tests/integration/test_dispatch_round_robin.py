@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.harness import running
+from tests.harness import pid_on_new_connection, running
 
 RR = ["--dispatch", "round-robin"]
 
@@ -34,20 +34,9 @@ def read_response(sock: socket.socket) -> bytes:
     return response.read()
 
 
-def one_request(server) -> int:
-    """GET / on a new connection; the pid of the worker that answered."""
-    with server.connect(timeout=10) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200 "), data
-    return pid_of(data.rstrip())
-
-
 def test_new_connections_spread_evenly(four_workers):
     with ThreadPoolExecutor(16) as pool:
-        counts = collections.Counter(pool.map(lambda _: one_request(four_workers), range(2000)))
+        counts = collections.Counter(pool.map(lambda _: pid_on_new_connection(four_workers), range(2000)))
     assert set(counts) == set(four_workers.workers())
     mean = 2000 / 4
     assert all(abs(n - mean) <= 0.2 * mean for n in counts.values()), counts
