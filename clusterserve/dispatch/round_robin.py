@@ -209,6 +209,7 @@ class ChannelAcceptor:
         if not (self.accepting and self._has_room()):
             socket.close(message.fds[0])
             self._channel.send(DECLINE, id=conn_id)
+            self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise
             return
         conn = socket.socket(fileno=message.fds[0])
         try:
