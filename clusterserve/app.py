@@ -47,13 +47,13 @@ def parse_app_spec(text: str) -> AppSpec:
     if isinstance(node, ast.Name):
         return AppSpec(module, node.id)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        try:
-            args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
-        except ValueError:
-            raise AppLoadError(f"{text!r}: factory arguments must be literals") from None
         if any(k.arg is None for k in node.keywords):
             raise AppLoadError(f"{text!r}: factory arguments must be literals")
+        try:
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise AppLoadError(f"{text!r}: factory arguments must be literals") from None
         return AppSpec(module, node.func.id, args, kwargs)
     raise AppLoadError(f"{text!r}: {expression!r} is not a name or a call")
 
@@ -78,7 +78,9 @@ def load_app(text: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(spec.module)
     except ModuleNotFoundError as err:
-        if err.name and spec.module.startswith(err.name):
+        # Only the app's own module (or a package above it) missing means "no such
+        # module"; a module the app imports that is missing is the app's own error.
+        if err.name and (spec.module == err.name or spec.module.startswith(err.name + ".")):
             raise AppLoadError(f"cannot import {spec.module!r} for app {text!r}: no such module") from None
         raise
     names = (spec.attribute,) if spec.attribute else DEFAULT_NAMES
@@ -100,5 +102,7 @@ def detect_interface(app: Callable[..., Any]) -> str:
     """'asgi' for coroutine callables or objects with an async __call__, else 'wsgi'."""
     if inspect.isclass(app):
         return "asgi" if hasattr(app, "__await__") else "wsgi"
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    if asyncio.iscoroutinefunction(app):  # functions, methods, and partials of them
+        return "asgi"
+    call = getattr(app, "__call__", None)
     return "asgi" if asyncio.iscoroutinefunction(call) else "wsgi"

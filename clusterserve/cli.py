@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ from clusterserve import logs
 from clusterserve.config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
+EXIT_APP = 3  # the app could not be loaded, as when the first workers cannot load it
 
 
 def _fail(message: str) -> int:
@@ -20,12 +22,19 @@ def _fail(message: str) -> int:
 def check_config(cfg: Config) -> int:
     """Print the effective settings and try to load the app, as ``--check-config`` asks."""
     print(cfg.describe())
+    for assignment in cfg.raw_env:  # as the arbiter does, so the app imports as it would
+        key, _, value = assignment.partition("=")
+        os.environ[key] = value
     try:
         app_loader.prepare_import_path(cfg.chdir, cfg.pythonpath)
         app = app_loader.load_app(cfg.wsgi_app)
+    except app_loader.AppLoadError as err:
+        print(f"clusterserve: error: {err}", file=sys.stderr)
+        return EXIT_APP
     except Exception as err:  # noqa: BLE001 - report whatever the app raised
-        print(f"clusterserve: error: cannot load app {cfg.wsgi_app!r}: {err}", file=sys.stderr)
-        return 1
+        print(f"clusterserve: error: cannot load app {cfg.wsgi_app!r}: "
+              f"{type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_APP
     from clusterserve.workers.base import resolve_interface
 
     print(f"# app {cfg.wsgi_app!r} loads and is served as {resolve_interface(cfg, app).upper()}")

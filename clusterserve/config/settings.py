@@ -7,11 +7,13 @@ gunicorn's, so existing configs keep working.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusterserve import process, sockets
+from clusterserve.app import AppLoadError, parse_app_spec
 from clusterserve.config import types
 
 # Setting kinds: how the command line takes them.
@@ -32,13 +34,46 @@ class Setting:
     kind: str = VALUE
     metavar: str | None = None
     supported: bool = True
-    env_default: Callable[[dict[str, str]], Any] | None = field(default=None, compare=False)
+    # The environment variable that sets the default, and how its text becomes
+    # a raw value for ``parse`` (the value itself when None).
+    env_var: str | None = None
+    env_default: Callable[[str], Any] | None = field(default=None, compare=False)
 
 
 def _bind_item(raw: Any) -> str:
     value = types.text(raw)
+    if not value.strip():
+        raise ValueError("empty address")
     sockets.parse_address(value)
     return value
+
+
+def _bind_list(raw: Any) -> list[str]:
+    values = types.string_list(_bind_item)(raw)
+    if not values:
+        raise ValueError("needs at least one address")
+    return values
+
+
+def _app_spec(raw: Any) -> str | None:
+    value = types.optional_text(raw)
+    if value is not None:
+        try:
+            parse_app_spec(value)
+        except AppLoadError as err:
+            raise ValueError(str(err)) from None
+    return value
+
+
+def _directory(raw: Any) -> str | None:
+    """An existing directory, made absolute (as gunicorn does), or None."""
+    value = types.optional_text(raw)
+    if value is None:
+        return None
+    path = os.path.abspath(value)
+    if not os.path.isdir(path):
+        raise ValueError(f"no such directory: {value!r}")
+    return path
 
 
 def _user(raw: Any) -> int | None:
@@ -53,14 +88,8 @@ def _group(raw: Any) -> int | None:
     return process.resolve_group(str(raw) if isinstance(raw, int) else types.text(raw))
 
 
-def _default_bind(environ: dict[str, str]) -> list[str] | None:
-    port = environ.get("PORT")
-    return [f"0.0.0.0:{port}"] if port else None
-
-
-def _default_workers(environ: dict[str, str]) -> int | None:
-    value = environ.get("WEB_CONCURRENCY")
-    return types.integer(1)(value) if value else None
+def _default_bind(port: str) -> list[str]:
+    return [f"0.0.0.0:{port.strip()}"]
 
 
 # gunicorn and uvicorn worker class names, and what they mean here.
@@ -85,15 +114,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Config file: a .toml file, or a Python file in gunicorn.conf.py style. "
             "Without it, clusterserve.toml or [tool.clusterserve] in pyproject.toml "
             "in the working directory is read if present.", metavar="FILE"),
-    Setting("wsgi_app", "Config", (), types.optional_text, None,
+    Setting("wsgi_app", "Config", (), _app_spec, None,
             "The app to serve, as MODULE:ATTR, MODULE:FACTORY(ARGS) or MODULE; "
             "the APP argument sets it on the command line."),
     # -- Sockets --------------------------------------------------------
-    Setting("bind", "Server socket", ("-b", "--bind"), types.string_list(_bind_item),
+    Setting("bind", "Server socket", ("-b", "--bind"), _bind_list,
             ["127.0.0.1:8000"],
             "Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. "
             "Repeat for several. Defaults to 0.0.0.0:$PORT when PORT is set.",
-            kind=APPEND, metavar="ADDRESS", env_default=_default_bind),
+            kind=APPEND, metavar="ADDRESS", env_var="PORT", env_default=_default_bind),
     Setting("backlog", "Server socket", ("--backlog",), types.integer(1), 2048,
             "Maximum number of pending connections in the kernel queue.", metavar="INT"),
     Setting("dispatch", "Server socket", ("--dispatch",),
@@ -106,7 +135,7 @@ SETTINGS: tuple[Setting, ...] = (
     # -- Workers --------------------------------------------------------
     Setting("workers", "Worker processes", ("-w", "--workers"), types.integer(1), 1,
             "Number of worker processes. Defaults to $WEB_CONCURRENCY when set.",
-            metavar="INT", env_default=_default_workers),
+            metavar="INT", env_var="WEB_CONCURRENCY"),
     Setting("worker_class", "Worker processes", ("-k", "--worker-class"),
             types.choice(tuple(WORKER_CLASSES)), "sync",
             "Worker type, by gunicorn or uvicorn name: sync, gthread and wsgi serve "
@@ -154,9 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
             types.string_list(comma_separated=True), ["127.0.0.1", "::1"],
             "Comma-separated proxy addresses trusted to set X-Forwarded-Proto; * trusts all. "
             "Defaults to $FORWARDED_ALLOW_IPS when set.", metavar="IPS",
-            env_default=lambda environ: (
-                types.string_list(comma_separated=True)(environ["FORWARDED_ALLOW_IPS"])
-                if environ.get("FORWARDED_ALLOW_IPS") else None)),
+            env_var="FORWARDED_ALLOW_IPS"),
     Setting("certfile", "Security", ("--certfile",), types.optional_text, None,
             "TLS certificate file (PEM). " + _NOT_YET, metavar="FILE", supported=False),
     Setting("keyfile", "Security", ("--keyfile",), types.optional_text, None,
@@ -165,7 +192,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preload_app", "Server mechanics", ("--preload",), types.boolean, False,
             "Import the app in the arbiter before forking (shares memory; HUP then "
             "does not reload app code).", kind=SWITCH),
-    Setting("chdir", "Server mechanics", ("--chdir",), types.optional_text, None,
+    Setting("chdir", "Server mechanics", ("--chdir",), _directory, None,
             "Change to this directory before loading the app.", metavar="DIR"),
     Setting("pythonpath", "Server mechanics", ("--pythonpath",),
             types.string_list(comma_separated=True), [],

@@ -130,7 +130,7 @@ def _parse_value(name: str, raw: Any, source: str) -> Any:
         value = setting.parse(raw)
     except ValueError as err:
         raise ConfigError(f"setting '{name}' from {source}: {err}") from None
-    if not setting.supported:
+    if not setting.supported and value != setting.default:
         raise ConfigError(f"setting '{name}' from {source}: not supported yet")
     return value
 
@@ -161,8 +161,11 @@ def read_toml(path: str, table: str | None = None) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: invalid TOML: {err}") from None
     if table is not None:
+        source = f"{source} [{table}]"
         for key in table.split("."):
-            data = data.get(key, {})
+            data = data.get(key, {}) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a table, got {data!r}")
     values = {}
     for key, raw in data.items():
         if key not in BY_NAME:
@@ -187,7 +190,7 @@ def read_python(path: str) -> tuple[dict[str, Any], list[str]]:
         raise ConfigError(f"{source}: no such file")
     try:
         namespace = runpy.run_path(path, run_name="__config__")
-    except Exception as err:  # noqa: BLE001 - any error in user code is a config error
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any error in user code is a config error
         raise ConfigError(f"{source}: failed to run: {type(err).__name__}: {err}") from None
     values, warnings = {}, []
     for key, raw in namespace.items():
@@ -225,12 +228,19 @@ def _parse_args(parser: _Parser, argv: Sequence[str], source: str) -> argparse.N
     return parser.parse_args(list(argv))
 
 
+def _split_env_args(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise UsageError(f"{ENV_ARGS}: cannot split into arguments: {err}") from None
+
+
 def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
     """Merge every source into the effective configuration, or raise ``ConfigError``."""
     environ = os.environ if environ is None else environ
     parser = build_parser()
     cli = _parse_args(parser, argv, "command line")
-    env_args = _parse_args(parser, shlex.split(environ.get(ENV_ARGS, "")), ENV_ARGS)
+    env_args = _parse_args(parser, _split_env_args(environ.get(ENV_ARGS, "")), ENV_ARGS)
     for namespace, where in ((env_args, ENV_ARGS), (cli, "command line")):
         if getattr(namespace, "app", None) is not None:
             namespace.wsgi_app = namespace.app
@@ -241,15 +251,13 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
     sources = {s.name: "default" for s in SETTINGS}
 
     for setting in SETTINGS:
-        if setting.env_default is None:
+        text = environ.get(setting.env_var) if setting.env_var else None
+        if not text:
             continue
-        try:
-            value = setting.env_default(dict(environ))
-        except ValueError as err:
-            raise ConfigError(f"setting '{setting.name}' from environment: {err}") from None
-        if value is not None:
-            values[setting.name] = value
-            sources[setting.name] = "environment"
+        source = f"environment variable {setting.env_var}"
+        raw = setting.env_default(text) if setting.env_default else text
+        values[setting.name] = _parse_value(setting.name, raw, source)
+        sources[setting.name] = source
 
     config_path = getattr(cli, "config", None) or getattr(env_args, "config", None)
     file_values, warnings, file_label = read_config_file(config_path)
@@ -264,10 +272,12 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
             sources[name] = where
     if file_label is not None:
         values["config"] = file_label
+        if config_path is None:
+            sources["config"] = "working directory"
     _check_combination(values, sources)
     return Config(
         values=values,
         sources=sources,
         warnings=warnings,
-        check_config=bool(getattr(cli, "check_config", False)),
+        check_config=any(getattr(ns, "check_config", False) for ns in (cli, env_args)),
     )
