@@ -106,3 +106,32 @@ def detect_interface(app: Callable[..., Any]) -> str:
         return "asgi"
     call = getattr(app, "__call__", None)
     return "asgi" if asyncio.iscoroutinefunction(call) else "wsgi"
+
+
+def prepare_environment(cfg: Any) -> None:
+    """What the arbiter does once before any app import: environment, directory, sys.path.
+
+    ``raw_env`` and ``env_file`` go into ``os.environ`` (inherited by workers),
+    ``chdir`` is applied, and the working directory and ``pythonpath`` go first
+    on ``sys.path``.
+    """
+    if cfg.env_file:
+        from dotenv import dotenv_values
+
+        os.environ.update({k: v for k, v in dotenv_values(cfg.env_file).items() if v is not None})
+    for assignment in cfg.raw_env:
+        key, _, value = assignment.partition("=")
+        os.environ[key] = value
+    prepare_import_path(cfg.chdir, cfg.pythonpath)
+
+
+def load_configured_app(cfg: Any) -> Callable[..., Any]:
+    """Import the app the settings name (calling it first if ``factory`` is set)."""
+    prepare_import_path(None, cfg.pythonpath)
+    app = load_app(cfg.wsgi_app)
+    if cfg.factory:
+        try:
+            app = app()
+        except TypeError as err:
+            raise AppLoadError(f"app {cfg.wsgi_app!r} is not a factory (--factory): {err}") from None
+    return app

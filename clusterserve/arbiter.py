@@ -120,11 +120,7 @@ class Arbiter:
     def _start(self) -> bool:
         cfg = self.cfg
         os.umask(cfg.umask)
-        if cfg.chdir:
-            os.chdir(cfg.chdir)
-        for assignment in cfg.raw_env:
-            key, _, value = assignment.partition("=")
-            os.environ[key] = value
+        app_loader.prepare_environment(cfg)
         run_hook(self.cfg, "on_starting", self)
         try:
             shown = self._bind()
@@ -172,8 +168,7 @@ class Arbiter:
 
     def _preload(self) -> bool:
         try:
-            app_loader.prepare_import_path(None, self.cfg.pythonpath)
-            self.app = app_loader.load_app(self.cfg.wsgi_app)
+            self.app = app_loader.load_configured_app(self.cfg)
         except Exception as err:  # noqa: BLE001 - report the user's error and stop
             self.log.exception("cannot load app %r: %s", self.cfg.wsgi_app, err)
             self.exit_code = EXIT_BOOT_ERROR

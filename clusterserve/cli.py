@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
@@ -22,12 +21,9 @@ def _fail(message: str) -> int:
 def check_config(cfg: Config) -> int:
     """Print the effective settings and try to load the app, as ``--check-config`` asks."""
     print(cfg.describe())
-    for assignment in cfg.raw_env:  # as the arbiter does, so the app imports as it would
-        key, _, value = assignment.partition("=")
-        os.environ[key] = value
     try:
-        app_loader.prepare_import_path(cfg.chdir, cfg.pythonpath)
-        app = app_loader.load_app(cfg.wsgi_app)
+        app_loader.prepare_environment(cfg)  # as the arbiter does, so the app imports as it would
+        app = app_loader.load_configured_app(cfg)
     except app_loader.AppLoadError as err:
         print(f"clusterserve: error: {err}", file=sys.stderr)
         return EXIT_APP

@@ -16,6 +16,9 @@ from typing import Any, TextIO
 
 log = logging.getLogger("clusterserve")
 access_log = logging.getLogger("clusterserve.access")
+# The ASGI worker runs uvicorn's code, which logs its errors (a failing
+# lifespan startup, an exception in the app) here: same handler as ours.
+uvicorn_log = logging.getLogger("uvicorn")
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -29,15 +32,16 @@ def _handler(path: str, default_stream: TextIO) -> logging.Handler:
 
 def configure(loglevel: str, errorlog: str, accesslog: str | None) -> None:
     """Set up the error and access loggers from the settings."""
-    for logger in (log, access_log):
+    for logger in (log, access_log, uvicorn_log):
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
             handler.close()
     error_handler = _handler(errorlog, sys.stderr)
     error_handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
-    log.addHandler(error_handler)
-    log.setLevel(loglevel.upper())
-    log.propagate = False
+    for logger in (log, uvicorn_log):
+        logger.addHandler(error_handler)
+        logger.setLevel(loglevel.upper())
+        logger.propagate = False
 
     access_log.propagate = False
     if accesslog is None:

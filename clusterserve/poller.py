@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import selectors
 from collections.abc import Callable
+from typing import Any
 
 Callback = Callable[[], None]
 
@@ -58,3 +59,42 @@ class Poller:
     def close(self) -> None:
         self._callbacks.clear()
         (self._epoll or self._selector).close()
+
+
+class AsyncioPoller:
+    """The ``Poller`` interface on an asyncio (or uvloop) event loop.
+
+    Plain descriptors go to ``loop.add_reader``.  Exclusive ones are
+    registered on an inner epoll with ``EPOLLEXCLUSIVE``, and the loop
+    watches the inner epoll's own descriptor, so that one connection still
+    wakes one worker although asyncio cannot pass the flag itself.
+    """
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._inner = select.epoll()
+        self._exclusive: dict[int, Callback] = {}
+        loop.add_reader(self._inner.fileno(), self._run_exclusive)
+
+    def add(self, fd: int, callback: Callback, *, exclusive: bool = False) -> None:
+        if exclusive and EXCLUSIVE:
+            self._exclusive[fd] = callback
+            self._inner.register(fd, select.EPOLLIN | EXCLUSIVE)
+        else:
+            self._loop.add_reader(fd, callback)
+
+    def remove(self, fd: int) -> None:
+        if self._exclusive.pop(fd, None) is not None:
+            self._inner.unregister(fd)
+        else:
+            self._loop.remove_reader(fd)
+
+    def _run_exclusive(self) -> None:
+        for fd, _ in self._inner.poll(0):
+            callback = self._exclusive.get(fd)
+            if callback is not None:
+                callback()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._inner.fileno())
+        self._inner.close()

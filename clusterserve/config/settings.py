@@ -76,16 +76,15 @@ def _directory(raw: Any) -> str | None:
     return path
 
 
-def _user(raw: Any) -> int | None:
-    if raw is None:
-        return None
-    return process.resolve_user(str(raw) if isinstance(raw, int) else types.text(raw))
+def _account(resolve: Callable[[str], int]) -> types.Parser:
+    """A user or group, by name or number, resolved to its id now (so errors come early)."""
 
+    def parse(raw: Any) -> int | None:
+        if raw is None:
+            return None
+        return resolve(str(raw) if isinstance(raw, int) else types.text(raw))
 
-def _group(raw: Any) -> int | None:
-    if raw is None:
-        return None
-    return process.resolve_group(str(raw) if isinstance(raw, int) else types.text(raw))
+    return parse
 
 
 def _default_bind(port: str) -> list[str]:
@@ -205,9 +204,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Write the arbiter's pid to this file.", metavar="FILE"),
     Setting("proc_name", "Server mechanics", ("-n", "--name"), types.optional_text, None,
             "Process title base (needs the setproctitle extra).", metavar="NAME"),
-    Setting("user", "Server mechanics", ("-u", "--user"), _user, None,
+    Setting("user", "Server mechanics", ("-u", "--user"), _account(process.resolve_user), None,
             "Run workers as this user (name or uid).", metavar="USER"),
-    Setting("group", "Server mechanics", ("-g", "--group"), _group, None,
+    Setting("group", "Server mechanics", ("-g", "--group"), _account(process.resolve_group), None,
             "Run workers as this group (name or gid).", metavar="GROUP"),
     Setting("umask", "Server mechanics", ("-m", "--umask"),
             types.integer(0, octal_strings=True), 0,
@@ -223,6 +222,44 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log_format", "Logging", ("--access-logformat",), types.text,
             '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
             "Access log line, with gunicorn's atoms.", metavar="FORMAT"),
+    # -- ASGI (uvicorn) ---------------------------------------------------
+    Setting("http", "ASGI (uvicorn)", ("--http",), types.choice(("auto", "h11", "httptools")),
+            "auto", "HTTP protocol implementation of the ASGI worker (httptools is faster; "
+            "auto picks it when installed).", metavar="auto|h11|httptools"),
+    Setting("loop", "ASGI (uvicorn)", ("--loop",), types.choice(("auto", "asyncio", "uvloop")),
+            "auto", "Event loop of the ASGI worker (auto picks uvloop when installed).",
+            metavar="auto|asyncio|uvloop"),
+    Setting("ws", "ASGI (uvicorn)", ("--ws",),
+            types.choice(("auto", "none", "websockets", "websockets-sansio", "wsproto")), "auto",
+            "WebSocket implementation of the ASGI worker; none refuses WebSockets.", metavar="IMPL"),
+    Setting("lifespan", "ASGI (uvicorn)", ("--lifespan",), types.choice(("auto", "on", "off")),
+            "auto", "ASGI lifespan events: on requires them, auto uses them if the app does.",
+            metavar="auto|on|off"),
+    Setting("root_path", "ASGI (uvicorn)", ("--root-path",), types.text, "",
+            "ASGI root_path, for an app mounted below a path prefix.", metavar="PATH"),
+    Setting("proxy_headers", "ASGI (uvicorn)", ("--proxy-headers",), types.boolean, True,
+            "Take the client address and scheme from X-Forwarded-For/-Proto when the peer "
+            "is in forwarded_allow_ips (ASGI worker).", kind=SWITCH),
+    Setting("limit_concurrency", "ASGI (uvicorn)", ("--limit-concurrency",),
+            types.optional(types.integer(1)), None,
+            "Answer 503 beyond this many concurrent connections and tasks per worker.",
+            metavar="INT"),
+    Setting("factory", "ASGI (uvicorn)", ("--factory",), types.boolean, False,
+            "Treat APP as a factory to call with no arguments (as uvicorn --factory).",
+            kind=SWITCH),
+    Setting("env_file", "ASGI (uvicorn)", ("--env-file",), types.optional_text, None,
+            "Load environment variables from this .env file before loading the app "
+            "(needs python-dotenv, in the standard extra).", metavar="FILE"),
+    # -- uvicorn's address flags (they set bind) -------------------------
+    Setting("host", "uvicorn address flags", ("--host",), types.optional_text, None,
+            "uvicorn's --host: with --port, the same as -b HOST:PORT.", metavar="HOST"),
+    Setting("port", "uvicorn address flags", ("--port",), types.optional(types.integer(0)), None,
+            "uvicorn's --port: with --host (default 127.0.0.1), the same as -b HOST:PORT.",
+            metavar="PORT"),
+    Setting("uds", "uvicorn address flags", ("--uds",), types.optional_text, None,
+            "uvicorn's --uds: the same as -b unix:PATH.", metavar="PATH"),
+    Setting("fd", "uvicorn address flags", ("--fd",), types.optional(types.integer(0)), None,
+            "uvicorn's --fd: the same as -b fd://N.", metavar="N"),
     # -- Hooks (Python config files only) -------------------------------
     *(
         Setting(name, "Server hooks", (), types.hook, None, text, kind=HOOK)

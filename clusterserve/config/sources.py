@@ -9,6 +9,7 @@ the source it came from.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import runpy
 import shlex
@@ -135,8 +136,38 @@ def _parse_value(name: str, raw: Any, source: str) -> Any:
     return value
 
 
+UVICORN_ADDRESS = ("host", "port", "uds", "fd")
+
+
+def _apply_uvicorn_address(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """uvicorn's --host/--port/--uds/--fd become ``bind``, so a uvicorn command line works."""
+    given = [name for name in UVICORN_ADDRESS if values[name] is not None]
+    if not given:
+        return
+    if sources["bind"] != "default":
+        raise ConfigError(f"setting '{given[0]}' from {sources[given[0]]}: cannot be combined "
+                          f"with bind (from {sources['bind']}); use one or the other")
+    binds = []
+    if values["host"] is not None or values["port"] is not None:
+        host = values["host"] or "127.0.0.1"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        binds.append(f"{host}:{8000 if values['port'] is None else values['port']}")
+    if values["uds"] is not None:
+        binds.append(f"unix:{values['uds']}")
+    if values["fd"] is not None:
+        binds.append(f"fd://{values['fd']}")
+    values["bind"] = _parse_value("bind", binds, sources[given[0]])
+    sources["bind"] = f"{sources[given[0]]} ({'/'.join('--' + name for name in given)})"
+
+
 def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
-    """Settings that are valid alone but not together."""
+    """Settings that are valid alone but not together, or that need something installed."""
+    if values["env_file"]:
+        where = f"setting 'env_file' from {sources['env_file']}"
+        if not os.path.isfile(values["env_file"]):
+            raise ConfigError(f"{where}: no such file: {values['env_file']!r}")
+        if importlib.util.find_spec("dotenv") is None:
+            raise ConfigError(f"{where}: needs python-dotenv (pip install 'clusterserve[standard]')")
     if values["dispatch"] == "reuseport":
         where = f"setting 'dispatch' from {sources['dispatch']}"
         problem = reuseport.check_platform()
@@ -274,6 +305,7 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
         values["config"] = file_label
         if config_path is None:
             sources["config"] = "working directory"
+    _apply_uvicorn_address(values, sources)
     _check_combination(values, sources)
     return Config(
         values=values,

@@ -74,12 +74,6 @@ def text(raw: Any) -> str:
     return raw
 
 
-def optional_text(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    return text(raw)
-
-
 def choice(options: Sequence[str], aliases: dict[str, str] | None = None) -> Parser:
     aliases = aliases or {}
 
@@ -122,3 +116,15 @@ def hook(raw: Any) -> Callable[..., Any] | None:
     if raw is None or callable(raw):
         return raw
     raise ValueError(f"expected a callable, got {raw!r}")
+
+
+def optional(parse: Parser) -> Parser:
+    """None, or what ``parse`` accepts."""
+
+    def parse_optional(raw: Any) -> Any:
+        return None if raw is None else parse(raw)
+
+    return parse_optional
+
+
+optional_text = optional(text)

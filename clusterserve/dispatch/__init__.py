@@ -1,1 +1,35 @@
-"""How a connection reaches a worker: one module per dispatch mode."""
+"""How a connection reaches a worker: one module per dispatch mode.
+
+Each mode has an acceptor on the worker's side with the same small
+interface (``resume``, ``pause``, ``close``, ``on_message``,
+``connection_closed``, ``hand_back``, ``flush``, ``accepted``), so the WSGI
+and ASGI workers serve every mode with the same code.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clusterserve.dispatch.round_robin import ChannelAcceptor
+    from clusterserve.dispatch.shared import SharedAcceptor
+    from clusterserve.workers.base import Worker
+
+    Acceptor = SharedAcceptor | ChannelAcceptor
+
+
+def make_acceptor(worker: Worker, poller: Any, on_connection: Callable[[socket.socket, Any], None],
+                  has_room: Callable[[], bool]) -> Acceptor:
+    """The worker-side acceptor for the configured dispatch mode."""
+    from clusterserve.dispatch.reuseport import ReuseportAcceptor
+    from clusterserve.dispatch.round_robin import ChannelAcceptor
+    from clusterserve.dispatch.shared import SharedAcceptor
+
+    mode = worker.cfg.dispatch
+    if mode == "round-robin":
+        return ChannelAcceptor(worker.channel, on_connection, has_room)
+    if mode == "reuseport":
+        return ReuseportAcceptor(worker.listeners, poller, on_connection, has_room)
+    return SharedAcceptor(worker.listeners, poller, on_connection, has_room)

@@ -26,6 +26,7 @@ from clusterserve.hooks import run_hook
 from clusterserve.sockets import Listener
 # Imported here, in the arbiter, so that a worker that drops privileges does
 # not need to read the installation to find its own code.
+from clusterserve.workers.asgi import AsgiServer, LifespanStartupFailed
 from clusterserve.workers.wsgi import WsgiServer
 
 # Exit codes the arbiter understands.
@@ -81,8 +82,8 @@ class Worker:
             run_hook(self.cfg, "post_fork", self.arbiter, self)
             app = self._load()
             run_hook(self.cfg, "post_worker_init", self)
-            self._server_class()(self, app).serve()
-        except BootError as err:
+            self._server_class()(self, app).serve_forever()
+        except (BootError, LifespanStartupFailed) as err:
             self.channel.send(BOOT_ERROR, error=str(err))
             self.log.error("worker %s failed to boot: %s", self.pid, err)
             code = EXIT_BOOT_ERROR
@@ -113,8 +114,7 @@ class Worker:
         app = self.app
         if app is None:
             try:
-                app_loader.prepare_import_path(None, self.cfg.pythonpath)
-                app = app_loader.load_app(self.cfg.wsgi_app)
+                app = app_loader.load_configured_app(self.cfg)
             except app_loader.AppLoadError as err:
                 raise BootError(str(err)) from None
             except Exception:  # noqa: BLE001 - show the user's traceback
@@ -126,11 +126,7 @@ class Worker:
         return app
 
     def _server_class(self) -> Any:
-        if self.interface == "wsgi":
-            return WsgiServer
-        raise BootError(
-            f"app {self.cfg.wsgi_app!r} is served as ASGI, which is not supported yet"
-        )
+        return WsgiServer if self.interface == "wsgi" else AsgiServer
 
     # -- while serving --------------------------------------------------
 

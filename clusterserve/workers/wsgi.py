@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from clusterserve.dispatch.reuseport import ReuseportAcceptor
-from clusterserve.dispatch.round_robin import ChannelAcceptor
-from clusterserve.dispatch.shared import SharedAcceptor
+from clusterserve.dispatch import make_acceptor
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
 from clusterserve.http.handler import RequestContext, serve_request
@@ -72,21 +70,13 @@ class WsgiServer:
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app")
-        self.acceptor: SharedAcceptor | ChannelAcceptor
-        if cfg.dispatch == "round-robin":
-            self.acceptor = ChannelAcceptor(worker.channel, self._on_connection, self._has_room)
-        elif cfg.dispatch == "reuseport":
-            self.acceptor = ReuseportAcceptor(worker.listeners, self.poller, self._on_connection,
-                                              self._has_room)
-        else:
-            self.acceptor = SharedAcceptor(worker.listeners, self.poller, self._on_connection,
-                                           self._has_room)
+        self.acceptor = make_acceptor(worker, self.poller, self._on_connection, self._has_room)
         self.stopping = False
         self.stop_deadline = float("inf")
 
     # -- the loop ---------------------------------------------------------
 
-    def serve(self) -> None:
+    def serve_forever(self) -> None:
         SignalQueue(self.poller, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT), self._on_signal)
         self.poller.add(self.worker.channel.fileno(), self._on_channel)
         self.poller.add(self.wake_reader.fileno(), self._on_app_finished)

@@ -39,10 +39,14 @@ def test_missing_module_names_the_app():
     assert "no such module" in output and "tests.apps.no_such_module" in output
 
 
-def test_asgi_app_is_refused_as_not_supported_yet():
-    code, output, _ = run_to_exit(["tests.apps.basic:asgi_app", "-b", "127.0.0.1:0"])
+def test_failing_asgi_lifespan_startup_stops_the_server_without_a_fork_loop():
+    code, output, seconds = run_to_exit(["tests.apps.asgi_apps:failing_startup", "-w", "2",
+                                         "-b", "127.0.0.1:0"])
     assert code == 3
-    assert "ASGI, which is not supported yet" in output
+    assert "startup failed on purpose" in output
+    assert "the app's lifespan startup failed" in output
+    assert output.count("Booting worker") <= 2
+    assert seconds < 10
 
 
 def test_preload_failure_stops_before_forking():

@@ -63,6 +63,19 @@ GUNICORN_REFERENCE = {
 OWN_SETTINGS = {
     "dispatch": (("--dispatch",), "shared"),
     "interface": (("--interface",), "auto"),
+    # uvicorn's settings and spellings, for the ASGI worker
+    "http": (("--http",), "auto"),
+    "loop": (("--loop",), "auto"),
+    "ws": (("--ws",), "auto"),
+    "lifespan": (("--lifespan",), "auto"),
+    "proxy_headers": (("--proxy-headers",), True),
+    "limit_concurrency": (("--limit-concurrency",), None),
+    "factory": (("--factory",), False),
+    "env_file": (("--env-file",), None),
+    "host": (("--host",), None),
+    "port": (("--port",), None),
+    "uds": (("--uds",), None),
+    "fd": (("--fd",), None),
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request")

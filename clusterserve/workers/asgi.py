@@ -1,0 +1,182 @@
+"""The ASGI worker: uvicorn's protocols and lifespan on clusterserve's dispatch.
+
+uvicorn's ``Server`` runs the lifespan, keeps the protocol state and does
+the graceful shutdown; this worker replaces how connections arrive.  It
+never lets asyncio accept on a listener (asyncio cannot pass
+``EPOLLEXCLUSIVE``): the dispatch mode's acceptor hands it accepted
+sockets, which are attached with ``loop.connect_accepted_socket`` to the
+protocol uvicorn would have used.  Lifespan startup completes before the
+worker says ``ready``; a failing startup is a boot error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from clusterserve.dispatch import make_acceptor
+from clusterserve.logs import log
+from clusterserve.poller import AsyncioPoller
+
+if TYPE_CHECKING:
+    from clusterserve.workers.base import Worker
+
+# uvicorn's main loop ticks every 0.1 s; heartbeats go out every this many ticks.
+TICKS_PER_HEARTBEAT = 10
+
+
+def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
+    """Map clusterserve's settings onto uvicorn's ``Config``."""
+    return uvicorn.Config(
+        app,
+        loop=cfg.loop,
+        http=cfg.http,
+        ws=cfg.ws,
+        lifespan=cfg.lifespan,
+        interface="auto",
+        log_config=None,
+        access_log=False,
+        proxy_headers=cfg.proxy_headers,
+        forwarded_allow_ips=cfg.forwarded_allow_ips,
+        root_path=cfg.root_path,
+        limit_concurrency=cfg.limit_concurrency,
+        backlog=cfg.backlog,
+        timeout_keep_alive=cfg.keepalive,
+        timeout_graceful_shutdown=cfg.graceful_timeout,
+        server_header=False,
+        headers=[("server", "clusterserve")],
+    )
+
+
+class LifespanStartupFailed(Exception):
+    """The app's lifespan startup failed (uvicorn has logged why)."""
+
+
+class AsgiServer(uvicorn.Server):
+    def __init__(self, worker: Worker, app: Any) -> None:
+        super().__init__(uvicorn_config(worker.cfg, app))
+        self.worker = worker
+        self.transports: list[asyncio.BaseTransport] = []
+        self.attaching: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    # -- the process ----------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Run the event loop until the worker stops."""
+        factory = self.config.get_loop_factory()
+        loop = factory() if factory is not None else asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._run())
+        finally:
+            loop.close()
+
+    async def _run(self) -> None:
+        self.config.load()
+        self.lifespan = self.config.lifespan_class(self.config)
+        await self.startup()
+        if not self.should_exit:
+            await self.main_loop()
+        if self.started:
+            await self.shutdown()
+        self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise LifespanStartupFailed("the app's lifespan startup failed")
+        loop = asyncio.get_running_loop()
+        self.servers = []
+        self.poller = AsyncioPoller(loop)
+        self.acceptor = make_acceptor(self.worker, self.poller, self._on_connection, self._has_room)
+        loop.add_reader(self.worker.channel.fileno(), self._on_channel)
+        loop.add_signal_handler(signal.SIGTERM, self.begin_stop, "received SIGTERM")
+        for fast in (signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(fast, self._halt)
+        self.acceptor.resume()
+        self.worker.report_ready()
+        self.started = True
+
+    async def on_tick(self, counter: int) -> bool:
+        should_exit = await super().on_tick(counter)
+        self._forget_closed()
+        self.worker.requests_served = self.server_state.total_requests
+        if counter % TICKS_PER_HEARTBEAT == 0:
+            self.worker.heartbeat(self.acceptor.accepted)
+        max_requests = self.worker.max_requests
+        if max_requests and self.server_state.total_requests >= max_requests:
+            self.begin_stop(f"served {self.server_state.total_requests} requests (max_requests)")
+            return True
+        return should_exit
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.acceptor.close()
+        await super().shutdown()
+
+    # -- stopping -------------------------------------------------------------
+
+    def begin_stop(self, reason: str) -> None:
+        if self.stopping:
+            return
+        log.info("worker %s stopping: %s", self.worker.pid, reason)
+        self.stopping = True
+        self.acceptor.close()
+        self.should_exit = True
+
+    def _halt(self) -> None:
+        self.stopping = True
+        self.force_exit = True
+        self.should_exit = True
+
+    def _on_channel(self) -> None:
+        messages = self.worker.channel.receive()
+        if messages is None:
+            asyncio.get_running_loop().remove_reader(self.worker.channel.fileno())
+            self.begin_stop("the arbiter is gone")
+            return
+        for message in messages:
+            self.acceptor.on_message(message)
+
+    # -- connections ------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        open_now = len(self.transports) + len(self.attaching)
+        return not self.stopping and open_now < self.worker.cfg.worker_connections
+
+    def _create_protocol(self) -> asyncio.Protocol:
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+    def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        sock.setblocking(False)
+        task = asyncio.get_running_loop().create_task(self._attach(sock))
+        self.attaching.add(task)
+        task.add_done_callback(self.attaching.discard)
+        if not self._has_room():
+            self.acceptor.pause()
+
+    async def _attach(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_accepted_socket(self._create_protocol, sock,
+                                                              ssl=self.config.ssl)
+        except OSError as err:
+            log.debug("could not attach a connection: %s", err)
+            sock.close()
+            self.acceptor.connection_closed()
+        else:
+            self.transports.append(transport)
+
+    def _forget_closed(self) -> None:
+        """Count connections that closed since the last tick (for round-robin's bookkeeping)."""
+        still_open = [t for t in self.transports if not t.is_closing()]
+        for _ in range(len(self.transports) - len(still_open)):
+            self.acceptor.connection_closed()
+        self.transports = still_open
+        self.acceptor.flush()
+        if self._has_room():
+            self.acceptor.resume()
