@@ -136,3 +136,23 @@ def write_access(fmt: str, record: RequestRecord) -> None:
         access_log.info(format_access(fmt, record))
     except Exception:  # noqa: BLE001 - a bad format must not take down a worker
         log.exception("cannot format access log line with %r", fmt)
+
+
+def scope_environ(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The CGI-style keys the access log atoms read, from an ASGI HTTP scope."""
+    client = scope.get("client") or ("-", "")
+    query = scope.get("query_string", b"").decode("latin-1")
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+    environ: dict[str, Any] = {
+        "REMOTE_ADDR": client[0],
+        "REQUEST_METHOD": scope.get("method", "-"),
+        "PATH_INFO": scope.get("path", ""),
+        "QUERY_STRING": query,
+        "RAW_URI": raw_path.decode("latin-1") + (f"?{query}" if query else ""),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+    }
+    for name, value in scope.get("headers", ()):
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ

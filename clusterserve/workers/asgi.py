@@ -12,14 +12,16 @@ worker says ``ready``; a failing startup is a boot error.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from clusterserve.dispatch import make_acceptor
-from clusterserve.logs import log
+from clusterserve.logs import RequestRecord, log, scope_environ, write_access
 from clusterserve.poller import AsyncioPoller
 
 if TYPE_CHECKING:
@@ -52,6 +54,38 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
     )
 
 
+class AccessLogMiddleware:
+    """Writes one access log line per HTTP request, with the WSGI worker's atoms."""
+
+    def __init__(self, app: Any, fmt: str) -> None:
+        self.app = app
+        self.fmt = fmt
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_wall, started = time.time(), time.perf_counter()
+        response: dict[str, Any] = {"status": 500, "headers": [], "bytes": 0}
+
+        async def observe(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+                response["headers"] = [(k.decode("latin-1"), v.decode("latin-1"))
+                                       for k, v in message.get("headers", ())]
+            elif message["type"] == "http.response.body":
+                response["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            write_access(self.fmt, RequestRecord(
+                environ=scope_environ(scope), status=str(response["status"]),
+                response_headers=response["headers"], body_bytes=response["bytes"],
+                started=started_wall, duration=time.perf_counter() - started, pid=os.getpid()))
+
+
 class LifespanStartupFailed(Exception):
     """The app's lifespan startup failed (uvicorn has logged why)."""
 
@@ -77,6 +111,9 @@ class AsgiServer(uvicorn.Server):
 
     async def _run(self) -> None:
         self.config.load()
+        cfg = self.worker.cfg
+        if cfg.accesslog is not None:
+            self.config.loaded_app = AccessLogMiddleware(self.config.loaded_app, cfg.access_log_format)
         self.lifespan = self.config.lifespan_class(self.config)
         await self.startup()
         if not self.should_exit:

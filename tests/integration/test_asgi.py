@@ -134,3 +134,13 @@ def test_limit_concurrency_answers_503(start_server):
     time.sleep(0.3)
     assert server.get("/")[0] == 503
     assert busy.getresponse().status == 200
+
+
+def test_access_log_uses_the_wsgi_workers_atoms(start_server):
+    fmt = "custom %(h)s %(r)s %(s)s %(b)s %({user-agent}i)s %({content-type}o)s %(D)s"
+    server = start_server([ECHO, "-w", "1", "--access-logfile", "-", "--access-logformat", fmt],
+                          workers=1)
+    server.get("/logged?q=1", headers={"User-Agent": "probe/1"})
+    match = server.wait_for_log(
+        r"custom 127\.0\.0\.1 GET /logged\?q=1 HTTP/1\.1 200 (\d+) probe/1 application/json (\d+)")
+    assert int(match.group(1)) > 0
