@@ -102,3 +102,31 @@ class Asgi2App:
 def create_app():
     """A factory returning an ASGI app (for --factory and module:create_app())."""
     return hello
+
+
+async def slow(scope, receive, send):
+    """The ASGI twin of tests.apps.basic:slow: sleeps ?seconds=S (default 1)."""
+    if scope["type"] != "http":
+        return
+    query = scope["query_string"].decode()
+    seconds = float(query.split("=", 1)[1]) if query.startswith("seconds=") else 1.0
+    await asyncio.sleep(seconds)
+    body = f"slept {seconds}\n".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def stream(scope, receive, send):
+    """Streams ?n=N parts without Content-Length (chunked on HTTP/1.1)."""
+    if scope["type"] != "http":
+        return
+    query = scope["query_string"].decode()
+    count = int(query.split("=", 1)[1]) if query.startswith("n=") else 5
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    for index in range(count):
+        await send({"type": "http.response.body", "body": f"part {index}\n".encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+app = hello

@@ -144,3 +144,21 @@ def test_access_log_uses_the_wsgi_workers_atoms(start_server):
     match = server.wait_for_log(
         r"custom 127\.0\.0\.1 GET /logged\?q=1 HTTP/1\.1 200 (\d+) probe/1 application/json (\d+)")
     assert int(match.group(1)) > 0
+
+
+def test_chunked_request_body(server):
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["body"] == "hello world"
+
+
+def test_streaming_response_is_chunked(start_server, dispatch):
+    server = start_server(["tests.apps.asgi_apps:stream", "-w", "1", "--dispatch", dispatch], workers=1)
+    status, headers, body = server.get("/?n=4")
+    assert status == 200 and headers.get("transfer-encoding") == "chunked"
+    assert body == b"part 0\npart 1\npart 2\npart 3\n"

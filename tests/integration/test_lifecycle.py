@@ -1,4 +1,7 @@
-"""The arbiter's lifecycle with real processes: start, serve, restart, stop; in every dispatch mode."""
+"""The arbiter's lifecycle with real processes: start, serve, restart, stop.
+
+Every test runs in every dispatch mode and for both interfaces.
+"""
 
 import os
 import signal
@@ -9,9 +12,15 @@ import pytest
 from tests.harness import is_alive, running, wait_until
 
 
+@pytest.fixture(scope="module", params=["wsgi", "asgi"])
+def apps(request):
+    """The module with ``app`` (answers its pid) and ``slow`` for one interface."""
+    return {"wsgi": "tests.apps.basic", "asgi": "tests.apps.asgi_apps"}[request.param]
+
+
 @pytest.fixture(scope="module")
-def four_workers(dispatch):
-    with running(["tests.apps.basic:app", "-w", "4", "--dispatch", dispatch], workers=4) as server:
+def four_workers(dispatch, apps):
+    with running([f"{apps}:app", "-w", "4", "--dispatch", dispatch], workers=4) as server:
         yield server
 
 
@@ -31,8 +40,8 @@ def test_killed_worker_is_replaced(four_workers):
     assert four_workers.get("/")[0] == 200
 
 
-def test_term_is_graceful_and_exits_zero(start_server, dispatch):
-    server = start_server(["tests.apps.basic:slow", "-w", "2", "--dispatch", dispatch], workers=2)
+def test_term_is_graceful_and_exits_zero(start_server, dispatch, apps):
+    server = start_server([f"{apps}:slow", "-w", "2", "--dispatch", dispatch], workers=2)
     conn = server.http()
     conn.request("GET", "/?seconds=1.5")
     time.sleep(0.3)
@@ -44,8 +53,8 @@ def test_term_is_graceful_and_exits_zero(start_server, dispatch):
     assert server.workers() == []
 
 
-def test_int_is_a_fast_stop(start_server, dispatch):
-    server = start_server(["tests.apps.basic:slow", "-w", "2", "--dispatch", dispatch], workers=2)
+def test_int_is_a_fast_stop(start_server, dispatch, apps):
+    server = start_server([f"{apps}:slow", "-w", "2", "--dispatch", dispatch], workers=2)
     conn = server.http()
     conn.request("GET", "/?seconds=20")
     time.sleep(0.3)
@@ -58,8 +67,8 @@ def test_int_is_a_fast_stop(start_server, dispatch):
     assert server.workers() == []
 
 
-def test_ttin_and_ttou_change_the_worker_count(start_server, dispatch):
-    server = start_server(["tests.apps.basic:app", "-w", "2", "--dispatch", dispatch], workers=2)
+def test_ttin_and_ttou_change_the_worker_count(start_server, dispatch, apps):
+    server = start_server([f"{apps}:app", "-w", "2", "--dispatch", dispatch], workers=2)
     server.send(signal.SIGTTIN)
     server.wait_ready(3)
     assert len(server.workers()) == 3
@@ -73,8 +82,8 @@ def test_ttin_and_ttou_change_the_worker_count(start_server, dispatch):
     assert len(server.workers()) == 2
 
 
-def test_max_requests_retires_and_replaces_the_worker(start_server, dispatch):
-    server = start_server(["tests.apps.basic:app", "-w", "1", "--max-requests", "3", "--dispatch", dispatch],
+def test_max_requests_retires_and_replaces_the_worker(start_server, dispatch, apps):
+    server = start_server([f"{apps}:app", "-w", "1", "--max-requests", "3", "--dispatch", dispatch],
                           workers=1)
     pids = {server.get("/")[2].split()[-1] for _ in range(3)}
     assert len(pids) == 1
@@ -83,8 +92,8 @@ def test_max_requests_retires_and_replaces_the_worker(start_server, dispatch):
     assert server.get("/")[2].split()[-1] not in pids
 
 
-def test_worker_without_heartbeat_is_killed_and_replaced(start_server, dispatch):
-    server = start_server(["tests.apps.basic:app", "-w", "1", "--timeout", "1", "--dispatch", dispatch],
+def test_worker_without_heartbeat_is_killed_and_replaced(start_server, dispatch, apps):
+    server = start_server([f"{apps}:app", "-w", "1", "--timeout", "1", "--dispatch", dispatch],
                           workers=1)
     (frozen,) = server.workers()
     os.kill(frozen, signal.SIGSTOP)  # its loop can no longer send heartbeats
@@ -94,8 +103,8 @@ def test_worker_without_heartbeat_is_killed_and_replaced(start_server, dispatch)
     assert server.get("/")[0] == 200
 
 
-def test_workers_finish_and_exit_when_the_arbiter_dies(start_server, dispatch):
-    server = start_server(["tests.apps.basic:slow", "-w", "2", "--dispatch", dispatch], workers=2)
+def test_workers_finish_and_exit_when_the_arbiter_dies(start_server, dispatch, apps):
+    server = start_server([f"{apps}:slow", "-w", "2", "--dispatch", dispatch], workers=2)
     workers = server.workers()
     conn = server.http()
     conn.request("GET", "/?seconds=1")
