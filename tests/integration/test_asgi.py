@@ -147,14 +147,14 @@ def test_access_log_uses_the_wsgi_workers_atoms(start_server):
 
 
 def test_chunked_request_body(server):
-    with server.connect() as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                     b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200")
-    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["body"] == "hello world"
+    conn = server.http()
+    try:
+        conn.request("POST", "/", body=iter([b"hello", b" world"]), encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        response = conn.getresponse()
+        assert json.loads(response.read())["body"] == "hello world"
+    finally:
+        conn.close()
 
 
 def test_streaming_response_is_chunked(start_server, dispatch):
