@@ -130,8 +130,13 @@ class Arbiter:
             return False
         self._chown_unix_sockets()
         if cfg.pidfile:
-            with open(cfg.pidfile, "w", encoding="ascii") as stream:
-                stream.write(f"{self.pid}\n")
+            try:
+                with open(cfg.pidfile, "w", encoding="ascii") as stream:
+                    stream.write(f"{self.pid}\n")
+            except OSError as err:
+                self.log.error("cannot write pidfile %s: %s", cfg.pidfile, err.strerror)
+                self.exit_code = EXIT_FAILURE
+                return False
         process.set_title(f"{cfg.proc_name or 'clusterserve'}: arbiter [{cfg.wsgi_app}]")
         self.log.info("Starting clusterserve %s", __version__)
         for listener in shown:

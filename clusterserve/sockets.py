@@ -64,6 +64,8 @@ def parse_address(text: str) -> Address:
         if not number.isdigit():
             raise ValueError(f"expected fd://N with a number, got {text!r}")
         return FdAddress(int(number))
+    if "://" in raw:
+        raise ValueError(f"expected HOST:PORT, unix:PATH or fd://N, not a URL: {text!r}")
     if raw.startswith("["):
         host, sep, rest = raw[1:].partition("]")
         if not sep or not host:

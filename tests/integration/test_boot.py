@@ -141,3 +141,18 @@ def test_zero_workers_is_a_usage_error():
     assert output.strip().splitlines() == [
         "clusterserve: error: setting 'workers' from command line (-w/--workers): must be at least 1, got 0"
     ]
+
+
+def test_pidfile_that_cannot_be_written_is_one_error_line(tmp_path):
+    code, output, _ = run_to_exit(["tests.apps.basic:app", "-b", "127.0.0.1:0",
+                                   "-p", str(tmp_path / "missing" / "x.pid")])
+    assert code == 1
+    assert "Traceback" not in output
+    assert f"cannot write pidfile {tmp_path}/missing/x.pid: No such file or directory" in output
+    assert "Booting worker" not in output
+
+
+def test_a_url_as_bind_is_a_usage_error():
+    code, output, _ = run_to_exit(["tests.apps.basic:app", "-b", "http://127.0.0.1:8000"])
+    assert code == 2
+    assert "not a URL: 'http://127.0.0.1:8000'" in output
