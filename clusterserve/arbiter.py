@@ -9,6 +9,12 @@ line with the current state:
     RUNNING --INT/QUIT--> HALTING (fast)  --all workers gone--> DONE
     STOPPING --INT/QUIT--> HALTING
 
+While RUNNING, a HUP starts a reload: the config is read again and a new
+generation of workers starts beside the old one.  When every new worker is
+ready the old generation is retired gracefully; if one fails to boot, the
+new generation is stopped and the old one keeps serving.  A HUP during a
+reload replaces the generation still booting with a newer one.
+
 A first-generation worker that cannot load the app halts the server with
 the load error (exit code 3) instead of forking again and again.
 """
@@ -21,6 +27,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +37,7 @@ from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, C
 from clusterserve.dispatch import reuseport
 from clusterserve.hooks import run_hook
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
-from clusterserve.config import Config
+from clusterserve.config import Config, ConfigError, load_config
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.sockets import BindError, Listener, bind_all, parse_address
@@ -49,6 +56,9 @@ MAX_BACKOFF = 30.0
 TICK = 1.0
 # In round-robin mode, a worker this late on its heartbeat gets no new connections.
 LATE_HEARTBEAT = 2.0
+
+# Settings a HUP cannot change: the sockets and how they are shared, and a preloaded app.
+FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app")
 
 HANDLED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD, signal.SIGHUP,
@@ -77,13 +87,26 @@ class WorkerHandle:
     kill_at: float | None = None  # SIGKILL if still alive by then
     boot_error: str | None = None
     slot: int | None = None  # reuseport mode: whose sockets it accepts on
+    generation: int = 1
     requests: int = 0
     accepted: int = 0
 
 
+@dataclass
+class Reload:
+    """A HUP in progress: the generation booting, and what to go back to if it fails."""
+
+    generation: int
+    previous_cfg: Config
+    previous_workers: int
+
+
 class Arbiter:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, argv: Sequence[str] = ()) -> None:
         self.cfg = cfg
+        self.argv = list(argv)  # read again on HUP
+        self.generation = 1
+        self.reload: Reload | None = None
         self.log = logs.log
         self.pid = os.getpid()
         self.state = State.RUNNING
@@ -194,11 +217,12 @@ class Arbiter:
 
     # -- workers ----------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, successor_of: WorkerHandle | None = None) -> WorkerHandle:
+        """Fork a worker of the current generation (taking over ``successor_of``'s slot)."""
         arbiter_end, worker_end = Channel.pair()
-        handle = WorkerHandle(age=self.next_age, channel=arbiter_end)
+        handle = WorkerHandle(age=self.next_age, channel=arbiter_end, generation=self.generation)
         self.next_age += 1
-        listeners = self._claim_listeners(handle)
+        listeners = self._claim_listeners(handle, successor_of)
         run_hook(self.cfg, "pre_fork", self, handle)
         pid = os.fork()
         if pid == 0:
@@ -215,13 +239,18 @@ class Arbiter:
                 arbiter_end.send(ADOPT, fds=slot.fds, slot=slot.number)
         self.poller.add(arbiter_end.fileno(), lambda: self._on_worker_message(handle))
         self.log.info("Booting worker %d with pid %d", handle.age, pid)
+        return handle
 
-    def _claim_listeners(self, handle: WorkerHandle) -> list[Listener]:
+    def _claim_listeners(self, handle: WorkerHandle, successor_of: WorkerHandle | None) -> list[Listener]:
         """The listening sockets a new worker accepts on itself."""
         if self.dispatcher is not None:
             return []
         if self.slots is None:
             return self.listeners
+        if successor_of is not None and successor_of.slot is not None:
+            # A reload: both accept on the slot until the old worker retires.
+            handle.slot = successor_of.slot
+            return self.slots.listeners_of(successor_of.slot)
         slot, was_lent = self.slots.claim()
         handle.slot = slot.number
         if was_lent:
@@ -310,8 +339,13 @@ class Arbiter:
         if self.state is not State.RUNNING or handle.retiring:
             self.log.info("Worker %d (pid %d) %s", handle.age, handle.pid, how)
             return
+        if self.reload is not None and handle.generation == self.reload.generation and not handle.ready:
+            self.log.error("Worker %d (pid %d) %s", handle.age, handle.pid, how)
+            self._abort_reload(_last_line(handle.boot_error) if handle.boot_error else how)
+            return
         if handle.boot_error is not None or code == EXIT_BOOT_ERROR:
-            reason = handle.boot_error or "the app failed to load"
+            # The worker logged the whole error; its last line says enough here.
+            reason = _last_line(handle.boot_error) if handle.boot_error else "the app failed to load"
             if not self.ever_ready:
                 self.log.error("Worker %d (pid %d) failed to boot: %s", handle.age, handle.pid, reason)
                 self.log.error("Shutting down: the app cannot be loaded")
@@ -347,16 +381,98 @@ class Arbiter:
         except ProcessLookupError:
             pass
 
+    def _retire(self, handle: WorkerHandle, reason: str) -> None:
+        """Stop a worker gracefully; it is not replaced."""
+        handle.retiring = True
+        self.log.info("Retiring worker %d (pid %d): %s", handle.age, handle.pid, reason)
+        self._kill(handle, signal.SIGTERM)
+
+    def _lend_slot(self, handle: WorkerHandle) -> None:
+        """Reuseport: the others watch a retired worker's sockets, which stay open."""
+        if self.slots is not None and handle.slot is not None:
+            slot = self.slots.lend(handle.slot)
+            self._tell_workers(ADOPT, fds=slot.fds, slot=slot.number)
+
     def _retire_oldest(self) -> None:
         active = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
         if len(active) > self.num_workers:
-            handle = active[0]
-            handle.retiring = True
-            self.log.info("Retiring worker %d (pid %d)", handle.age, handle.pid)
-            self._kill(handle, signal.SIGTERM)
-            if self.slots is not None and handle.slot is not None:
-                slot = self.slots.lend(handle.slot)
-                self._tell_workers(ADOPT, fds=slot.fds, slot=slot.number)
+            self._retire(active[0], "one worker fewer (SIGTTOU)")
+            self._lend_slot(active[0])
+
+    # -- reload (HUP) ----------------------------------------------------------
+
+    def _begin_reload(self) -> None:
+        try:
+            cfg = load_config(self.argv)
+        except ConfigError as err:
+            self.log.error("SIGHUP: configuration error, the running workers stay: %s", err)
+            return
+        for name in FIXED_FOR_LIFE:
+            if cfg.values[name] != self.cfg.values[name]:
+                self.log.warning("SIGHUP: %s changed; that needs a restart, keeping %r",
+                                 name, self.cfg.values[name])
+                cfg.values[name] = self.cfg.values[name]
+        if self.reload is not None:
+            superseded = self.reload
+            for handle in self._generation(superseded.generation):
+                self._retire(handle, "its reload was superseded by a newer SIGHUP")
+            self.reload = Reload(self.generation + 1, superseded.previous_cfg, superseded.previous_workers)
+        else:
+            self.reload = Reload(self.generation + 1, self.cfg, self.num_workers)
+        run_hook(cfg, "on_reload", self)
+        self.cfg = cfg
+        self._reopen_logs()
+        self.generation += 1
+        self._set_worker_count(cfg.workers)
+        old = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
+        self.log.info("SIGHUP: starting %d workers of generation %d", self.num_workers, self.generation)
+        for index in range(self.num_workers):
+            self._spawn(successor_of=old[index] if index < len(old) else None)
+
+    def _generation(self, generation: int) -> list[WorkerHandle]:
+        return [h for h in self.workers.values() if h.generation == generation and not h.retiring]
+
+    def _check_reload(self) -> None:
+        """When the whole new generation is ready, retire every older worker."""
+        if self.reload is None:
+            return
+        new = self._generation(self.reload.generation)
+        if len(new) < self.num_workers or not all(h.ready for h in new):
+            return
+        taken_over = {h.slot for h in new}
+        for handle in list(self.workers.values()):
+            if handle.generation < self.reload.generation and not handle.retiring:
+                self._retire(handle, f"generation {self.reload.generation} is ready")
+                if handle.slot not in taken_over:
+                    self._lend_slot(handle)
+        self.log.info("SIGHUP: reload done, generation %d serves", self.reload.generation)
+        self.reload = None
+
+    def _abort_reload(self, reason: str) -> None:
+        assert self.reload is not None
+        failed = self.reload
+        self.reload = None
+        self.log.error("SIGHUP: generation %d failed to boot (%s); the running workers stay",
+                       failed.generation, reason)
+        previous_slots = {h.slot for h in self.workers.values() if h.generation < failed.generation}
+        for handle in self._generation(failed.generation):
+            self._retire(handle, "its generation failed to boot")
+            if self.slots is not None and handle.slot is not None and handle.slot not in previous_slots:
+                self.slots.vacate(handle.slot)
+        self.cfg = failed.previous_cfg
+        self._set_worker_count(failed.previous_workers)
+        self._reopen_logs()
+
+    def _set_worker_count(self, count: int) -> None:
+        if count != self.num_workers:
+            old, self.num_workers = self.num_workers, count
+            run_hook(self.cfg, "nworkers_changed", self, count, old)
+
+    def _reopen_logs(self) -> None:
+        try:
+            logs.configure(self.cfg.loglevel, self.cfg.errorlog, self.cfg.accesslog)
+        except OSError as err:
+            self.log.error("cannot reopen the log files: %s", err)
 
     # -- signals and transitions -------------------------------------------
 
@@ -368,17 +484,21 @@ class Arbiter:
         elif signum == signal.SIGCHLD:
             pass  # reaped in _tick
         elif signum == signal.SIGTTIN and self.state is State.RUNNING:
-            self.num_workers += 1
+            self._set_worker_count(self.num_workers + 1)
             self.log.info("SIGTTIN: now %d workers", self.num_workers)
         elif signum == signal.SIGTTOU and self.state is State.RUNNING:
             if self.num_workers > 1:
-                self.num_workers -= 1
+                self._set_worker_count(self.num_workers - 1)
                 self.log.info("SIGTTOU: now %d workers", self.num_workers)
                 self._retire_oldest()
+            else:
+                self.log.info("SIGTTOU ignored: one worker is the minimum")
         elif signum == signal.SIGUSR1:
-            logs.configure(self.cfg.loglevel, self.cfg.errorlog, self.cfg.accesslog)
+            self._reopen_logs()
             self.log.info("SIGUSR1: log files reopened")
-        elif signum in (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH):
+        elif signum == signal.SIGHUP and self.state is State.RUNNING:
+            self._begin_reload()
+        elif signum in (signal.SIGUSR2, signal.SIGWINCH):
             self.log.warning("%s is not supported yet; ignored", signal.Signals(signum).name)
 
     def _begin_stop(self, graceful: bool) -> None:
@@ -400,6 +520,7 @@ class Arbiter:
         now = time.monotonic()
         if self.state is State.RUNNING:
             self._check_heartbeats(now)
+            self._check_reload()
             active = [h for h in self.workers.values() if not h.retiring]
             if len(active) < self.num_workers and now >= self.respawn_at:
                 for _ in range(self.num_workers - len(active)):
@@ -439,3 +560,8 @@ class Arbiter:
                 pass
         run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text

@@ -58,7 +58,7 @@ def run(argv: Sequence[str]) -> int:
         return _fail(f"cannot open log file: {err}")
     from clusterserve.arbiter import Arbiter
 
-    return Arbiter(cfg).run()
+    return Arbiter(cfg, argv).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

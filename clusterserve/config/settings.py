@@ -272,6 +272,11 @@ SETTINGS: tuple[Setting, ...] = (
             ("worker_exit", "worker_exit(server, worker): in the worker, as it exits."),
             ("child_exit", "child_exit(server, worker): in the arbiter, after a worker exited."),
             ("on_exit", "on_exit(server): in the arbiter, before it exits."),
+            ("on_reload", "on_reload(server): in the arbiter, on SIGHUP, before new workers start."),
+            ("nworkers_changed", "nworkers_changed(server, new_value, old_value): the worker "
+             "count changed (SIGTTIN, SIGTTOU, SIGHUP)."),
+            ("worker_int", "worker_int(worker): in the worker, on SIGINT or SIGQUIT."),
+            ("worker_abort", "worker_abort(worker): in the worker, on SIGABRT (a missed heartbeat)."),
             ("pre_request", "pre_request(worker, req): before the app handles a request."),
             ("post_request", "post_request(worker, req, environ, resp): after it."),
         )

@@ -111,6 +111,9 @@ class SlotTable:
     def lent(self) -> list[Slot]:
         return [slot for slot in self._slots.values() if slot.state == LENT]
 
+    def listeners_of(self, number: int) -> list[Listener]:
+        return self._slots[number].listeners
+
     def listeners(self) -> list[Listener]:
         return [listener for slot in self._slots.values() for listener in slot.listeners]
 

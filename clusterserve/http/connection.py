@@ -173,10 +173,14 @@ class HttpConnection:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, *, handed_back: bool = False) -> None:
+        """End the connection; one ``handed_back`` to the arbiter only loses this copy."""
         if self.phase is Phase.CLOSED:
             return
         self.phase = Phase.CLOSED
+        if handed_back:
+            self.sock.close()  # no shutdown: that would end it for the next worker too
+            return
         try:
             self.sock.shutdown(socket.SHUT_WR)
             # Unread bytes at close make the kernel send a reset, which can

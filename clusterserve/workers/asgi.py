@@ -23,6 +23,7 @@ import uvicorn
 from clusterserve.dispatch import make_acceptor
 from clusterserve.logs import RequestRecord, log, scope_environ, write_access
 from clusterserve.poller import AsyncioPoller
+from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
@@ -133,7 +134,8 @@ class AsgiServer(uvicorn.Server):
         loop.add_reader(self.worker.channel.fileno(), self._on_channel)
         loop.add_signal_handler(signal.SIGTERM, self.begin_stop, "received SIGTERM")
         for fast in (signal.SIGINT, signal.SIGQUIT):
-            loop.add_signal_handler(fast, self._halt)
+            loop.add_signal_handler(fast, self.worker.interrupt)
+        loop.add_signal_handler(signal.SIGABRT, self.worker.abort)
         self.acceptor.resume()
         self.worker.report_ready()
         self.started = True
@@ -152,7 +154,19 @@ class AsgiServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.acceptor.close()
+        await self._let_fresh_connections_send()
         await super().shutdown()
+
+    async def _let_fresh_connections_send(self) -> None:
+        """uvicorn's shutdown closes a connection that has no request yet: give it a moment.
+
+        A uvicorn HTTP protocol has no ``cycle`` until its first request arrives.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FRESH_CONNECTION_GRACE
+        while not self.force_exit and loop.time() < deadline and any(
+                getattr(protocol, "cycle", True) is None for protocol in self.server_state.connections):
+            await asyncio.sleep(0.02)
 
     # -- stopping -------------------------------------------------------------
 
@@ -162,11 +176,6 @@ class AsgiServer(uvicorn.Server):
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
         self.acceptor.close()
-        self.should_exit = True
-
-    def _halt(self) -> None:
-        self.stopping = True
-        self.force_exit = True
         self.should_exit = True
 
     def _on_channel(self) -> None:

@@ -130,6 +130,17 @@ class Worker:
 
     # -- while serving --------------------------------------------------
 
+    def interrupt(self) -> None:
+        """SIGINT or SIGQUIT: a fast stop, nothing waits for in-flight requests."""
+        run_hook(self.cfg, "worker_int", self)
+        raise SystemExit(EXIT_OK)
+
+    def abort(self) -> None:
+        """SIGABRT: the arbiter saw no heartbeat for ``timeout`` seconds."""
+        run_hook(self.cfg, "worker_abort", self)
+        raise SystemExit(1)
+
+
     def heartbeat(self, accepted: int) -> None:
         self.channel.send(HEARTBEAT, requests=self.requests_served, accepted=accepted)
 

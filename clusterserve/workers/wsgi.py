@@ -29,14 +29,13 @@ from clusterserve.http.response import FileWrapper
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
+from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
 
 # Without a `timeout` setting, the bound on one blocking read or write.
 DEFAULT_IO_TIMEOUT = 30.0
-# On a graceful stop, how long a new connection may take to send its first request.
-FRESH_CONNECTION_GRACE = 1.0
 
 
 class WsgiServer:
@@ -77,7 +76,8 @@ class WsgiServer:
     # -- the loop ---------------------------------------------------------
 
     def serve_forever(self) -> None:
-        SignalQueue(self.poller, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT), self._on_signal)
+        SignalQueue(self.poller, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT),
+                    self._on_signal)
         self.poller.add(self.worker.channel.fileno(), self._on_channel)
         self.poller.add(self.wake_reader.fileno(), self._on_app_finished)
         self.acceptor.resume()
@@ -101,8 +101,10 @@ class WsgiServer:
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGTERM:
             self.begin_stop("received SIGTERM")
+        elif signum == signal.SIGABRT:
+            self.worker.abort()
         else:
-            raise SystemExit(0)  # SIGINT / SIGQUIT: fast stop
+            self.worker.interrupt()
 
     def _on_channel(self) -> None:
         messages = self.worker.channel.receive()
@@ -128,7 +130,7 @@ class WsgiServer:
             if connection.served:
                 self._close(connection)  # idle keep-alive: clients expect such closes
             elif self.acceptor.hand_back(connection.sock):
-                self._close(connection, report=False)  # another worker will serve it
+                self._close(connection, handed_back=True)  # another worker will serve it
             else:
                 # A new connection whose request has not arrived yet: closing it
                 # would fail a request the client is about to send.
@@ -195,14 +197,14 @@ class WsgiServer:
             else:
                 self._close(connection)
 
-    def _close(self, connection: HttpConnection, report: bool = True) -> None:
-        """Close a connection; ``report`` it to the dispatcher unless it was handed back."""
+    def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
+        """Close a connection (the arbiter counts a handed-back one itself)."""
         if connection in self.waiting:
             self.waiting.discard(connection)
             self.poller.remove(connection.fileno())
         self.connections.discard(connection)
-        connection.close()
-        if report:
+        connection.close(handed_back=handed_back)
+        if not handed_back:
             self.acceptor.connection_closed()
         if self._has_room():
             self.acceptor.resume()

@@ -125,7 +125,7 @@ def test_hooks_from_a_python_config_file(start_server, tmp_path):
     assert names[0] == "on_starting" and names[-1] == "on_exit"
 
 
-@pytest.mark.parametrize("signal_name", ["SIGHUP"])
+@pytest.mark.parametrize("signal_name", ["SIGUSR2", "SIGWINCH"])
 def test_signals_not_built_yet_are_logged_and_ignored(start_server, signal_name):
     import signal
 

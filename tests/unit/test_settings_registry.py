@@ -78,7 +78,8 @@ OWN_SETTINGS = {
     "fd": (("--fd",), None),
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
-         "worker_exit", "child_exit", "on_exit", "pre_request", "post_request")
+         "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
+         "on_reload", "nworkers_changed", "worker_int", "worker_abort")
 
 
 # -- the registry --------------------------------------------------------------

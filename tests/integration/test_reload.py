@@ -1,0 +1,190 @@
+"""SIGHUP: a new generation of workers replaces the old one without failing a request."""
+
+import shutil
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.harness import ROOT, wait_until
+
+APP_TEMPLATE = {
+    "wsgi": '''
+import os
+def app(environ, start_response):
+    body = ("{text} " + str(os.getpid())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+''',
+    "asgi": '''
+import os
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = ("{text} " + str(os.getpid())).encode()
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]}})
+    await send({{"type": "http.response.body", "body": body}})
+''',
+}
+
+
+def write_app(directory, interface, text):
+    path = directory / "reloadable.py"
+    path.write_text(APP_TEMPLATE[interface].format(text=text))
+    # Same size and same second would let Python reuse a stale .pyc: rule it out.
+    shutil.rmtree(directory / "__pycache__", ignore_errors=True)
+
+
+def body_of(server):
+    return server.get("/")[2].decode()
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def interface(request):
+    return request.param
+
+
+def test_hup_reloads_code_and_replaces_every_worker(start_server, tmp_path, dispatch, interface):
+    write_app(tmp_path, interface, "first")
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path), "--dispatch", dispatch],
+                          workers=2)
+    old = set(server.workers())
+    assert body_of(server).startswith("first ")
+    write_app(tmp_path, interface, "second version")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: reload done, generation 2 serves")
+    assert wait_until(lambda: len(server.workers()) == 2 and not old & set(server.workers()))
+    replies = {body_of(server) for _ in range(10)}
+    assert all(reply.startswith("second version ") for reply in replies)
+
+
+def test_hup_with_a_broken_app_keeps_the_old_workers(start_server, tmp_path, interface):
+    write_app(tmp_path, interface, "good")
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path)], workers=2)
+    old = set(server.workers())
+    (tmp_path / "reloadable.py").write_text("raise RuntimeError('broken on purpose')\n")
+    shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+    server.send(signal.SIGHUP)
+    server.wait_for_log(r"SIGHUP: generation 2 failed to boot \(RuntimeError: broken on purpose\)")
+    assert wait_until(lambda: set(server.workers()) == old)
+    assert body_of(server).startswith("good ")
+    write_app(tmp_path, interface, "fixed")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: reload done, generation 3 serves")
+    assert wait_until(lambda: body_of(server).startswith("fixed "))
+
+
+def test_hup_rereads_the_config_file(start_server, tmp_path):
+    write_app(tmp_path, "wsgi", "config")
+    config = tmp_path / "clusterserve.toml"
+    config.write_text("workers = 2\n")
+    server = start_server(["reloadable:app", "-c", str(config), "--chdir", str(tmp_path)], workers=2)
+    config.write_text("workers = 3\n")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: starting 3 workers of generation 2")
+    server.wait_for_log("SIGHUP: reload done")
+    assert wait_until(lambda: len(server.workers()) == 3)
+
+
+def test_hup_with_a_bad_config_keeps_running(start_server, tmp_path):
+    write_app(tmp_path, "wsgi", "steady")
+    config = tmp_path / "clusterserve.toml"
+    config.write_text("workers = 2\n")
+    server = start_server(["reloadable:app", "-c", str(config), "--chdir", str(tmp_path)], workers=2)
+    old = set(server.workers())
+    config.write_text("workers = 'many'\n")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: configuration error, the running workers stay: setting 'workers'")
+    assert set(server.workers()) == old and body_of(server).startswith("steady ")
+
+
+class LoadClient(threading.Thread):
+    """Requests in a loop until stopped: on new connections, or keep-alive ones.
+
+    A keep-alive client retries once, on a new connection, only when the
+    server closed an idle connection before answering (as browsers do).
+    """
+
+    def __init__(self, port, keep_alive, deadline):
+        super().__init__(daemon=True)
+        self.port, self.keep_alive, self.deadline = port, keep_alive, deadline
+        self.ok = self.failed = self.retried = 0
+        self.errors = []
+        self.stop = threading.Event()
+
+    def run(self):
+        sock, served = None, 0
+        while not self.stop.is_set() and time.monotonic() < self.deadline and self.ok < 5000:
+            if sock is None:
+                sock, served = socket.create_connection(("127.0.0.1", self.port), timeout=10), 0
+            try:
+                reply = self._exchange(sock)
+            except OSError as err:
+                reply, error = b"", err
+            else:
+                error = None
+            if reply.startswith(b"HTTP/1.1 200"):
+                self.ok += 1
+                served += 1
+                if not self.keep_alive or b"connection: close" in reply.lower():
+                    sock.close()
+                    sock = None
+                continue
+            sock.close()
+            sock = None
+            if not reply and served and self.keep_alive:
+                self.retried += 1  # an idle keep-alive connection closed under us: retry
+                continue
+            self.failed += 1
+            self.errors.append(error or reply[:100])
+        if sock is not None:
+            sock.close()
+
+    def _exchange(self, sock):
+        close = b"" if self.keep_alive else b"Connection: close\r\n"
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n" + close + b"\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b""
+            body += chunk
+        return data
+
+
+def test_no_request_fails_during_reloads_and_scaling(start_server, tmp_path, dispatch, interface):
+    write_app(tmp_path, interface, "load")
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path), "--dispatch", dispatch,
+                           "--keep-alive", "5"], workers=2)
+    deadline = time.monotonic() + 20
+    clients = [LoadClient(server.port, keep_alive=index % 2 == 0, deadline=deadline) for index in range(8)]
+    for client in clients:
+        client.start()
+    generations = []
+    for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGHUP, signal.SIGTTOU, signal.SIGHUP):
+        time.sleep(0.6)
+        before = set(server.workers())
+        server.send(signum)
+        if signum == signal.SIGHUP:
+            generations.append(before)
+            server.wait_for_log(f"reload done, generation {len(generations) + 1} serves", timeout=15)
+    time.sleep(0.6)
+    for client in clients:
+        client.stop.set()
+        client.join(timeout=15)
+    total_ok = sum(c.ok for c in clients)
+    failures = [e for c in clients for e in c.errors]
+    assert total_ok > 100
+    assert failures == [], f"{len(failures)} failed of {total_ok}: {failures[:5]}"
+    assert all(not gen & set(server.workers()) for gen in generations)
