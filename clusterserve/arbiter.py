@@ -301,8 +301,12 @@ class Arbiter:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        if self.dispatcher is not None and self.state is State.RUNNING:
+        if self.dispatcher is None:
+            return
+        if self.state is State.RUNNING:
             self.dispatcher.dispatch()
+        elif self.state is State.STOPPING:
+            self.dispatcher.pass_all()
 
     def _may_take_connections(self, pid: int) -> bool:
         """Round-robin: only ready workers that are not retiring and not late on heartbeats."""
@@ -509,9 +513,11 @@ class Arbiter:
         self.stop_deadline = time.monotonic() + wait
         self.log.info("%s: %d workers", "Graceful stop" if graceful else "Fast stop", len(self.workers))
         if self.dispatcher is not None:
-            if graceful:
-                self.dispatcher.dispatch()  # hand out what was accepted while workers still take it
-            self.dispatcher.stop()
+            self.dispatcher.stop(graceful)
+        # Workers take what is queued on the listeners as they stop; once the
+        # last copy closes, new connections are refused rather than queued.
+        for listener in self._all_listeners():
+            listener.sock.close()
         for handle in self.workers.values():
             self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
 

@@ -61,20 +61,28 @@ class RoundRobinDispatcher:
         self._ids = itertools.count(1)
         self._turn = 0
         self._accepting = False
-        self.passed = 0
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     def start(self) -> None:
         self._watch_listeners(True)
 
-    def stop(self) -> None:
-        """Stop accepting and drop queued connections (the server is stopping)."""
+    def stop(self, graceful: bool) -> None:
+        """The server is stopping: stop accepting for good.
+
+        A graceful stop first takes what waits in the listen queue and hands
+        every waiting connection to a worker, room or not, to be answered with
+        ``Connection: close``; a fast stop drops them.
+        """
         self._watch_listeners(False)
+        if graceful:
+            for sock in self._listeners:
+                self._accept(sock, bounded=False)
+            self.pass_all()
         while self._queue:
             self._queue.popleft().close()
+
+    def pass_all(self) -> None:
+        """While stopping: hand every waiting connection (a handed-back one, say) to a worker."""
+        self._pass_queue(ignore_room=True)
 
     def _watch_listeners(self, on: bool) -> None:
         if on == self._accepting:
@@ -87,7 +95,12 @@ class RoundRobinDispatcher:
         self._accepting = on
 
     def _accept_all(self, listener: socket.socket) -> None:
-        while len(self._queue) < self._queue_limit:
+        self._accept(listener, bounded=True)
+        self.dispatch()
+
+    def _accept(self, listener: socket.socket, bounded: bool) -> None:
+        """Accept until the listen queue is empty or, if ``bounded``, ours is full."""
+        while not bounded or len(self._queue) < self._queue_limit:
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -98,7 +111,6 @@ class RoundRobinDispatcher:
                 log.warning("accept failed: %s", err)
                 break
             self._queue.append(conn)
-        self.dispatch()
 
     # -- workers -------------------------------------------------------------
 
@@ -139,8 +151,12 @@ class RoundRobinDispatcher:
 
     def dispatch(self) -> None:
         """Pass queued connections to workers with room, then accept again if there is space."""
+        self._pass_queue(ignore_room=False)
+        self._watch_listeners(len(self._queue) < self._queue_limit)
+
+    def _pass_queue(self, ignore_room: bool) -> None:
         while self._queue:
-            seat_pid = self._pick()
+            seat_pid = self._pick(ignore_room)
             if seat_pid is None:
                 break
             seat = self._seats[seat_pid]
@@ -148,23 +164,21 @@ class RoundRobinDispatcher:
             conn_id = next(self._ids)
             if seat.channel.send(CONNECTION, fds=[conn.fileno()], id=conn_id):
                 seat.sent[conn_id] = conn
-                self.passed += 1
             else:
                 self._queue.appendleft(conn)
                 seat.has_room = False  # its channel is full: it is not reading
-        self._watch_listeners(len(self._queue) < self._queue_limit)
+                if ignore_room:
+                    return
 
-    def _pick(self) -> int | None:
-        candidates = [pid for pid, seat in self._seats.items() if seat.has_room and self._available(pid)]
+    def _pick(self, ignore_room: bool = False) -> int | None:
+        candidates = [pid for pid, seat in self._seats.items()
+                      if (seat.has_room or ignore_room) and self._available(pid)]
         if not candidates:
             return None
         lightest = min(self._seats[pid].load for pid in candidates)
         tied = [pid for pid in candidates if self._seats[pid].load == lightest]
         self._turn += 1
         return tied[self._turn % len(tied)]
-
-    def loads(self) -> dict[int, int]:
-        return {pid: seat.load for pid, seat in self._seats.items()}
 
 
 class ChannelAcceptor:
@@ -178,6 +192,7 @@ class ChannelAcceptor:
         self._closed_since_report = 0
         self._said_free: bool | None = None
         self.accepting = False
+        self.closed = False
         self.accepted = 0
 
     def resume(self) -> None:
@@ -190,6 +205,7 @@ class ChannelAcceptor:
 
     def close(self) -> None:
         self.pause()
+        self.closed = True
 
     def _tell_room(self, free: bool) -> None:
         if free != self._said_free:
@@ -206,7 +222,9 @@ class ChannelAcceptor:
             socket.close(fd)
         if not message.fds:
             return
-        if not (self.accepting and self._has_room()):
+        # Once closing, take what the arbiter still passes (it stopped choosing
+        # us; these were on their way) rather than bounce it back at a stop.
+        if not self.closed and not (self.accepting and self._has_room()):
             socket.close(message.fds[0])
             self._channel.send(DECLINE, id=conn_id)
             self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise

@@ -56,9 +56,17 @@ class SharedAcceptor:
         self.accepting = False
 
     def close(self) -> None:
-        """Stop accepting for good and drop this worker's copies of the listeners."""
+        """Stop accepting for good: take what is queued already, then drop this
+        worker's copies of the listeners.
+
+        Taking the queue (to answer with ``Connection: close``) matters when the
+        whole server stops: connections left in a listen queue are reset when
+        the last copy of the socket closes.
+        """
         self.pause()
         self.closed = True
+        for sock in self._sockets:
+            self._accept_all(sock, ignore_room=True)
         self.remove_sockets(list(self._sockets))
 
     def add_sockets(self, sockets: list[socket.socket]) -> None:
@@ -97,8 +105,8 @@ class SharedAcceptor:
     def flush(self) -> None:
         pass
 
-    def _accept_all(self, listener: socket.socket) -> None:
-        while self._has_room():
+    def _accept_all(self, listener: socket.socket, ignore_room: bool = False) -> None:
+        while ignore_room or self._has_room():
             try:
                 conn, peer = listener.accept()
             except (BlockingIOError, InterruptedError):

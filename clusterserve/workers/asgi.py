@@ -164,8 +164,8 @@ class AsgiServer(uvicorn.Server):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FRESH_CONNECTION_GRACE
-        while not self.force_exit and loop.time() < deadline and any(
-                getattr(protocol, "cycle", True) is None for protocol in self.server_state.connections):
+        while not self.force_exit and loop.time() < deadline and (self.attaching or any(
+                getattr(protocol, "cycle", True) is None for protocol in self.server_state.connections)):
             await asyncio.sleep(0.02)
 
     # -- stopping -------------------------------------------------------------

@@ -125,8 +125,10 @@ class WsgiServer:
         self.acceptor.close()
         fresh_deadline = time.monotonic() + FRESH_CONNECTION_GRACE
         for connection in list(self.waiting):
+            connection.read_available()  # a request may have arrived since the last poll
             if connection.received_any:
-                continue  # its request is on the way: serve it, with Connection: close
+                self._advance(connection)  # serve it, with Connection: close
+                continue
             if connection.served:
                 self._close(connection)  # idle keep-alive: clients expect such closes
             elif self.acceptor.hand_back(connection.sock):
@@ -146,7 +148,8 @@ class WsgiServer:
         sock.setblocking(False)
         connection = HttpConnection(sock, peer, self.limits, self.io_timeout)
         self.connections.add(connection)
-        self._wait_for_head(connection, time.monotonic() + self.head_timeout)
+        wait = FRESH_CONNECTION_GRACE if self.stopping else self.head_timeout
+        self._wait_for_head(connection, time.monotonic() + wait)
         if not self._has_room():
             self.acceptor.pause()
 

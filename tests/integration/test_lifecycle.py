@@ -116,3 +116,28 @@ def test_workers_finish_and_exit_when_the_arbiter_dies(start_server, dispatch, a
     assert wait_until(lambda: not any(is_alive(pid) for pid in workers))
     with pytest.raises(ConnectionRefusedError):
         server.connect(timeout=2)
+
+
+def test_term_answers_connections_already_queued(start_server, dispatch, apps):
+    """Connections waiting in a listen queue at TERM are answered, not reset (gunicorn#2409)."""
+    server = start_server([f"{apps}:slow", "-w", "1", "--threads", "1", "--dispatch", dispatch], workers=1)
+    busy = server.http()
+    busy.request("GET", "/?seconds=1")
+    time.sleep(0.3)
+    queued = []
+    for _ in range(5):  # the only worker is busy: these wait in a queue
+        sock = server.connect(timeout=10)
+        sock.sendall(b"GET /?seconds=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        queued.append(sock)
+    time.sleep(0.2)
+    server.send(signal.SIGTERM)
+    assert busy.getresponse().status == 200
+    for sock in queued:
+        reply = b""
+        while chunk := sock.recv(65536):  # answered, then closed by the server
+            reply += chunk
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"slept 0.0\n"), reply
+    assert server.wait() == 0
+    with pytest.raises(ConnectionRefusedError):
+        server.connect(timeout=2)
