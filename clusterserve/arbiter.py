@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, logs, process
+from clusterserve import __version__, logs, process, systemd
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, Channel
 from clusterserve.dispatch import reuseport
@@ -430,6 +430,7 @@ class Arbiter:
         self._set_worker_count(cfg.workers)
         old = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
         self.log.info("SIGHUP: starting %d workers of generation %d", self.num_workers, self.generation)
+        systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading: generation {self.generation}")
         for index in range(self.num_workers):
             self._spawn(successor_of=old[index] if index < len(old) else None)
 
@@ -450,6 +451,7 @@ class Arbiter:
                 if handle.slot not in taken_over:
                     self._lend_slot(handle)
         self.log.info("SIGHUP: reload done, generation %d serves", self.reload.generation)
+        systemd.notify("READY=1", f"STATUS=serving generation {self.reload.generation}")
         self.reload = None
 
     def _abort_reload(self, reason: str) -> None:
@@ -458,6 +460,7 @@ class Arbiter:
         self.reload = None
         self.log.error("SIGHUP: generation %d failed to boot (%s); the running workers stay",
                        failed.generation, reason)
+        systemd.notify("READY=1", f"STATUS=reload failed ({reason}); previous workers serve")
         previous_slots = {h.slot for h in self.workers.values() if h.generation < failed.generation}
         for handle in self._generation(failed.generation):
             self._retire(handle, "its generation failed to boot")
@@ -509,6 +512,7 @@ class Arbiter:
         if self.state is State.HALTING or (graceful and self.state is State.STOPPING):
             return
         self.state = State.STOPPING if graceful else State.HALTING
+        systemd.notify("STOPPING=1")
         wait = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
         self.stop_deadline = time.monotonic() + wait
         self.log.info("%s: %d workers", "Graceful stop" if graceful else "Fast stop", len(self.workers))
@@ -534,6 +538,8 @@ class Arbiter:
             if not self.announced_ready and self.workers and all(h.ready for h in self.workers.values()):
                 self.announced_ready = True
                 run_hook(self.cfg, "when_ready", self)
+                systemd.notify("READY=1", f"STATUS=serving with {len(self.workers)} workers",
+                               f"MAINPID={self.pid}")
             return
         if not self.workers:
             self.state = State.DONE

@@ -42,3 +42,13 @@ application = app
 
 async def asgi_app(scope, receive, send):
     """An ASGI app, to check the not-supported-yet message."""
+
+
+def orphan_maker(environ, start_response):
+    """Leaves a short-lived grandchild behind: its parent exits at once, so the
+    grandchild is reparented to PID 1 (the arbiter, in a container)."""
+    import subprocess
+
+    subprocess.run(["sh", "-c", "sleep 0.3 & exit 0"], check=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"orphaned\n"]
