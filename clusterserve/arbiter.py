@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, logs, process, systemd
+from clusterserve import __version__, logs, process, systemd, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, Channel
 from clusterserve.dispatch import reuseport
@@ -104,7 +104,11 @@ class Reload:
 class Arbiter:
     def __init__(self, cfg: Config, argv: Sequence[str] = ()) -> None:
         self.cfg = cfg
-        self.argv = list(argv)  # read again on HUP
+        self.argv = list(argv)  # read again on HUP, exec'd again on USR2
+        self.start_directory = os.getcwd()  # before any chdir setting, for USR2
+        self.successor: upgrade.Successor | None = None  # USR2: the new arbiter, until ready
+        self.ready_pipe: int | None = None  # USR2: how this arbiter tells its predecessor
+        self.handed_over = False  # USR2 done: the sockets belong to the new arbiter
         self.generation = 1
         self.reload: Reload | None = None
         self.log = logs.log
@@ -134,8 +138,16 @@ class Arbiter:
             if not self._start():
                 return self.exit_code
             while self.state is not State.DONE:
-                self.poller.poll(self._poll_timeout())
-                self._tick()
+                try:
+                    self.poller.poll(self._poll_timeout())
+                    self._tick()
+                except Exception:
+                    if self.state is not State.RUNNING:
+                        raise
+                    # A bug here must not orphan the workers: stop them cleanly.
+                    self.log.exception("arbiter error; stopping the server")
+                    self.exit_code = EXIT_FAILURE
+                    self._begin_stop(graceful=True)
         finally:
             self._cleanup()
         return self.exit_code
@@ -170,6 +182,7 @@ class Arbiter:
             self.log.info("reuseport: %s", reuseport.migration_note())
         if cfg.preload_app and not self._preload():
             return False
+        self.ready_pipe = upgrade.take_ready_pipe()
         self.signals = SignalQueue(self.poller, HANDLED_SIGNALS, self._on_signal)
         if cfg.dispatch == "round-robin":
             self.dispatcher = RoundRobinDispatcher(self.listeners, self.poller, cfg.backlog,
@@ -323,9 +336,11 @@ class Arbiter:
             if pid == 0:
                 return
             handle = self.workers.pop(pid, None)
-            if handle is None:
-                continue  # an orphan we adopted as PID 1, or a stray child
-            self._worker_exited(handle, os.waitstatus_to_exitcode(status))
+            if handle is not None:
+                self._worker_exited(handle, os.waitstatus_to_exitcode(status))
+            elif self.successor is not None and pid == self.successor.pid:
+                self._upgrade_failed(f"it exited with code {os.waitstatus_to_exitcode(status)}")
+            # anything else: an orphan we adopted as PID 1, or a stray child
 
     def _worker_exited(self, handle: WorkerHandle, code: int) -> None:
         if handle.channel.fileno() in self.poller:
@@ -470,6 +485,62 @@ class Arbiter:
         self._set_worker_count(failed.previous_workers)
         self._reopen_logs()
 
+    # -- upgrade (USR2) ----------------------------------------------------------
+
+    def _begin_upgrade(self) -> None:
+        if self.pid == 1:
+            self.log.warning("SIGUSR2 refused: as PID 1, this arbiter's exit would end the container; "
+                             "use SIGHUP to reload the app")
+            return
+        if self.slots is not None:
+            self.log.warning("SIGUSR2 is not supported in reuseport mode yet; use SIGHUP")
+            return
+        if self.successor is not None or self.handed_over:
+            self.log.warning("SIGUSR2 ignored: an upgrade is already under way or done")
+            return
+        if self.cfg.pidfile:
+            os.replace(self.cfg.pidfile, self.cfg.pidfile + ".oldbin")
+        self.successor = upgrade.start_successor(
+            self.listeners, self.argv, self.start_directory,
+            before_exec=lambda: run_hook(self.cfg, "pre_exec", self))
+        self.poller.add(self.successor.ready_pipe, self._on_successor)
+        self.log.info("SIGUSR2: started a new arbiter, pid %d", self.successor.pid)
+
+    def _on_successor(self) -> None:
+        assert self.successor is not None
+        if os.read(self.successor.ready_pipe, 64).startswith(upgrade.READY):
+            self._forget_successor()
+            self.handed_over = True
+            self.log.info("SIGUSR2: the new arbiter is ready; stopping our workers "
+                          "(send SIGTERM to this arbiter, pid %d, to finish)", self.pid)
+            self._stop_workers("the new arbiter serves")
+            for listener in self._all_listeners():
+                listener.sock.close()  # the new arbiter has its own copies
+        else:
+            self.poller.remove(self.successor.ready_pipe)  # closed early: its exit tells why
+
+    def _upgrade_failed(self, reason: str) -> None:
+        self.log.error("SIGUSR2: the new arbiter failed (%s); this one keeps serving", reason)
+        self._forget_successor()
+        if self.cfg.pidfile and os.path.exists(self.cfg.pidfile + ".oldbin"):
+            os.replace(self.cfg.pidfile + ".oldbin", self.cfg.pidfile)
+
+    def _forget_successor(self) -> None:
+        assert self.successor is not None
+        if self.successor.ready_pipe in self.poller:
+            self.poller.remove(self.successor.ready_pipe)
+        os.close(self.successor.ready_pipe)
+        self.successor = None
+
+    def _stop_workers(self, reason: str) -> None:
+        """Retire every worker and start none (WINCH; the end of a USR2)."""
+        if self.dispatcher is not None:
+            self.dispatcher.stop(graceful=True)
+        self._set_worker_count(0)
+        for handle in list(self.workers.values()):
+            if not handle.retiring:
+                self._retire(handle, reason)
+
     def _set_worker_count(self, count: int) -> None:
         if count != self.num_workers:
             old, self.num_workers = self.num_workers, count
@@ -505,8 +576,10 @@ class Arbiter:
             self.log.info("SIGUSR1: log files reopened")
         elif signum == signal.SIGHUP and self.state is State.RUNNING:
             self._begin_reload()
-        elif signum in (signal.SIGUSR2, signal.SIGWINCH):
-            self.log.warning("%s is not supported yet; ignored", signal.Signals(signum).name)
+        elif signum == signal.SIGUSR2 and self.state is State.RUNNING:
+            self._begin_upgrade()
+        elif signum == signal.SIGWINCH and self.state is State.RUNNING:
+            self._stop_workers("SIGWINCH")
 
     def _begin_stop(self, graceful: bool) -> None:
         if self.state is State.HALTING or (graceful and self.state is State.STOPPING):
@@ -540,6 +613,9 @@ class Arbiter:
                 run_hook(self.cfg, "when_ready", self)
                 systemd.notify("READY=1", f"STATUS=serving with {len(self.workers)} workers",
                                f"MAINPID={self.pid}")
+                if self.ready_pipe is not None:
+                    upgrade.tell_ready(self.ready_pipe)
+                    self.ready_pipe = None
             return
         if not self.workers:
             self.state = State.DONE
@@ -562,14 +638,18 @@ class Arbiter:
         if os.getpid() != self.pid:
             return
         for listener in self._all_listeners():
-            listener.close()
+            if self.handed_over:
+                listener.sock.close()  # a unix socket's file is the new arbiter's now
+            else:
+                listener.close()
         if self.cfg.pidfile:
-            try:
-                with open(self.cfg.pidfile, encoding="ascii") as stream:
-                    if stream.read().strip() == str(self.pid):
-                        os.unlink(self.cfg.pidfile)
-            except OSError:
-                pass
+            for path in (self.cfg.pidfile, self.cfg.pidfile + ".oldbin"):
+                try:
+                    with open(path, encoding="ascii") as stream:
+                        if stream.read().strip() == str(self.pid):
+                            os.unlink(path)
+                except OSError:
+                    pass
         run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)
 

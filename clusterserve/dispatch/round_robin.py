@@ -61,6 +61,7 @@ class RoundRobinDispatcher:
         self._ids = itertools.count(1)
         self._turn = 0
         self._accepting = False
+        self._stopped = False
 
     def start(self) -> None:
         self._watch_listeners(True)
@@ -73,6 +74,7 @@ class RoundRobinDispatcher:
         ``Connection: close``; a fast stop drops them.
         """
         self._watch_listeners(False)
+        self._stopped = True
         if graceful:
             for sock in self._listeners:
                 self._accept(sock, bounded=False)
@@ -85,7 +87,7 @@ class RoundRobinDispatcher:
         self._pass_queue(ignore_room=True)
 
     def _watch_listeners(self, on: bool) -> None:
-        if on == self._accepting:
+        if on == self._accepting or (on and self._stopped):
             return
         for sock in self._listeners:
             if on:

@@ -125,16 +125,6 @@ def test_hooks_from_a_python_config_file(start_server, tmp_path):
     assert names[0] == "on_starting" and names[-1] == "on_exit"
 
 
-@pytest.mark.parametrize("signal_name", ["SIGUSR2", "SIGWINCH"])
-def test_signals_not_built_yet_are_logged_and_ignored(start_server, signal_name):
-    import signal
-
-    server = start_server(["tests.apps.basic:app", "-w", "1"], workers=1)
-    server.send(getattr(signal, signal_name))
-    server.wait_for_log(f"{signal_name} is not supported yet; ignored")
-    assert server.get("/")[0] == 200
-
-
 def test_zero_workers_is_a_usage_error():
     code, output, _ = run_to_exit(["tests.apps.basic:app", "--workers", "0"])
     assert code == 2

@@ -47,6 +47,8 @@ def test_arbiter_as_pid_1_reaps_orphans_and_stops_on_term():
         for _ in range(3):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
                 assert response.read() == b"orphaned\n"
+        os.kill(arbiter, signal.SIGUSR2)  # its exit would end the container: refused
+        assert wait_until(lambda: "SIGUSR2 refused: as PID 1" in text())
         time.sleep(0.6)  # the orphaned sleeps have exited by now
         leftovers = [pid for pid in children(arbiter) if state(pid) == "Z" or
                      open(f"/proc/{pid}/cmdline").read().startswith("sleep")]

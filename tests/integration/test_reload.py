@@ -1,5 +1,6 @@
 """SIGHUP: a new generation of workers replaces the old one without failing a request."""
 
+import os
 import shutil
 import signal
 import socket
@@ -188,3 +189,77 @@ def test_no_request_fails_during_reloads_and_scaling(start_server, tmp_path, dis
     assert total_ok > 100
     assert failures == [], f"{len(failures)} failed of {total_ok}: {failures[:5]}"
     assert all(not gen & set(server.workers()) for gen in generations)
+
+
+def _kill_tree(pid):
+    for child in _children(pid):
+        _kill_tree(child)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _children(pid):
+    try:
+        return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("mode", ["shared", "round-robin"])
+def test_usr2_upgrades_the_arbiter_without_failing_a_request(start_server, tmp_path, mode, interface):
+    write_app(tmp_path, interface, "before")
+    pidfile = tmp_path / "server.pid"
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path), "--dispatch", mode,
+                           "-p", str(pidfile), "--keep-alive", "5"], workers=2)
+    old_workers = set(server.workers())
+    new_arbiter = None
+    clients = [LoadClient(server.port, keep_alive=index % 2 == 0, deadline=time.monotonic() + 20)
+               for index in range(6)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(0.5)
+        write_app(tmp_path, interface, "after the upgrade")
+        server.send(signal.SIGUSR2)
+        server.wait_for_log("SIGUSR2: the new arbiter is ready; stopping our workers", timeout=15)
+        new_arbiter = int(pidfile.read_text())
+        assert new_arbiter != server.pid
+        assert (tmp_path / "server.pid.oldbin").read_text().strip() == str(server.pid)
+        assert wait_until(lambda: not old_workers & set(_children(server.pid)))
+        assert body_of(server).startswith("after the upgrade ")
+        server.send(signal.SIGTERM)
+        assert server.wait() == 0
+        time.sleep(0.5)
+        for client in clients:
+            client.stop.set()
+            client.join(timeout=15)
+        failures = [e for c in clients for e in c.errors]
+        assert failures == [], failures[:5]
+        assert sum(c.ok for c in clients) > 100
+        assert body_of(server).startswith("after the upgrade ")  # the new arbiter goes on alone
+        assert not (tmp_path / "server.pid.oldbin").exists()
+    finally:
+        for client in clients:
+            client.stop.set()
+        if new_arbiter is not None:
+            _kill_tree(new_arbiter)
+
+
+def test_winch_stops_the_workers_and_keeps_the_arbiter(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "2"], workers=2)
+    server.send(signal.SIGWINCH)
+    assert wait_until(lambda: server.workers() == [])
+    time.sleep(1.2)
+    assert server.workers() == [] and server.proc.poll() is None
+    server.send(signal.SIGTTIN)
+    server.wait_ready(3)
+    assert server.get("/")[0] == 200
+
+
+def test_usr2_is_refused_in_reuseport_mode(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "1", "--dispatch", "reuseport"], workers=1)
+    server.send(signal.SIGUSR2)
+    server.wait_for_log("SIGUSR2 is not supported in reuseport mode yet; use SIGHUP")
+    assert len(server.workers()) == 1 and server.get("/")[0] == 200

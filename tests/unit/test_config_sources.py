@@ -333,13 +333,13 @@ def test_python_config_warns_about_gunicorn_settings_it_does_not_use(cwd):
         syslog = True
         reload = True
 
-        def pre_exec(server):
+        def ssl_context(config, default_ssl_context_factory):
             pass
     """)
     cfg = load("-c", "gunicorn.conf.py", APP)
     assert cfg.workers == 2
     assert len(cfg.warnings) == 3
-    for name in ("syslog", "reload", "pre_exec"):
+    for name in ("syslog", "reload", "ssl_context"):
         [line] = [w for w in cfg.warnings if f"'{name}'" in w]
         assert line.startswith("config file gunicorn.conf.py:")
         assert "\n" not in line

@@ -79,7 +79,7 @@ OWN_SETTINGS = {
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
-         "on_reload", "nworkers_changed", "worker_int", "worker_abort")
+         "on_reload", "nworkers_changed", "worker_int", "worker_abort", "pre_exec")
 
 
 # -- the registry --------------------------------------------------------------
