@@ -33,7 +33,7 @@ from typing import Any
 
 from clusterserve import __version__, logs, process, systemd, upgrade
 from clusterserve import app as app_loader
-from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, Channel
+from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, RETIRE, Channel
 from clusterserve.dispatch import reuseport
 from clusterserve.hooks import run_hook
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
@@ -56,6 +56,7 @@ MAX_BACKOFF = 30.0
 TICK = 1.0
 # In round-robin mode, a worker this late on its heartbeat gets no new connections.
 LATE_HEARTBEAT = 2.0
+MB = 1024 * 1024
 
 # Settings a HUP cannot change: the sockets and how they are shared, and a preloaded app.
 FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app")
@@ -84,6 +85,7 @@ class WorkerHandle:
     last_heartbeat: float = field(default_factory=time.monotonic)
     ready: bool = False
     retiring: bool = False
+    stop_when_replaced: bool = False  # retiring, but serving until a replacement is ready
     kill_at: float | None = None  # SIGKILL if still alive by then
     boot_error: str | None = None
     slot: int | None = None  # reuseport mode: whose sockets it accepts on
@@ -309,6 +311,8 @@ class Arbiter:
                               str(message.fields.get("interface", "")).upper())
             elif message.kind == BOOT_ERROR:
                 handle.boot_error = str(message.fields.get("error", "unknown error"))
+            elif message.kind == RETIRE and self.state is State.RUNNING:
+                self._replace(handle, str(message.fields.get("reason", "it asked to")))
             for fd in message.fds:
                 os.close(fd)
         self._dispatch()
@@ -405,6 +409,34 @@ class Arbiter:
         handle.retiring = True
         self.log.info("Retiring worker %d (pid %d): %s", handle.age, handle.pid, reason)
         self._kill(handle, signal.SIGTERM)
+
+    def _replace(self, handle: WorkerHandle, reason: str) -> None:
+        """Start a worker to take ``handle``'s place; stop ``handle`` once that one is ready."""
+        if handle.retiring:
+            return
+        handle.retiring = True
+        handle.stop_when_replaced = True
+        self.log.info("Worker %d (pid %d) will be replaced: %s", handle.age, handle.pid, reason)
+        self._spawn(successor_of=handle)
+
+    def _stop_replaced(self) -> None:
+        ready = [h for h in self.workers.values() if h.ready and not h.retiring]
+        if len(ready) < self.num_workers:
+            return
+        for handle in self.workers.values():
+            if handle.stop_when_replaced:
+                handle.stop_when_replaced = False
+                self._kill(handle, signal.SIGTERM)
+
+    def _check_memory(self) -> None:
+        limit = self.cfg.max_worker_memory
+        if not limit:
+            return
+        for handle in list(self.workers.values()):
+            rss = process.resident_bytes(handle.pid)
+            if handle.ready and not handle.retiring and rss is not None and rss > limit:
+                self._replace(handle, f"RSS {rss / MB:.0f} MB is above max_worker_memory "
+                                      f"{limit / MB:.0f} MB")
 
     def _lend_slot(self, handle: WorkerHandle) -> None:
         """Reuseport: the others watch a retired worker's sockets, which stay open."""
@@ -603,7 +635,9 @@ class Arbiter:
         now = time.monotonic()
         if self.state is State.RUNNING:
             self._check_heartbeats(now)
+            self._check_memory()
             self._check_reload()
+            self._stop_replaced()
             active = [h for h in self.workers.values() if not h.retiring]
             if len(active) < self.num_workers and now >= self.respawn_at:
                 for _ in range(self.num_workers - len(active)):

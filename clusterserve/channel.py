@@ -4,7 +4,8 @@ A ``SOCK_SEQPACKET`` socketpair keeps each message whole, and each passed
 descriptor (``SCM_RIGHTS``) with its message.  Messages are small JSON
 objects with a ``kind``.  End of file means the other side is gone.
 
-Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``; in
+Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``, ``retire`` (asks
+for a replacement, after which the arbiter stops it); in
 ``round-robin`` mode also ``room`` (whether it takes connections now), ``ack`` /
 ``decline`` for each connection passed to it, ``closed`` (how many connections it closed) and ``handback`` (a
 connection it took but will not serve, with its descriptor).
@@ -29,6 +30,7 @@ FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 READY = "ready"
 BOOT_ERROR = "boot_error"
 HEARTBEAT = "heartbeat"
+RETIRE = "retire"
 CONNECTION = "connection"
 ACK = "ack"
 DECLINE = "decline"

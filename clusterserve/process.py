@@ -64,3 +64,15 @@ def drop_privileges(uid: int | None, gid: int | None) -> None:
         if gid is None:
             os.initgroups(pwd.getpwuid(uid).pw_name, os.getgid())
         os.setuid(uid)
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident set size (VmRSS), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None

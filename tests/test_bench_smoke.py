@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def good_runs(data: dict, scenario: str, server: str) -> list[dict]:
 def test_every_scenario_against_clusterserve(tmp_path: Path) -> None:
     data, stdout = run_bench(
         tmp_path, "--servers", ",".join(CLUSTERSERVE), "--scenarios", ",".join(PLAIN + ["api", "memory"]),
-        "--reps", "1", "--duration", "0.3", "--loadgen", "python", "--pause", "0")
+        "--reps", "1", "--duration", "0.3", "--loadgen", "python", "--no-wait")
 
     assert not [k for k in data["skipped"] if k.split(":")[-1] in CLUSTERSERVE and not k.startswith("api:")], \
         data["skipped"]
@@ -88,7 +89,7 @@ def test_every_scenario_against_clusterserve(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_wrk_runs(tmp_path: Path) -> None:
     data, _ = run_bench(tmp_path, "--servers", "cs-wsgi-shared,cs-asgi-round-robin", "--scenarios", "hello,upload",
-                        "--reps", "1", "--duration", "1", "--loadgen", "wrk", "--pause", "0")
+                        "--reps", "1", "--duration", "1", "--loadgen", "wrk", "--no-wait")
     for server in ("cs-wsgi-shared", "cs-asgi-round-robin"):
         for scenario in ("hello", "upload"):
             (run,) = good_runs(data, scenario, server)
@@ -116,11 +117,16 @@ def test_installed_peers_answer_every_scenario(tmp_path: Path) -> None:
                     assert peers.check_answer(running, scenario) is None, (name, scenario.name)
         finally:
             running.stop()
-        assert all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in running.known), name
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(_gone(pid) for pid in running.known):
+            time.sleep(0.05)
+        assert all(_gone(pid) for pid in running.known), name
 
 
-def _is_zombie(pid: int) -> bool:
+def _gone(pid: int) -> bool:
+    """Exited: no such pid, or a zombie waiting for its (new) parent to reap it."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+

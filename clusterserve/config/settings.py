@@ -155,6 +155,9 @@ SETTINGS: tuple[Setting, ...] = (
             types.integer(0), 0,
             "Add a random 0..N to max_requests per worker, so they do not restart together.",
             metavar="INT"),
+    Setting("max_worker_memory", "Worker processes", ("--max-worker-memory",), types.size, 0,
+            "Replace a worker whose resident memory grows past this (e.g. 512MB, 1GiB; 0 = "
+            "never); its replacement is ready before it stops.", metavar="SIZE"),
     Setting("timeout", "Worker processes", ("-t", "--timeout"), types.integer(0), 30,
             "Seconds without a heartbeat before a worker is killed and replaced (0 = never).",
             metavar="INT"),

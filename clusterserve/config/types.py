@@ -128,3 +128,20 @@ def optional(parse: Parser) -> Parser:
 
 
 optional_text = optional(text)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def size(raw: Any) -> int:
+    """Bytes, from an int or a string such as '512MB', '1GiB' or '300M' (0 = no limit)."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    if isinstance(raw, str):
+        text_value = raw.strip().lower().replace(" ", "")
+        number = text_value.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text_value[len(number):]
+        if number.replace(".", "", 1).isdigit() and unit in _SIZE_UNITS:
+            return int(float(number) * _SIZE_UNITS[unit])
+    raise ValueError(f"expected a size such as 512MB or 1GiB, got {raw!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import socket
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -86,6 +87,7 @@ class HttpConnection:
         self.phase = Phase.WAITING_FOR_HEAD
         self.received_any = False  # bytes of the current request have arrived
         self.served = 0  # requests answered on this connection
+        self.app_started = 0.0  # when the current request went to an app thread
         self.deadline = 0.0
 
     def fileno(self) -> int:
@@ -138,7 +140,9 @@ class HttpConnection:
     # -- app thread side: blocking, bounded by io_timeout ---------------
 
     def start_blocking(self) -> None:
+        """A complete head: an app thread owns the connection now."""
         self.phase = Phase.IN_APP
+        self.app_started = time.monotonic()
         self.sock.settimeout(self.io_timeout)
 
     def back_to_loop(self) -> None:

@@ -148,8 +148,7 @@ class AsgiServer(uvicorn.Server):
             self.worker.heartbeat(self.acceptor.accepted)
         max_requests = self.worker.max_requests
         if max_requests and self.server_state.total_requests >= max_requests:
-            self.begin_stop(f"served {self.server_state.total_requests} requests (max_requests)")
-            return True
+            self.worker.ask_to_retire(f"served {self.server_state.total_requests} requests (max_requests)")
         return should_exit
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from clusterserve import app as app_loader
 from clusterserve import logs, process
-from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, Channel
+from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, RETIRE, Channel
 from clusterserve.config import Config
 from clusterserve.hooks import run_hook
 from clusterserve.sockets import Listener
@@ -67,6 +67,7 @@ class Worker:
         self.pid = 0
         self.log = logs.log
         self.requests_served = 0
+        self.retire_requested = False
         self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter) \
             if cfg.max_requests else 0
 
@@ -140,6 +141,13 @@ class Worker:
         run_hook(self.cfg, "worker_abort", self)
         raise SystemExit(1)
 
+
+    def ask_to_retire(self, reason: str) -> None:
+        """Ask the arbiter for a replacement; it sends SIGTERM once that one is ready."""
+        if not self.retire_requested:
+            self.retire_requested = True
+            self.log.info("worker %s asks to retire: %s", self.pid, reason)
+            self.channel.send(RETIRE, reason=reason)
 
     def heartbeat(self, accepted: int) -> None:
         self.channel.send(HEARTBEAT, requests=self.requests_served, accepted=accepted)

@@ -72,6 +72,8 @@ class WsgiServer:
         self.acceptor = make_acceptor(worker, self.poller, self._on_connection, self._has_room)
         self.stopping = False
         self.stop_deadline = float("inf")
+        self.stuck: set[HttpConnection] = set()  # in the app for longer than `timeout`
+        self.stuck_after = float(cfg.timeout) or float("inf")
 
     # -- the loop ---------------------------------------------------------
 
@@ -83,7 +85,7 @@ class WsgiServer:
         self.acceptor.resume()
         self.worker.report_ready()
         next_heartbeat = 0.0
-        while not (self.stopping and not self.connections):
+        while not (self.stopping and self.connections <= self.stuck):
             now = time.monotonic()
             if now >= self.stop_deadline:
                 log.warning("worker %s: graceful timeout, %d connections still open",
@@ -93,6 +95,7 @@ class WsgiServer:
                 self.worker.heartbeat(self.acceptor.accepted)
                 next_heartbeat = now + self.worker.heartbeat_interval
             self._expire_waiting(now)
+            self._find_stuck(now)
             self.poller.poll(max(0.0, min(next_heartbeat, self.stop_deadline) - now))
             self.acceptor.flush()
         self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
@@ -200,12 +203,22 @@ class WsgiServer:
             else:
                 self._close(connection)
 
+    def _find_stuck(self, now: float) -> None:
+        """A request in the app for longer than ``timeout`` retires the worker (after a
+        replacement is ready and the other requests are done): it cannot be interrupted."""
+        for connection in self.connections - self.waiting - self.stuck:
+            if connection.phase is Phase.IN_APP and now - connection.app_started > self.stuck_after:
+                self.stuck.add(connection)
+                self.worker.ask_to_retire(
+                    f"a request from {connection.peer} has run for more than {self.stuck_after:g}s")
+
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
         if connection in self.waiting:
             self.waiting.discard(connection)
             self.poller.remove(connection.fileno())
         self.connections.discard(connection)
+        self.stuck.discard(connection)
         connection.close(handed_back=handed_back)
         if not handed_back:
             self.acceptor.connection_closed()
@@ -239,6 +252,7 @@ class WsgiServer:
             except queue.Empty:
                 break
             self.in_app -= 1
+            self.stuck.discard(connection)
             self.worker.requests_served += 1
             if keep and not self.stopping and connection.phase is Phase.IN_APP:
                 connection.back_to_loop()
@@ -248,6 +262,6 @@ class WsgiServer:
             else:
                 self._close(connection)
         if self.worker.max_requests and self.worker.requests_served >= self.worker.max_requests:
-            self.begin_stop(f"served {self.worker.requests_served} requests (max_requests)")
-        elif self._has_room():
+            self.worker.ask_to_retire(f"served {self.worker.requests_served} requests (max_requests)")
+        if self._has_room():
             self.acceptor.resume()

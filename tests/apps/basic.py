@@ -52,3 +52,13 @@ def orphan_maker(environ, start_response):
     subprocess.run(["sh", "-c", "sleep 0.3 & exit 0"], check=True)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"orphaned\n"]
+
+
+_hoard = []
+
+
+def hoard(environ, start_response):
+    """Keeps 64 MiB more each call: memory that never comes back."""
+    _hoard.append(bytearray(64 * 1024 * 1024))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"hoarding {len(_hoard) * 64} MiB in {os.getpid()}\n".encode()]

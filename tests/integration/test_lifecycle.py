@@ -88,7 +88,9 @@ def test_max_requests_retires_and_replaces_the_worker(start_server, dispatch, ap
     pids = {server.get("/")[2].split()[-1] for _ in range(3)}
     assert len(pids) == 1
     server.wait_for_log(r"served 3 requests \(max_requests\)")
-    server.wait_ready(2)
+    server.wait_ready(2)  # the replacement is ready before the old worker stops
+    (old,) = pids
+    server.wait_for_log(rf"pid {int(old)}\) exited with code 0")
     assert server.get("/")[2].split()[-1] not in pids
 
 
@@ -141,3 +143,29 @@ def test_term_answers_connections_already_queued(start_server, dispatch, apps):
     assert server.wait() == 0
     with pytest.raises(ConnectionRefusedError):
         server.connect(timeout=2)
+
+
+def test_a_stuck_request_gets_its_worker_replaced(start_server, dispatch):
+    server = start_server(["tests.apps.basic:slow", "-w", "1", "--threads", "2", "--timeout", "2",
+                           "--graceful-timeout", "20", "--dispatch", dispatch], workers=1)
+    (old,) = server.workers()
+    stuck = server.http(timeout=30)
+    stuck.request("GET", "/?seconds=25")
+    server.wait_for_log(r"has run for more than 2s", timeout=10)
+    server.wait_ready(2)
+    assert server.get("/?seconds=0")[0] == 200
+    # The old worker leaves once only the stuck request is left, long before it would end.
+    server.wait_for_log(rf"pid {old}\) exited with code 0", timeout=10)
+    assert old not in server.workers() and len(server.workers()) == 1
+    stuck.close()
+
+
+def test_a_worker_over_max_worker_memory_is_replaced(start_server, dispatch):
+    server = start_server(["tests.apps.basic:hoard", "-w", "1", "--max-worker-memory", "100MB",
+                           "--dispatch", dispatch], workers=1)
+    (old,) = server.workers()
+    for _ in range(2):
+        assert server.get("/")[0] == 200
+    server.wait_for_log(rf"pid {old}\) will be replaced: RSS \d+ MB is above max_worker_memory 95 MB")
+    server.wait_for_log(rf"pid {old}\) exited with code 0")
+    assert old not in server.workers() and len(server.workers()) == 1

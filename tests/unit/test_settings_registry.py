@@ -76,6 +76,7 @@ OWN_SETTINGS = {
     "port": (("--port",), None),
     "uds": (("--uds",), None),
     "fd": (("--fd",), None),
+    "max_worker_memory": (("--max-worker-memory",), 0),
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
