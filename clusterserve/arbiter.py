@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, logs, process, systemd, upgrade
+from clusterserve import __version__, logs, process, reloader, systemd, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, RETIRE, Channel
 from clusterserve.dispatch import reuseport
@@ -111,6 +111,7 @@ class Arbiter:
         self.successor: upgrade.Successor | None = None  # USR2: the new arbiter, until ready
         self.ready_pipe: int | None = None  # USR2: how this arbiter tells its predecessor
         self.handed_over = False  # USR2 done: the sockets belong to the new arbiter
+        self.watcher_pid: int | None = None  # --reload: the process watching files
         self.generation = 1
         self.reload: Reload | None = None
         self.log = logs.log
@@ -192,6 +193,12 @@ class Arbiter:
             self.dispatcher.start()
         for _ in range(self.num_workers):
             self._spawn()
+        if cfg.reload:
+            engine = reloader.resolve_engine(cfg.reload_engine)
+            self.watcher_pid = reloader.start_watcher(
+                self.pid, [os.getcwd(), *cfg.pythonpath], cfg.reload_extra_files, engine,
+                forget_arbiter=lambda: self._forget_in_child(keep=[]))
+            self.log.info("Reload on file changes is on (%s); for development only", engine)
         return True
 
     def _bind(self) -> list[Listener]:
@@ -671,6 +678,11 @@ class Arbiter:
     def _cleanup(self) -> None:
         if os.getpid() != self.pid:
             return
+        if self.watcher_pid is not None:
+            try:
+                os.kill(self.watcher_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for listener in self._all_listeners():
             if self.handed_over:
                 listener.sock.close()  # a unix socket's file is the new arbiter's now

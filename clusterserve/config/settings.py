@@ -215,6 +215,17 @@ SETTINGS: tuple[Setting, ...] = (
             types.integer(0, octal_strings=True), 0,
             "File mode creation mask, e.g. 0o027 (also applies to unix sockets).",
             metavar="INT"),
+    # -- Debugging --------------------------------------------------------
+    Setting("reload", "Debugging", ("--reload",), types.boolean, False,
+            "Development: restart the workers when a Python file under the working directory "
+            "(or pythonpath, or reload_extra_files) changes, as a SIGHUP would.", kind=SWITCH),
+    Setting("reload_engine", "Debugging", ("--reload-engine",),
+            types.choice(("auto", "poll", "watchfiles"), aliases={"inotify": "watchfiles"}), "auto",
+            "How --reload notices changes: watchfiles (inotify; in the standard extra), poll "
+            "(mtimes each second), or auto (watchfiles when installed).", metavar="ENGINE"),
+    Setting("reload_extra_files", "Debugging", ("--reload-extra-file",), types.string_list(), [],
+            "More files whose change triggers a reload (templates, config); repeatable.",
+            kind=APPEND, metavar="FILE"),
     # -- Logging --------------------------------------------------------
     Setting("loglevel", "Logging", ("--log-level",), types.choice(LOG_LEVELS), "info",
             "Error log level: " + ", ".join(LOG_LEVELS) + ".", metavar="LEVEL"),

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.harness import ROOT, wait_until
+from tests.harness import is_alive, wait_until
 
 APP_TEMPLATE = {
     "wsgi": '''
@@ -263,3 +263,20 @@ def test_usr2_is_refused_in_reuseport_mode(start_server):
     server.send(signal.SIGUSR2)
     server.wait_for_log("SIGUSR2 is not supported in reuseport mode yet; use SIGHUP")
     assert len(server.workers()) == 1 and server.get("/")[0] == 200
+
+
+@pytest.mark.parametrize("engine", ["poll", "watchfiles"])
+def test_reload_flag_restarts_workers_when_a_file_changes(start_server, tmp_path, engine):
+    write_app(tmp_path, "wsgi", "original")
+    server = start_server(["reloadable:app", "-w", "1", "--chdir", str(tmp_path), "--reload",
+                           "--reload-engine", engine], workers=1)
+    server.wait_for_log(f"Reload on file changes is on \\({engine}\\)")
+    time.sleep(0.5 if engine == "watchfiles" else 1.2)  # let the watcher take its first look
+    write_app(tmp_path, "wsgi", "edited on disk")
+    server.wait_for_log(r"reload: .*reloadable\.py changed", timeout=10)
+    server.wait_for_log("SIGHUP: reload done, generation 2 serves", timeout=10)
+    assert body_of(server).startswith("edited on disk ")
+    (watcher,) = [pid for pid in _children(server.pid)
+                  if open(f"/proc/{pid}/cmdline").read().startswith("clusterserve: reloader")]
+    assert server.stop() == 0
+    assert wait_until(lambda: not is_alive(watcher))

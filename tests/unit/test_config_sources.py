@@ -331,7 +331,7 @@ def test_python_config_warns_about_gunicorn_settings_it_does_not_use(cwd):
     write(cwd / "gunicorn.conf.py", """
         workers = 2
         syslog = True
-        reload = True
+        spew = True
 
         def ssl_context(config, default_ssl_context_factory):
             pass
@@ -339,7 +339,7 @@ def test_python_config_warns_about_gunicorn_settings_it_does_not_use(cwd):
     cfg = load("-c", "gunicorn.conf.py", APP)
     assert cfg.workers == 2
     assert len(cfg.warnings) == 3
-    for name in ("syslog", "reload", "ssl_context"):
+    for name in ("syslog", "spew", "ssl_context"):
         [line] = [w for w in cfg.warnings if f"'{name}'" in w]
         assert line.startswith("config file gunicorn.conf.py:")
         assert "\n" not in line
