@@ -15,8 +15,11 @@ ready the old generation is retired gracefully; if one fails to boot, the
 new generation is stopped and the old one keeps serving.  A HUP during a
 reload replaces the generation still booting with a newer one.
 
-A first-generation worker that cannot load the app halts the server with
-the load error (exit code 3) instead of forking again and again.
+A worker that must go (max_requests, a stuck request, max_worker_memory)
+is replaced first and stopped once its replacement is ready.  USR2 execs a
+new arbiter on the same sockets; WINCH stops every worker and keeps the
+arbiter.  A first-generation worker that cannot load the app halts the
+server with the load error (exit code 3) instead of forking again and again.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from typing import Any
 from clusterserve import __version__, logs, process, reloader, systemd, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, RETIRE, Channel
-from clusterserve.dispatch import reuseport
-from clusterserve.hooks import run_hook
-from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.config import Config, ConfigError, load_config
+from clusterserve.dispatch import reuseport
+from clusterserve.dispatch.round_robin import RoundRobinDispatcher
+from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.sockets import BindError, Listener, bind_all, parse_address

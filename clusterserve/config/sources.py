@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from clusterserve import __version__
-from clusterserve.dispatch import reuseport
-from clusterserve.sockets import TcpAddress, parse_address
 from clusterserve.config.settings import (
     APPEND,
     BY_NAME,
@@ -29,6 +27,8 @@ from clusterserve.config.settings import (
     SETTINGS,
     SWITCH,
 )
+from clusterserve.dispatch import reuseport
+from clusterserve.sockets import TcpAddress, parse_address
 
 if sys.version_info >= (3, 11):
     import tomllib

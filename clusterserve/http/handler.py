@@ -9,11 +9,11 @@ from typing import Any
 
 import h11
 
+from clusterserve.hooks import run_hook
 from clusterserve.http.body import RequestBody
 from clusterserve.http.connection import HttpConnection, HttpError, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
 from clusterserve.http.response import ClientGone, FileWrapper, Response
-from clusterserve.hooks import run_hook
 from clusterserve.logs import RequestRecord, log, write_access
 
 # Unread request body a keep-alive connection may skip over; more and it closes.

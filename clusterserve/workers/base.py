@@ -24,6 +24,7 @@ from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, RETIRE, Channel
 from clusterserve.config import Config
 from clusterserve.hooks import run_hook
 from clusterserve.sockets import Listener
+
 # Imported here, in the arbiter, so that a worker that drops privileges does
 # not need to read the installation to find its own code.
 from clusterserve.workers.asgi import AsgiServer, LifespanStartupFailed

@@ -5,8 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.harness import ROOT
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.harness import ROOT, wait_until
+from tests.harness import ROOT
 
 
 def proc_status(pid, field):
