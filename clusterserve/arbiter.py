@@ -330,10 +330,10 @@ class Arbiter:
     def _dispatch(self) -> None:
         if self.dispatcher is None:
             return
-        if self.state is State.RUNNING:
+        if self.state is State.RUNNING and not self.handed_over:
             self.dispatcher.dispatch()
-        elif self.state is State.STOPPING:
-            self.dispatcher.pass_all()
+        elif self.state is not State.HALTING:
+            self.dispatcher.pass_all()  # stopping, or the workers of a replaced arbiter
 
     def _may_take_connections(self, pid: int) -> bool:
         """Round-robin: only ready workers that are not retiring and not late on heartbeats."""
@@ -555,6 +555,8 @@ class Arbiter:
             self.handed_over = True
             self.log.info("SIGUSR2: the new arbiter is ready; stopping our workers "
                           "(send SIGTERM to this arbiter, pid %d, to finish)", self.pid)
+            if self.dispatcher is not None:
+                self.dispatcher.stop(graceful=True)  # the new arbiter accepts from now on
             self._stop_workers("the new arbiter serves")
             for listener in self._all_listeners():
                 listener.sock.close()  # the new arbiter has its own copies
@@ -576,8 +578,6 @@ class Arbiter:
 
     def _stop_workers(self, reason: str) -> None:
         """Retire every worker and start none (WINCH; the end of a USR2)."""
-        if self.dispatcher is not None:
-            self.dispatcher.stop(graceful=True)
         self._set_worker_count(0)
         for handle in list(self.workers.values()):
             if not handle.retiring:

@@ -83,8 +83,9 @@ class RoundRobinDispatcher:
             self._queue.popleft().close()
 
     def pass_all(self) -> None:
-        """While stopping: hand every waiting connection (a handed-back one, say) to a worker."""
-        self._pass_queue(ignore_room=True)
+        """While stopping: hand every waiting connection (a handed-back one, say) to any
+        worker still alive, retiring or not; a closing worker takes what it is given."""
+        self._pass_queue(anyone=True)
 
     def _watch_listeners(self, on: bool) -> None:
         if on == self._accepting or (on and self._stopped):
@@ -153,12 +154,12 @@ class RoundRobinDispatcher:
 
     def dispatch(self) -> None:
         """Pass queued connections to workers with room, then accept again if there is space."""
-        self._pass_queue(ignore_room=False)
+        self._pass_queue(anyone=False)
         self._watch_listeners(len(self._queue) < self._queue_limit)
 
-    def _pass_queue(self, ignore_room: bool) -> None:
+    def _pass_queue(self, anyone: bool) -> None:
         while self._queue:
-            seat_pid = self._pick(ignore_room)
+            seat_pid = self._pick(anyone)
             if seat_pid is None:
                 break
             seat = self._seats[seat_pid]
@@ -169,12 +170,12 @@ class RoundRobinDispatcher:
             else:
                 self._queue.appendleft(conn)
                 seat.has_room = False  # its channel is full: it is not reading
-                if ignore_room:
+                if anyone:
                     return
 
-    def _pick(self, ignore_room: bool = False) -> int | None:
+    def _pick(self, anyone: bool) -> int | None:
         candidates = [pid for pid, seat in self._seats.items()
-                      if (seat.has_room or ignore_room) and self._available(pid)]
+                      if anyone or (seat.has_room and self._available(pid))]
         if not candidates:
             return None
         lightest = min(self._seats[pid].load for pid in candidates)

@@ -257,8 +257,8 @@ def test_usr2_upgrades_the_arbiter_without_failing_a_request(start_server, tmp_p
             _kill_tree(new_arbiter)
 
 
-def test_winch_stops_the_workers_and_keeps_the_arbiter(start_server):
-    server = start_server(["tests.apps.basic:app", "-w", "2"], workers=2)
+def test_winch_stops_the_workers_and_keeps_the_arbiter(start_server, dispatch):
+    server = start_server(["tests.apps.basic:app", "-w", "2", "--dispatch", dispatch], workers=2)
     server.send(signal.SIGWINCH)
     assert wait_until(lambda: server.workers() == [])
     time.sleep(1.2)
