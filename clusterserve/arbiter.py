@@ -449,7 +449,8 @@ class Arbiter:
                                       f"{limit / MB:.0f} MB")
 
     def _lend_slot(self, handle: WorkerHandle) -> None:
-        """Reuseport: the others watch a retired worker's sockets, which stay open."""
+        """Reuseport: the other workers watch a retired worker's sockets, which stay open
+        (with none left, the next worker to start claims one lent slot and adopts the rest)."""
         if self.slots is not None and handle.slot is not None:
             slot = self.slots.lend(handle.slot)
             self._tell_workers(ADOPT, fds=slot.fds, slot=slot.number)
@@ -579,9 +580,11 @@ class Arbiter:
     def _stop_workers(self, reason: str) -> None:
         """Retire every worker and start none (WINCH; the end of a USR2)."""
         self._set_worker_count(0)
-        for handle in list(self.workers.values()):
-            if not handle.retiring:
-                self._retire(handle, reason)
+        leaving = [h for h in self.workers.values() if not h.retiring]
+        for handle in leaving:
+            self._retire(handle, reason)
+        for handle in leaving:
+            self._lend_slot(handle)
 
     def _set_worker_count(self, count: int) -> None:
         if count != self.num_workers:
