@@ -42,6 +42,7 @@ from clusterserve.dispatch import reuseport
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
+from clusterserve import signals
 from clusterserve.signals import SignalQueue
 from clusterserve.sockets import BindError, Listener, bind_all, parse_address
 from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker
@@ -64,10 +65,6 @@ MB = 1024 * 1024
 # Settings a HUP cannot change: the sockets and how they are shared, and a preloaded app.
 FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app")
 
-HANDLED_SIGNALS = (
-    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD, signal.SIGHUP,
-    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
-)
 
 
 class State(enum.Enum):
@@ -189,7 +186,7 @@ class Arbiter:
         if cfg.preload_app and not self._preload():
             return False
         self.ready_pipe = upgrade.take_ready_pipe()
-        self.signals = SignalQueue(self.poller, HANDLED_SIGNALS, self._on_signal)
+        self.signals = SignalQueue(self.poller, signals.ARBITER_SIGNALS, self._on_signal)
         if cfg.dispatch == "round-robin":
             self.dispatcher = RoundRobinDispatcher(self.listeners, self.poller, cfg.backlog,
                                                    self._may_take_connections)
@@ -249,7 +246,7 @@ class Arbiter:
         self.next_age += 1
         listeners = self._claim_listeners(handle, successor_of)
         run_hook(self.cfg, "pre_fork", self, handle)
-        pid = os.fork()
+        pid = signals.fork_with_signals_held()
         if pid == 0:
             arbiter_end.close()
             worker = Worker(self.cfg, handle.age, listeners, worker_end, self, self.app)

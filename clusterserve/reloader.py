@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from clusterserve import process
+from clusterserve import process, signals
 from clusterserve.logs import log
 
 POLL_INTERVAL = 1.0
@@ -36,13 +36,13 @@ def resolve_engine(engine: str) -> str:
 def start_watcher(arbiter_pid: int, roots: list[str], extra_files: list[str], engine: str,
                   forget_arbiter: Callable[[], None]) -> int:
     """Fork the watcher; return its pid."""
-    pid = os.fork()
+    pid = signals.fork_with_signals_held()
     if pid != 0:
         return pid
     try:
         forget_arbiter()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_DFL)
+        signals.reset_to_defaults()
+        signals.release()
         process.set_parent_death_signal(signal.SIGTERM)
         if os.getppid() == arbiter_pid:
             process.set_title("clusterserve: reloader")

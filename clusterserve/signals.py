@@ -7,11 +7,45 @@ signal can never interrupt the arbiter halfway through a transition.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterable
 
 from clusterserve.poller import Poller
+
+
+# Every signal the arbiter acts on.
+ARBITER_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD, signal.SIGHUP,
+    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
+)
+
+
+def fork_with_signals_held() -> int:
+    """``os.fork()`` with the arbiter's signals blocked until the child is ready for them.
+
+    A child starts with the arbiter's handlers, which write to the arbiter's
+    wakeup socket: a SIGTERM sent to a newborn worker would otherwise reach
+    the arbiter as if it were meant for it.  The child calls ``release()``
+    once it has handlers of its own; the parent's are released at once.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, ARBITER_SIGNALS)
+    pid = os.fork()
+    if pid != 0:
+        release()
+    return pid
+
+
+def release() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, ARBITER_SIGNALS)
+
+
+def reset_to_defaults() -> None:
+    """In a child of the arbiter: forget its wakeup socket and handlers."""
+    signal.set_wakeup_fd(-1)
+    for sig in ARBITER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _wake_only(signum: int, frame: object) -> None:

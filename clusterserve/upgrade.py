@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from clusterserve import signals
 from clusterserve.sockets import SYSTEMD_FIRST_FD, Listener
 
 READY_FD_VARIABLE = "CLUSTERSERVE_UPGRADE_FD"
@@ -35,9 +36,11 @@ def start_successor(listeners: Sequence[Listener], argv: Sequence[str], director
                     before_exec: Callable[[], None]) -> Successor:
     """Fork and exec a new arbiter that inherits ``listeners``."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    pid = signals.fork_with_signals_held()
     if pid == 0:
         try:
+            signals.reset_to_defaults()
+            signals.release()  # exec keeps the signal mask: the new arbiter needs them
             before_exec()
             inherited = [listener.sock.fileno() for listener in listeners] + [write_end]
             scratch = [fcntl.fcntl(fd, fcntl.F_DUPFD, SCRATCH_FD) for fd in inherited]

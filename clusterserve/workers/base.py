@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from clusterserve import app as app_loader
-from clusterserve import logs, process
+from clusterserve import logs, process, signals
 from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, RETIRE, Channel
 from clusterserve.config import Config
 from clusterserve.hooks import run_hook
@@ -104,6 +104,7 @@ class Worker:
             signal.signal(sig, signal.SIG_DFL)
         for sig in IGNORED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        signals.release()  # held since the fork; a stop signal now stops this booting worker
         if self.cfg.group is not None or self.cfg.user is not None:
             process.drop_privileges(self.cfg.user, self.cfg.group)
         process.set_parent_death_signal(signal.SIGTERM)
