@@ -18,44 +18,46 @@ from typing import Any
 
 import h11
 
+from clusterserve.http.errors import HttpError
+from clusterserve.http.head_checks import ChunkedBodyCheck, HeadEnd, check_head
+
 RECV_SIZE = 65536
-# h11's own cap on an incomplete head when the limits are unlimited (0).
-UNLIMITED_HEAD = 1024 * 1024
-
-
-class HttpError(Exception):
-    """A request to refuse with ``status``; the connection is closed after."""
-
-    def __init__(self, status: int, detail: str = "") -> None:
-        super().__init__(detail or HTTPStatus(status).phrase)
-        self.status = status
-        self.detail = detail
+# What a limit of 0 stands for: gunicorn's ceilings (its MAX_REQUEST_LINE,
+# DEFAULT_MAX_HEADERFIELD_SIZE and MAX_HEADERS), never "unbounded".
+MAX_REQUEST_LINE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_FIELDS = 32768
+# The cap on a whole head when the number of fields is not limited.
+MAX_HEAD = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class HeadLimits:
-    """gunicorn's ``limit_request_*`` settings (0 = unlimited)."""
+    """gunicorn's ``limit_request_*`` settings; 0 means gunicorn's ceiling, as there."""
 
     line: int
     fields: int
     field_size: int
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "line", self.line or MAX_REQUEST_LINE)
+        object.__setattr__(self, "field_size", self.field_size or MAX_FIELD_SIZE)
+
     @property
     def max_head(self) -> int:
-        if not (self.line and self.fields and self.field_size):
-            return UNLIMITED_HEAD
+        if not self.fields:
+            return MAX_HEAD
         return self.line + 2 + self.fields * (self.field_size + 2) + 2
 
     def check(self, request: h11.Request) -> None:
         line_length = len(request.method) + len(request.target) + len(b"  HTTP/1.1")
-        if self.line and line_length > self.line:
+        if line_length > self.line:
             raise HttpError(414, f"request line longer than {self.line} bytes")
-        if self.fields and len(request.headers) > self.fields:
-            raise HttpError(431, f"more than {self.fields} header fields")
-        if self.field_size:
-            for name, value in request.headers.raw_items():
-                if len(name) + len(value) + 2 > self.field_size:
-                    raise HttpError(431, f"header field larger than {self.field_size} bytes")
+        if len(request.headers) > (self.fields or MAX_FIELDS):
+            raise HttpError(431, f"more than {self.fields or MAX_FIELDS} header fields")
+        for name, value in request.headers.raw_items():
+            if len(name) + len(value) + 2 > self.field_size:
+                raise HttpError(431, f"header field larger than {self.field_size} bytes")
 
 
 def error_response(status: int, detail: str = "") -> bytes:
@@ -89,6 +91,8 @@ class HttpConnection:
         self.served = 0  # requests answered on this connection
         self.app_started = 0.0  # when the current request went to an app thread
         self.deadline = 0.0
+        self.head_end = HeadEnd()
+        self.chunks: ChunkedBodyCheck | None = None  # the current request's chunked body
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -105,6 +109,7 @@ class HttpConnection:
             data = b""
         if data:
             self.received_any = True
+            self.head_end.feed(data)
         self.h11.receive_data(data)
 
     def next_request(self) -> h11.Request | None:
@@ -113,6 +118,9 @@ class HttpConnection:
         Raises ``HttpError`` for a malformed or over-limit head and
         ``ConnectionResetError`` when the client closed an idle connection.
         """
+        chunked = False
+        if self.head_end.end >= 0 and self.h11.their_state is h11.IDLE:
+            chunked = check_head(self.h11.trailing_data[0][:self.head_end.end])
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as err:
@@ -121,10 +129,10 @@ class HttpConnection:
             return None
         if isinstance(event, h11.Request):
             self.limits.check(event)
-            names = {name for name, _ in event.headers}
-            if b"content-length" in names and b"transfer-encoding" in names:
-                # Framing a proxy may read differently: request smuggling.
-                raise HttpError(400, "both Content-Length and Transfer-Encoding")
+            self.head_end.reset(b"")
+            self.chunks = ChunkedBodyCheck() if chunked else None
+            if self.chunks:
+                self.chunks.feed(self.h11.trailing_data[0])
             return event
         raise ConnectionResetError("client closed the connection")
 
@@ -133,7 +141,7 @@ class HttpConnection:
         if status == 431:
             pending, _ = self.h11.trailing_data
             line_end = pending.find(b"\n")  # the head is too large: is its first line?
-            if self.limits.line and (line_end < 0 or line_end > self.limits.line + 1):
+            if line_end < 0 or line_end > self.limits.line + 1:
                 return HttpError(414, f"request line longer than {self.limits.line} bytes")
         return HttpError(status if 400 <= status < 600 else 400, str(err))
 
@@ -150,7 +158,9 @@ class HttpConnection:
         self.served += 1
         self.sock.settimeout(0.0)
         self.phase = Phase.WAITING_FOR_HEAD
-        self.received_any = bool(self.h11.trailing_data[0])
+        pending = self.h11.trailing_data[0]  # a pipelined request, maybe
+        self.received_any = bool(pending)
+        self.head_end.reset(pending)
 
     def next_event(self) -> Any:
         """The next body event, reading from the socket as needed."""
@@ -162,6 +172,8 @@ class HttpConnection:
                 data = self.sock.recv(RECV_SIZE)
             except (TimeoutError, OSError):
                 data = b""
+            if self.chunks:
+                self.chunks.feed(data)
             self.h11.receive_data(data)
 
     def send(self, event: Any) -> None:

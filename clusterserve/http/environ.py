@@ -102,6 +102,15 @@ def _split_host(host_header: str, scheme: str) -> tuple[str, str]:
     return host, port or ("443" if scheme == "https" else "80")
 
 
+def _forwarded_scheme(environ: dict[str, Any]) -> str:
+    """The scheme a trusted proxy's headers give; 400 when two of them disagree."""
+    schemes = {"https" if environ[key].lower() == secure_value else "http"
+               for key, secure_value in SECURE_SCHEME_HEADERS.items() if key in environ}
+    if len(schemes) > 1:
+        raise HttpError(400, "the proxy's scheme headers contradict each other")
+    return schemes.pop() if schemes else environ["wsgi.url_scheme"]
+
+
 def build_environ(
     request: h11.Request,
     sock_name: Any,
@@ -111,15 +120,14 @@ def build_environ(
     errors: ErrorStream,
 ) -> dict[str, Any]:
     target = request.target.decode("latin-1")
-    if target.startswith(("http://", "https://")):
-        parts = urlsplit(target)
-        path, query = parts.path or "/", parts.query
-    elif target.startswith("/"):
-        path, _, query = target.partition("?")
-    elif target == "*" and request.method == b"OPTIONS":
+    # check_head let through a path, an http(s) URL, or * (for OPTIONS).
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
+    elif target == "*":
         path, query = "*", ""
     else:
-        raise HttpError(400, "request target must be a path or an absolute URL")
+        parts = urlsplit(target)
+        path, query = parts.path or "/", parts.query
     remote_addr, remote_port = _peer_address(peer)
     server_name, server_port = _server_address(sock_name)
 
@@ -163,9 +171,7 @@ def build_environ(
 
     trusted = info.proxies.trust(remote_addr)
     if trusted:
-        for key, secure_value in SECURE_SCHEME_HEADERS.items():
-            if environ.get(key, "").lower() == secure_value:
-                environ["wsgi.url_scheme"] = "https"
+        environ["wsgi.url_scheme"] = _forwarded_scheme(environ)
     if "HTTP_HOST" in environ:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
             environ["HTTP_HOST"], environ["wsgi.url_scheme"]

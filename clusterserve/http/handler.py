@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -61,12 +62,13 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
         completed = True
     except ClientGone:
         log.debug("client %s went away during the response", environ.get("REMOTE_ADDR"))
-    except (h11.RemoteProtocolError, ConnectionError) as err:
+    except (HttpError, h11.RemoteProtocolError, ConnectionError) as err:
         # The request body was malformed or cut short while the app read it.
         log.info("bad request body from %s: %s", environ.get("REMOTE_ADDR"), err)
         if not response.headers_sent:
-            response.status = "400 Bad Request"
-            connection.send_raw(error_response(400, str(err)))
+            status = err.status if isinstance(err, HttpError) else 400
+            response.status = f"{status} {HTTPStatus(status).phrase}"
+            connection.send_raw(error_response(status, str(err)))
     except Exception:  # noqa: BLE001 - any app error becomes a 500
         log.exception("Error handling request %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
         if not response.headers_sent:
@@ -99,7 +101,7 @@ def _ready_for_next(connection: HttpConnection, body: RequestBody) -> bool:
         try:
             if not body.discard(MAX_DISCARD):
                 return False
-        except (ConnectionError, h11.RemoteProtocolError):
+        except (HttpError, ConnectionError, h11.RemoteProtocolError):
             return False
     if conn.their_state is not h11.DONE:
         return False
