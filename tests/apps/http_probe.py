@@ -55,4 +55,7 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         record["error"] = f"{type(err).__name__}: {err}"
         raise
     record["complete"] = True
+    if record["method"] == "HEAD":  # no body goes out: say so, so that clients stay in step
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
     return _json(start_response, "200 OK", record)
