@@ -36,7 +36,7 @@ from typing import Any
 
 from clusterserve import __version__, logs, process, reloader, systemd, upgrade
 from clusterserve import app as app_loader
-from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, READY, RELEASE, RETIRE, Channel
+from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
 from clusterserve.dispatch import reuseport
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
@@ -60,7 +60,7 @@ MAX_BACKOFF = 30.0
 TICK = 1.0
 # In round-robin mode, a worker this late on its heartbeat gets no new connections.
 LATE_HEARTBEAT = 2.0
-MB = 1024 * 1024
+MIB = 1024 * 1024
 
 # Settings a HUP cannot change: the sockets and how they are shared, and a preloaded app.
 FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app")
@@ -415,6 +415,14 @@ class Arbiter:
         """Stop a worker gracefully; it is not replaced."""
         handle.retiring = True
         self.log.info("Retiring worker %d (pid %d): %s", handle.age, handle.pid, reason)
+        self._stop_one(handle)
+
+    def _stop_one(self, handle: WorkerHandle) -> None:
+        """SIGTERM one worker while others serve on; in round-robin mode it is told first
+        that it may hand its untouched connections back (sent before the signal, the
+        notice is waiting on its channel when the signal arrives)."""
+        if self.dispatcher is not None and any(not h.retiring for h in self.workers.values()):
+            handle.channel.send(MAY_HAND_BACK)
         self._kill(handle, signal.SIGTERM)
 
     def _replace(self, handle: WorkerHandle, reason: str) -> None:
@@ -433,7 +441,7 @@ class Arbiter:
         for handle in self.workers.values():
             if handle.stop_when_replaced:
                 handle.stop_when_replaced = False
-                self._kill(handle, signal.SIGTERM)
+                self._stop_one(handle)
 
     def _check_memory(self) -> None:
         limit = self.cfg.max_worker_memory
@@ -442,8 +450,8 @@ class Arbiter:
         for handle in list(self.workers.values()):
             rss = process.resident_bytes(handle.pid)
             if handle.ready and not handle.retiring and rss is not None and rss > limit:
-                self._replace(handle, f"RSS {rss / MB:.0f} MB is above max_worker_memory "
-                                      f"{limit / MB:.0f} MB")
+                self._replace(handle, f"RSS {rss / MIB:.0f} MiB is above max_worker_memory "
+                                      f"{limit / MIB:.0f} MiB")
 
     def _lend_slot(self, handle: WorkerHandle) -> None:
         """Reuseport: the other workers watch a retired worker's sockets, which stay open
@@ -452,20 +460,33 @@ class Arbiter:
             slot = self.slots.lend(handle.slot)
             self._tell_workers(ADOPT, fds=slot.fds, slot=slot.number)
 
+    def _current(self) -> list[WorkerHandle]:
+        """The workers that count towards ``num_workers``: the current generation's, not
+        retiring, oldest first (during a reload, the new generation's)."""
+        return sorted((h for h in self.workers.values()
+                       if h.generation == self.generation and not h.retiring), key=lambda h: h.age)
+
     def _retire_oldest(self) -> None:
-        active = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
-        if len(active) > self.num_workers:
-            self._retire(active[0], "one worker fewer (SIGTTOU)")
-            self._lend_slot(active[0])
+        current = self._current()
+        if len(current) > self.num_workers:
+            self._retire(current[0], "one worker fewer (SIGTTOU)")
+            self._lend_slot(current[0])
 
     # -- reload (HUP) ----------------------------------------------------------
 
     def _begin_reload(self) -> None:
+        here = os.getcwd()
+        # Relative paths on the command line mean what they meant at start.
+        os.chdir(self.start_directory)
         try:
             cfg = load_config(self.argv)
-        except ConfigError as err:
+            app_loader.prepare_environment(cfg)  # raw_env, env_file, chdir, pythonpath again
+        except (ConfigError, app_loader.AppLoadError) as err:
+            os.chdir(here)
             self.log.error("SIGHUP: configuration error, the running workers stay: %s", err)
             return
+        for warning in cfg.warnings:
+            self.log.warning("SIGHUP: %s", warning)
         for name in FIXED_FOR_LIFE:
             if cfg.values[name] != self.cfg.values[name]:
                 self.log.warning("SIGHUP: %s changed; that needs a restart, keeping %r",
@@ -496,7 +517,7 @@ class Arbiter:
         """When the whole new generation is ready, retire every older worker."""
         if self.reload is None:
             return
-        new = self._generation(self.reload.generation)
+        new = self._current()
         if len(new) < self.num_workers or not all(h.ready for h in new):
             return
         taken_over = {h.slot for h in new}
@@ -523,6 +544,9 @@ class Arbiter:
                 self.slots.vacate(handle.slot)
         self.cfg = failed.previous_cfg
         self._set_worker_count(failed.previous_workers)
+        for handle in self.workers.values():
+            if not handle.retiring:
+                handle.generation = self.generation  # the workers that stay are current again
         self._reopen_logs()
 
     # -- upgrade (USR2) ----------------------------------------------------------
@@ -538,7 +562,7 @@ class Arbiter:
         if self.successor is not None or self.handed_over:
             self.log.warning("SIGUSR2 ignored: an upgrade is already under way or done")
             return
-        if self.cfg.pidfile:
+        if self.cfg.pidfile and os.path.exists(self.cfg.pidfile):
             os.replace(self.cfg.pidfile, self.cfg.pidfile + ".oldbin")
         self.successor = upgrade.start_successor(
             self.listeners, self.argv, self.start_directory,
@@ -579,7 +603,10 @@ class Arbiter:
         self._set_worker_count(0)
         leaving = [h for h in self.workers.values() if not h.retiring]
         for handle in leaving:
-            self._retire(handle, reason)
+            handle.retiring = True  # all at once: none is told it may hand connections back
+        for handle in leaving:
+            self.log.info("Retiring worker %d (pid %d): %s", handle.age, handle.pid, reason)
+            self._stop_one(handle)
         for handle in leaving:
             self._lend_slot(handle)
 
@@ -615,7 +642,12 @@ class Arbiter:
                 self.log.info("SIGTTOU ignored: one worker is the minimum")
         elif signum == signal.SIGUSR1:
             self._reopen_logs()
-            self.log.info("SIGUSR1: log files reopened")
+            for handle in self.workers.values():
+                self._kill(handle, signal.SIGUSR1)
+            self.log.info("SIGUSR1: log files reopened (and the workers told to)")
+        elif self.handed_over and signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            self.log.warning("%s ignored: this arbiter handed its sockets over after SIGUSR2; "
+                             "signal the new one", signal.Signals(signum).name)
         elif signum == signal.SIGHUP and self.state is State.RUNNING:
             self._begin_reload()
         elif signum == signal.SIGUSR2 and self.state is State.RUNNING:
@@ -648,9 +680,9 @@ class Arbiter:
             self._check_memory()
             self._check_reload()
             self._stop_replaced()
-            active = [h for h in self.workers.values() if not h.retiring]
-            if len(active) < self.num_workers and now >= self.respawn_at:
-                for _ in range(self.num_workers - len(active)):
+            missing = self.num_workers - len(self._current())
+            if missing > 0 and now >= self.respawn_at:
+                for _ in range(missing):
                     self._spawn()
             if not self.announced_ready and self.workers and all(h.ready for h in self.workers.values()):
                 self.announced_ready = True

@@ -9,7 +9,8 @@ for a replacement, after which the arbiter stops it); in
 ``round-robin`` mode also ``room`` (whether it takes connections now), ``ack`` /
 ``decline`` for each connection passed to it, ``closed`` (how many connections it closed) and ``handback`` (a
 connection it took but will not serve, with its descriptor).
-Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor;
+Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor,
+and ``may_hand_back`` just before a SIGTERM that retires only this worker;
 in ``reuseport`` mode: ``adopt`` (a retired slot's sockets, to watch too) and
 ``release`` (stop watching that slot again).
 """
@@ -37,6 +38,7 @@ DECLINE = "decline"
 CLOSED = "closed"
 HANDBACK = "handback"
 ROOM = "room"
+MAY_HAND_BACK = "may_hand_back"
 ADOPT = "adopt"
 RELEASE = "release"
 

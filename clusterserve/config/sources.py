@@ -144,7 +144,7 @@ def _apply_uvicorn_address(values: dict[str, Any], sources: dict[str, str]) -> N
     given = [name for name in UVICORN_ADDRESS if values[name] is not None]
     if not given:
         return
-    if sources["bind"] != "default":
+    if sources["bind"] != "default" and not sources["bind"].startswith("environment"):
         raise ConfigError(f"setting '{given[0]}' from {sources[given[0]]}: cannot be combined "
                           f"with bind (from {sources['bind']}); use one or the other")
     binds = []

@@ -24,7 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve.channel import ACK, CLOSED, CONNECTION, DECLINE, HANDBACK, ROOM, Channel, Message
+from clusterserve.channel import (
+    ACK,
+    CLOSED,
+    CONNECTION,
+    DECLINE,
+    HANDBACK,
+    MAY_HAND_BACK,
+    ROOM,
+    Channel,
+    Message,
+)
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.sockets import Listener
@@ -196,6 +206,7 @@ class ChannelAcceptor:
         self._said_free: bool | None = None
         self.accepting = False
         self.closed = False
+        self.may_hand_back = False  # only when retiring while other workers serve on
         self.accepted = 0
 
     def resume(self) -> None:
@@ -216,6 +227,9 @@ class ChannelAcceptor:
             self._channel.send(ROOM, free=free)
 
     def on_message(self, message: Message) -> None:
+        if message.kind == MAY_HAND_BACK:
+            self.may_hand_back = True
+            return
         if message.kind != CONNECTION:
             for fd in message.fds:
                 socket.close(fd)
@@ -247,9 +261,10 @@ class ChannelAcceptor:
     def hand_back(self, conn: socket.socket) -> bool:
         """Give an untouched connection back to the arbiter for another worker.
 
-        The arbiter counts it as closed; the caller must not report it again.
+        The arbiter counts it as closed; the caller must not report it again.  Only
+        when the arbiter said so: at a full stop nobody would take it.
         """
-        return self._channel.send(HANDBACK, fds=[conn.fileno()])
+        return self.may_hand_back and self._channel.send(HANDBACK, fds=[conn.fileno()])
 
     def flush(self) -> None:
         """Report closed connections, once per loop turn rather than once each."""

@@ -28,16 +28,14 @@ from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
 
-# uvicorn's main loop ticks every 0.1 s; heartbeats go out every this many ticks.
-TICKS_PER_HEARTBEAT = 10
-
 
 def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
     """Map clusterserve's settings onto uvicorn's ``Config``."""
     return uvicorn.Config(
         app,
         loop=cfg.loop,
-        http=cfg.http,
+        # uvicorn's H11 worker classes mean the h11 protocol, as in gunicorn configs.
+        http="h11" if cfg.http == "auto" and cfg.worker_class.endswith("H11Worker") else cfg.http,
         ws=cfg.ws,
         lifespan=cfg.lifespan,
         interface="auto",
@@ -121,7 +119,14 @@ class AsgiServer(uvicorn.Server):
             await self.main_loop()
         if self.started:
             await self.shutdown()
+            self.heartbeats.cancel()
         self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
+
+    async def _beat(self) -> None:
+        """Heartbeats on their own task, so they go on while uvicorn's shutdown waits."""
+        while True:
+            self.worker.heartbeat(self.acceptor.accepted)
+            await asyncio.sleep(self.worker.heartbeat_interval)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await self.lifespan.startup()
@@ -136,6 +141,8 @@ class AsgiServer(uvicorn.Server):
         for fast in (signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(fast, self.worker.interrupt)
         loop.add_signal_handler(signal.SIGABRT, self.worker.abort)
+        loop.add_signal_handler(signal.SIGUSR1, self.worker.reopen_logs)
+        self.heartbeats = loop.create_task(self._beat())
         self.acceptor.resume()
         self.worker.report_ready()
         self.started = True
@@ -144,8 +151,6 @@ class AsgiServer(uvicorn.Server):
         should_exit = await super().on_tick(counter)
         self._forget_closed()
         self.worker.requests_served = self.server_state.total_requests
-        if counter % TICKS_PER_HEARTBEAT == 0:
-            self.worker.heartbeat(self.acceptor.accepted)
         max_requests = self.worker.max_requests
         if max_requests and self.server_state.total_requests >= max_requests:
             self.worker.ask_to_retire(f"served {self.server_state.total_requests} requests (max_requests)")

@@ -138,6 +138,11 @@ class Worker:
         run_hook(self.cfg, "worker_int", self)
         raise SystemExit(EXIT_OK)
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (forwarded by the arbiter): reopen log files, as logrotate expects."""
+        cfg = self.cfg
+        logs.configure(cfg.loglevel, cfg.errorlog, cfg.accesslog)
+
     def abort(self) -> None:
         """SIGABRT: the arbiter saw no heartbeat for ``timeout`` seconds."""
         run_hook(self.cfg, "worker_abort", self)

@@ -78,8 +78,8 @@ class WsgiServer:
     # -- the loop ---------------------------------------------------------
 
     def serve_forever(self) -> None:
-        SignalQueue(self.poller, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT),
-                    self._on_signal)
+        SignalQueue(self.poller, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT,
+                                  signal.SIGUSR1), self._on_signal)
         self.poller.add(self.worker.channel.fileno(), self._on_channel)
         self.poller.add(self.wake_reader.fileno(), self._on_app_finished)
         self.acceptor.resume()
@@ -106,6 +106,8 @@ class WsgiServer:
             self.begin_stop("received SIGTERM")
         elif signum == signal.SIGABRT:
             self.worker.abort()
+        elif signum == signal.SIGUSR1:
+            self.worker.reopen_logs()
         else:
             self.worker.interrupt()
 
@@ -125,6 +127,7 @@ class WsgiServer:
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
         self.stop_deadline = self.worker.graceful_deadline()
+        self._on_channel()  # what the arbiter sent before the signal (may_hand_back)
         self.acceptor.close()
         fresh_deadline = time.monotonic() + FRESH_CONNECTION_GRACE
         for connection in list(self.waiting):

@@ -166,6 +166,6 @@ def test_a_worker_over_max_worker_memory_is_replaced(start_server, dispatch):
     (old,) = server.workers()
     for _ in range(2):
         assert server.get("/")[0] == 200
-    server.wait_for_log(rf"pid {old}\) will be replaced: RSS \d+ MB is above max_worker_memory 95 MB")
+    server.wait_for_log(rf"pid {old}\) will be replaced: RSS \d+ MiB is above max_worker_memory 95 MiB")
     server.wait_for_log(rf"pid {old}\) exited with code 0")
     assert old not in server.workers() and len(server.workers()) == 1

@@ -291,3 +291,49 @@ def test_reload_flag_restarts_workers_when_a_file_changes(start_server, tmp_path
                   if open(f"/proc/{pid}/cmdline").read().startswith("clusterserve: reloader")]
     assert server.stop() == 0
     assert wait_until(lambda: not is_alive(watcher))
+
+
+def test_hup_rereads_env_from_the_start_directory_with_a_relative_chdir(start_server, tmp_path):
+    app_dir = tmp_path / "site"
+    app_dir.mkdir()
+    (app_dir / "envapp.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [os.environ.get('GREETING', '-').encode()]\n")
+    config = tmp_path / "clusterserve.toml"
+    config.write_text('raw_env = ["GREETING=one"]\n')
+    server = start_server(["envapp:app", "-w", "1", "--chdir", "site", "-c", "clusterserve.toml"],
+                          cwd=tmp_path, workers=1)
+    assert server.get("/")[2] == b"one"
+    config.write_text('raw_env = ["GREETING=two"]\n')
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: reload done, generation 2 serves", timeout=20)
+    assert server.get("/")[2] == b"two"
+
+
+def test_ttin_during_a_reload_still_completes_it(start_server, tmp_path):
+    write_app(tmp_path, "wsgi", "slow start")
+    (tmp_path / "reloadable.py").write_text("import time\ntime.sleep(1)\n" + APP_TEMPLATE["wsgi"].format(
+        text="slow start"))
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path)], workers=2)
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: starting 2 workers of generation 2")
+    server.send(signal.SIGTTIN)
+    server.wait_for_log("SIGHUP: reload done, generation 2 serves", timeout=20)
+    assert wait_until(lambda: len(server.workers()) == 3, timeout=20)
+
+
+def test_usr1_reopens_the_workers_access_log(start_server, tmp_path):
+    access = tmp_path / "access.log"
+    server = start_server(["tests.apps.basic:app", "-w", "2", "--access-logfile", str(access)], workers=2)
+    server.get("/before")
+    assert wait_until(lambda: access.exists() and "/before" in access.read_text())
+    access.rename(tmp_path / "access.log.1")  # what logrotate does
+    server.send(signal.SIGUSR1)
+    server.wait_for_log("SIGUSR1: log files reopened")
+    time.sleep(0.5)
+    for _ in range(4):
+        server.get("/after")  # whichever worker answers writes to the new file
+    assert wait_until(lambda: access.exists() and access.read_text().count("/after") == 4)
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
