@@ -40,14 +40,15 @@ def run_bench(tmp_path: Path, *args: str, timeout: float = 150) -> tuple[dict, s
 
 
 def good_runs(data: dict, scenario: str, server: str) -> list[dict]:
-    return [r for r in data["runs"] if r["scenario"] == scenario and r["server"] == server and "failed" not in r]
+    return [r for r in data["runs"] if r["scenario"] == scenario and r["server"] == server
+            and "failed" not in r and not r.get("discarded")]
 
 
 @pytest.mark.timeout(240)
 def test_every_scenario_against_clusterserve(tmp_path: Path) -> None:
     data, stdout = run_bench(
         tmp_path, "--servers", ",".join(CLUSTERSERVE), "--scenarios", ",".join(PLAIN + ["api", "memory"]),
-        "--reps", "1", "--duration", "0.3", "--loadgen", "python", "--no-wait")
+        "--reps", "1", "--duration", "0.3", "--loadgen", "python", "--no-wait", "--retries", "0")
 
     assert not [k for k in data["skipped"] if k.split(":")[-1] in CLUSTERSERVE and not k.startswith("api:")], \
         data["skipped"]
@@ -89,7 +90,7 @@ def test_every_scenario_against_clusterserve(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_wrk_runs(tmp_path: Path) -> None:
     data, _ = run_bench(tmp_path, "--servers", "cs-wsgi-shared,cs-asgi-round-robin", "--scenarios", "hello,upload",
-                        "--reps", "1", "--duration", "1", "--loadgen", "wrk", "--no-wait")
+                        "--reps", "1", "--duration", "1", "--loadgen", "wrk", "--no-wait", "--retries", "0")
     for server in ("cs-wsgi-shared", "cs-asgi-round-robin"):
         for scenario in ("hello", "upload"):
             (run,) = good_runs(data, scenario, server)
