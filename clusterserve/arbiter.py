@@ -361,8 +361,8 @@ class Arbiter:
         if self.dispatcher is not None:
             self.dispatcher.remove_worker(handle.pid)
             self._dispatch()
-        if self.slots is not None and handle.slot is not None and not handle.retiring:
-            self.slots.vacate(handle.slot)
+        if not handle.retiring:
+            self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
         run_hook(self.cfg, "child_exit", self, handle)
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         how += f" after {handle.accepted} connections and {handle.requests} requests"
