@@ -40,11 +40,6 @@ from clusterserve.poller import Poller
 from clusterserve.sockets import Listener
 
 
-# A worker that has not acknowledged this many connections is not reading its
-# channel (stopped, or stuck); it gets no more until it catches up.
-MAX_UNACKNOWLEDGED = 8
-
-
 @dataclass
 class Seat:
     """The arbiter's view of one worker's load."""
@@ -190,8 +185,7 @@ class RoundRobinDispatcher:
 
     def _pick(self, anyone: bool) -> int | None:
         candidates = [pid for pid, seat in self._seats.items()
-                      if anyone or (seat.has_room and len(seat.sent) < MAX_UNACKNOWLEDGED
-                                    and self._available(pid))]
+                      if anyone or (seat.has_room and self._available(pid))]
         if not candidates:
             return None
         lightest = min(self._seats[pid].load for pid in candidates)
