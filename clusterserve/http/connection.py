@@ -90,6 +90,8 @@ class HttpConnection:
         self.received_any = False  # bytes of the current request have arrived
         self.served = 0  # requests answered on this connection
         self.app_started = 0.0  # when the current request went to an app thread
+        self._held = bytearray()
+        self._local_address: Any = None
         self.deadline = 0.0
         self.head_end = HeadEnd()
         self.chunks: ChunkedBodyCheck | None = None  # the current request's chunked body
@@ -176,10 +178,30 @@ class HttpConnection:
                 self.chunks.feed(data)
             self.h11.receive_data(data)
 
-    def send(self, event: Any) -> None:
-        data = self.h11.send(event)
+    def send(self, event: Any, *, hold: bool = False) -> None:
+        """Write an h11 event; ``hold`` keeps it to go out with the next write
+        (a response head with its first body bytes: one send, one packet)."""
+        data = self.h11.send(event) or b""
+        if hold:
+            self._held += data
+            return
+        if self._held:
+            data, self._held = bytes(self._held) + data, bytearray()
         if data:
             self.sock.sendall(data)
+
+    def flush(self) -> None:
+        """Write what ``send(hold=True)`` kept."""
+        if self._held:
+            data, self._held = bytes(self._held), bytearray()
+            self.sock.sendall(data)
+
+    @property
+    def local_address(self) -> Any:
+        """The address the client connected to (asked of the kernel once per connection)."""
+        if self._local_address is None:
+            self._local_address = self.sock.getsockname()
+        return self._local_address
 
     def send_raw(self, data: bytes) -> None:
         """Best-effort write of bytes outside h11 (error responses)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -59,8 +60,10 @@ class TrustedProxies:
     def __init__(self, entries: list[str]) -> None:
         self.everyone = "*" in entries
         self._networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
+        # Parsing an address costs more than the rest of the check; peers repeat.
+        self.trust = functools.lru_cache(maxsize=4096)(self._trust)
 
-    def trust(self, address: str) -> bool:
+    def _trust(self, address: str) -> bool:
         if self.everyone:
             return True
         try:

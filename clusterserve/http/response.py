@@ -125,11 +125,11 @@ class Response:
         event = h11.Response(status_code=int(self.status[:3]), reason=self.status[4:].encode("latin-1"),
                              headers=headers)
         self.headers_sent = True
-        self._send(event)
+        self._send(event, hold=True)
 
-    def _send(self, event: Any) -> None:
+    def _send(self, event: Any, hold: bool = False) -> None:
         try:
-            self._connection.send(event)
+            self._connection.send(event, hold=hold)
         except OSError as err:
             raise ClientGone(str(err)) from None
 
@@ -161,6 +161,7 @@ class Response:
         conn = self._connection
         parts = conn.h11.send_with_data_passthrough(h11.Data(data=_FileSlice(wrapper.filelike, offset, count)))
         try:
+            conn.flush()  # the held head goes first
             for part in parts or ():
                 if isinstance(part, _FileSlice):
                     conn.sock.sendfile(part.file, part.offset, part.count)
