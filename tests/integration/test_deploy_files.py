@@ -54,6 +54,8 @@ VENV_BIN = Path(sys.executable).parent
 IMAGE_BASE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Generous: the test machine may be loaded.
 START = 60.0
+# Above pytest-timeout's 60 s of pyproject.toml: servers start and stop here, on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 def tool(name: str) -> str | None:

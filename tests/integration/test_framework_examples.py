@@ -21,6 +21,8 @@ from tests.harness import ROOT, ServerProcess, request
 
 # Generous: the machine may be loaded, and Django or FastAPI take a while to import.
 START = 60.0
+# Above pytest-timeout's 60 s of pyproject.toml: servers start and stop here, on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 @contextmanager
