@@ -44,7 +44,7 @@ from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
 from clusterserve import signals
 from clusterserve.signals import SignalQueue
-from clusterserve.sockets import BindError, Listener, bind_all, parse_address
+from clusterserve.sockets import BindError, Listener, adopt_inherited, bind_all, parse_address
 from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker
 
 EXIT_OK = 0
@@ -207,10 +207,12 @@ class Arbiter:
         if self.cfg.dispatch != "reuseport":
             self.listeners = bind_all(addresses, self.cfg.backlog)
             return self.listeners
-        if os.environ.get("LISTEN_FDS"):
-            raise BindError("reuseport dispatch makes its own sockets; it cannot use systemd's (LISTEN_FDS)")
-        self.slots = reuseport.SlotTable(addresses, self.cfg.backlog)  # type: ignore[arg-type]
-        self.slots.create(self.num_workers)
+        inherited = adopt_inherited()
+        if inherited:  # from a USR2 predecessor
+            self.slots = reuseport.SlotTable.adopt(inherited, self.cfg.backlog)
+        else:
+            self.slots = reuseport.SlotTable(addresses, self.cfg.backlog)  # type: ignore[arg-type]
+            self.slots.create(self.num_workers)
         return self.slots.first_slot()
 
     def _all_listeners(self) -> list[Listener]:
@@ -556,16 +558,14 @@ class Arbiter:
             self.log.warning("SIGUSR2 refused: as PID 1, this arbiter's exit would end the container; "
                              "use SIGHUP to reload the app")
             return
-        if self.slots is not None:
-            self.log.warning("SIGUSR2 is not supported in reuseport mode yet; use SIGHUP")
-            return
         if self.successor is not None or self.handed_over:
             self.log.warning("SIGUSR2 ignored: an upgrade is already under way or done")
             return
         if self.cfg.pidfile and os.path.exists(self.cfg.pidfile):
             os.replace(self.cfg.pidfile, self.cfg.pidfile + ".oldbin")
+        labelled = self.slots.labelled() if self.slots is not None else [(l, "") for l in self.listeners]
         self.successor = upgrade.start_successor(
-            self.listeners, self.argv, self.start_directory,
+            labelled, self.argv, self.start_directory,
             before_exec=lambda: run_hook(self.cfg, "pre_exec", self))
         self.poller.add(self.successor.ready_pipe, self._on_successor)
         self.log.info("SIGUSR2: started a new arbiter, pid %d", self.successor.pid)

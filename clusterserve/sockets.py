@@ -192,26 +192,32 @@ def _adopt_fd(fd: int, label: str) -> socket.socket:
     return sock
 
 
-def systemd_fds() -> list[int]:
-    """Descriptors passed by systemd socket activation, meant for this process."""
+def systemd_fds() -> list[tuple[int, str]]:
+    """Descriptors passed by systemd socket activation (or a USR2 predecessor), meant for
+    this process, each with its name from ``LISTEN_FDNAMES`` ("" when unnamed)."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return []
     count = int(os.environ.get("LISTEN_FDS", "0") or 0)
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    return list(range(SYSTEMD_FIRST_FD, SYSTEMD_FIRST_FD + count))
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(variable, None)
+    return [(fd, names[index] if index < len(names) else "")
+            for index, fd in enumerate(range(SYSTEMD_FIRST_FD, SYSTEMD_FIRST_FD + count))]
+
+
+def adopt_inherited() -> list[tuple[Listener, str]]:
+    """The inherited listening sockets, if any, with their names."""
+    return [(Listener(_adopt_fd(fd, f"inherited socket fd {fd}"), FdAddress(fd)), name)
+            for fd, name in systemd_fds()]
 
 
 def bind_all(addresses: list[Address], backlog: int) -> list[Listener]:
     """Bind every address, or close what was bound and raise ``BindError``."""
     listeners: list[Listener] = []
     try:
-        inherited = systemd_fds()
+        inherited = adopt_inherited()
         if inherited:
-            return [
-                Listener(_adopt_fd(fd, f"systemd socket fd {fd}"), FdAddress(fd))
-                for fd in inherited
-            ]
+            return [listener for listener, _ in inherited]
         for address in addresses:
             if isinstance(address, TcpAddress):
                 listeners.append(Listener(_bind_tcp(address, backlog), address))

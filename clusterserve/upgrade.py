@@ -32,9 +32,9 @@ class Successor:
     ready_pipe: int  # read end
 
 
-def start_successor(listeners: Sequence[Listener], argv: Sequence[str], directory: str,
+def start_successor(listeners: Sequence[tuple[Listener, str]], argv: Sequence[str], directory: str,
                     before_exec: Callable[[], None]) -> Successor:
-    """Fork and exec a new arbiter that inherits ``listeners``."""
+    """Fork and exec a new arbiter that inherits ``listeners`` (each with a name)."""
     read_end, write_end = os.pipe()
     pid = signals.fork_with_signals_held()
     if pid == 0:
@@ -42,13 +42,13 @@ def start_successor(listeners: Sequence[Listener], argv: Sequence[str], director
             signals.reset_to_defaults()
             signals.release()  # exec keeps the signal mask: the new arbiter needs them
             before_exec()
-            inherited = [listener.sock.fileno() for listener in listeners] + [write_end]
+            inherited = [listener.sock.fileno() for listener, _ in listeners] + [write_end]
             scratch = [fcntl.fcntl(fd, fcntl.F_DUPFD, SCRATCH_FD) for fd in inherited]
             for index, fd in enumerate(scratch):
                 os.dup2(fd, SYSTEMD_FIRST_FD + index)  # dup2 makes the target inheritable
             env = dict(os.environ, LISTEN_FDS=str(len(listeners)), LISTEN_PID=str(os.getpid()))
             env[READY_FD_VARIABLE] = str(SYSTEMD_FIRST_FD + len(listeners))
-            env.pop("LISTEN_FDNAMES", None)
+            env["LISTEN_FDNAMES"] = ":".join(name for _, name in listeners)
             os.chdir(directory)
             os.execve(sys.executable, [sys.executable, "-m", "clusterserve", *argv], env)
         finally:

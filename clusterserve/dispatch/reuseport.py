@@ -25,9 +25,11 @@ from typing import Any
 from clusterserve.channel import ADOPT, RELEASE, Message
 from clusterserve.dispatch.shared import SharedAcceptor
 from clusterserve.poller import Poller
-from clusterserve.sockets import Listener, TcpAddress, bind_reuseport
+from clusterserve.sockets import BindError, Listener, TcpAddress, bind_reuseport
 
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+SLOT_PREFIX = "slot-"  # LISTEN_FDNAMES is colon-separated
 
 OCCUPIED = "occupied"
 VACANT = "vacant"  # its worker died; the replacement takes it
@@ -73,6 +75,28 @@ class SlotTable:
         self._addresses = list(addresses)
         self._backlog = backlog
         self._slots: dict[int, Slot] = {}
+
+    @classmethod
+    def adopt(cls, inherited: list[tuple[Listener, str]], backlog: int) -> SlotTable:
+        """The slots a USR2 predecessor passed on, named ``slot-N`` (in bind order)."""
+        table = cls([], backlog)
+        grouped: dict[str, list[Listener]] = {}
+        for listener, name in inherited:
+            if not name.startswith(SLOT_PREFIX):
+                raise BindError("reuseport dispatch makes its own sockets; it cannot use "
+                                f"sockets passed by systemd (fd {listener.sock.fileno()})")
+            grouped.setdefault(name, []).append(listener)
+        for listeners in grouped.values():
+            # Lent: the first workers each claim one, and watch the others meanwhile.
+            table._slots[len(table._slots)] = Slot(len(table._slots), listeners, LENT)
+        first = next(iter(grouped.values()))
+        table._addresses = [TcpAddress(*listener.sock.getsockname()[:2]) for listener in first]
+        return table
+
+    def labelled(self) -> list[tuple[Listener, str]]:
+        """Every slot's sockets with a name that says whose they are (for a USR2 successor)."""
+        return [(listener, f"{SLOT_PREFIX}{slot.number}")
+                for slot in self._slots.values() for listener in slot.listeners]
 
     def create(self, count: int) -> None:
         """Bind ``count`` slots now, before any fork, so bind errors come first."""

@@ -83,6 +83,8 @@ class RoundRobinDispatcher:
         every waiting connection to a worker, room or not, to be answered with
         ``Connection: close``; a fast stop drops them.
         """
+        if self._stopped:
+            return
         self._watch_listeners(False)
         self._stopped = True
         if graceful:

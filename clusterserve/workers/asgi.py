@@ -180,6 +180,7 @@ class AsgiServer(uvicorn.Server):
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
         self.acceptor.close()
+        self._on_channel()  # connections the arbiter passed before the signal
         self.should_exit = True
 
     def _on_channel(self) -> None:

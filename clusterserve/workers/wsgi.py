@@ -85,7 +85,7 @@ class WsgiServer:
         self.acceptor.resume()
         self.worker.report_ready()
         next_heartbeat = 0.0
-        while not (self.stopping and self.connections <= self.stuck):
+        while not self._finished():
             now = time.monotonic()
             if now >= self.stop_deadline:
                 log.warning("worker %s: graceful timeout, %d connections still open",
@@ -100,6 +100,13 @@ class WsgiServer:
             self.acceptor.flush()
         self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
         self.pool.shutdown(wait=False)
+
+    def _finished(self) -> bool:
+        """Stopping, and nothing left but stuck requests (and nothing more on its way)."""
+        if not (self.stopping and self.connections <= self.stuck):
+            return False
+        self._on_channel()  # round-robin: a connection the arbiter passed may be waiting
+        return self.connections <= self.stuck
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGTERM:
@@ -127,8 +134,10 @@ class WsgiServer:
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
         self.stop_deadline = self.worker.graceful_deadline()
-        self._on_channel()  # what the arbiter sent before the signal (may_hand_back)
         self.acceptor.close()
+        # What the arbiter sent before the signal: connections (a closed acceptor takes
+        # them, to answer with Connection: close) and may_hand_back.
+        self._on_channel()
         fresh_deadline = time.monotonic() + FRESH_CONNECTION_GRACE
         for connection in list(self.waiting):
             connection.read_available()  # a request may have arrived since the last poll

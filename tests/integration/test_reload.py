@@ -217,7 +217,7 @@ def _children(pid):
         return []
 
 
-@pytest.mark.parametrize("mode", ["shared", "round-robin"])
+@pytest.mark.parametrize("mode", ["shared", "round-robin", "reuseport"])
 def test_usr2_upgrades_the_arbiter_without_failing_a_request(start_server, tmp_path, mode, interface):
     write_app(tmp_path, interface, "before")
     pidfile = tmp_path / "server.pid"
@@ -267,13 +267,6 @@ def test_winch_stops_the_workers_and_keeps_the_arbiter(start_server, dispatch):
     server.wait_ready(3)
     # Every listening socket is watched again (in reuseport mode, each has a queue of its own).
     assert all(pid_on_new_connection(server) == server.workers()[0] for _ in range(20))
-
-
-def test_usr2_is_refused_in_reuseport_mode(start_server):
-    server = start_server(["tests.apps.basic:app", "-w", "1", "--dispatch", "reuseport"], workers=1)
-    server.send(signal.SIGUSR2)
-    server.wait_for_log("SIGUSR2 is not supported in reuseport mode yet; use SIGHUP")
-    assert len(server.workers()) == 1 and server.get("/")[0] == 200
 
 
 @pytest.mark.parametrize("engine", ["poll", "watchfiles"])
