@@ -354,8 +354,15 @@ class Container:
         (self.arbiter,) = children(self.proc.pid)
 
     def close(self) -> None:
+        # SIGKILL to the namespace's PID 1 ends every process in it. (unshare's
+        # --kill-child does not reach it: the uid switch clears the parent-death signal.)
+        for pid in [self.arbiter] if self.arbiter else children(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.proc.poll() is None:
-            self.proc.kill()  # --kill-child: the namespace's PID 1, and so all in it, go too
+            self.proc.kill()
         self.proc.wait(timeout=30)
         for file in (self.stdout, self.stderr):
             file.close()
