@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, logs, process, reloader, systemd, upgrade
+from clusterserve import __version__, logs, process, reloader, signals, systemd, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
@@ -42,7 +42,6 @@ from clusterserve.dispatch import reuseport
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
-from clusterserve import signals
 from clusterserve.signals import SignalQueue
 from clusterserve.sockets import BindError, Listener, adopt_inherited, bind_all, parse_address
 from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker

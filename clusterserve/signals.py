@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 
 from clusterserve.poller import Poller
 
-
 # Every signal the arbiter acts on.
 ARBITER_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD, signal.SIGHUP,

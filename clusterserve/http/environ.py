@@ -66,10 +66,12 @@ class TrustedProxies:
     def _trust(self, address: str) -> bool:
         if self.everyone:
             return True
+        if not address:
+            return True  # a unix socket peer: only local processes can connect, as gunicorn trusts them
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            return False  # a unix socket peer has no address
+            return False
         return any(ip in network for network in self._networks)
 
 

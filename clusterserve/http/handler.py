@@ -34,6 +34,26 @@ class RequestContext:
     errors: ErrorStream
 
 
+@dataclass
+class HookRequest:
+    """What ``pre_request``/``post_request`` hooks get: the attributes of gunicorn's request."""
+
+    method: str
+    uri: str
+    path: str
+    query: str
+    version: tuple[int, int]
+    headers: list[tuple[str, str]]
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, Any]) -> HookRequest:
+        major, _, minor = environ["SERVER_PROTOCOL"].removeprefix("HTTP/").partition(".")
+        headers = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
+                   if key.startswith("HTTP_")]
+        return cls(environ["REQUEST_METHOD"], environ["RAW_URI"], environ["PATH_INFO"],
+                   environ["QUERY_STRING"], (int(major or 1), int(minor or 1)), headers)
+
+
 def serve_request(connection: HttpConnection, request: h11.Request, ctx: RequestContext) -> bool:
     """Run the app for ``request`` and send its response.
 
@@ -47,11 +67,12 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
     except HttpError as err:
         connection.send_raw(error_response(err.status, err.detail))
         return False
-    keep_alive = ctx.keepalive and not ctx.is_stopping()
-    response = Response(connection, request, keep_alive)
+    # Decided when the head goes out: a stop that begins meanwhile adds Connection: close.
+    response = Response(connection, request, lambda: ctx.keepalive and not ctx.is_stopping())
     result: Any = None
     completed = False
-    run_hook(ctx.worker.cfg, "pre_request", ctx.worker, request)
+    hook_request = HookRequest.from_environ(environ)
+    run_hook(ctx.worker.cfg, "pre_request", ctx.worker, hook_request)
     try:
         result = ctx.app(environ, response.start_response)
         if not (isinstance(result, FileWrapper) and response.send_file(result)):
@@ -86,7 +107,7 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
             environ=environ, status=response.status or "500", response_headers=response.headers,
             body_bytes=response.body_bytes, started=started_wall,
             duration=time.perf_counter() - started, pid=ctx.worker.pid))
-    run_hook(ctx.worker.cfg, "post_request", ctx.worker, request, environ, response)
+    run_hook(ctx.worker.cfg, "post_request", ctx.worker, hook_request, environ, response)
     return completed and _ready_for_next(connection, body)
 
 

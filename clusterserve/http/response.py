@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
@@ -85,7 +86,8 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
 class Response:
     """One response, written through h11 on the connection's socket."""
 
-    def __init__(self, connection: HttpConnection, request: h11.Request, keep_alive: bool) -> None:
+    def __init__(self, connection: HttpConnection, request: h11.Request,
+                 keep_alive: Callable[[], bool]) -> None:
         self._connection = connection
         self._keep_alive = keep_alive
         self._is_head = request.method == b"HEAD"
@@ -109,6 +111,11 @@ class Response:
         self.headers = list(headers)
         return self.write
 
+    @property
+    def status_code(self) -> int | None:
+        """As gunicorn's response has it, for post_request hooks."""
+        return int(self.status[:3]) if self.status else None
+
     def _has_header(self, name: str) -> bool:
         return any(n.lower() == name for n, _ in self.headers)
 
@@ -120,7 +127,7 @@ class Response:
             headers.append((b"date", _DateCache.now()))
         if not self._has_header("server"):
             headers.append(SERVER_HEADER)
-        if not self._keep_alive:
+        if not self._keep_alive():
             headers.append((b"connection", b"close"))
         event = h11.Response(status_code=int(self.status[:3]), reason=self.status[4:].encode("latin-1"),
                              headers=headers)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from tests.harness import ROOT
+from tests.harness import ROOT, wait_until
 
 
 def run_to_exit(args, timeout=20, **kwargs):
@@ -144,3 +144,26 @@ def test_a_url_as_bind_is_a_usage_error():
     code, output, _ = run_to_exit(["tests.apps.basic:app", "-b", "http://127.0.0.1:8000"])
     assert code == 2
     assert "not a URL: 'http://127.0.0.1:8000'" in output
+
+
+def test_request_hooks_get_gunicorns_request_attributes(start_server, tmp_path):
+    record = tmp_path / "requests"
+    config = tmp_path / "hooks.py"
+    config.write_text(
+        f"RECORD = {str(record)!r}\n"
+        "def pre_request(worker, req):\n"
+        "    worker.log.debug('%s %s', req.method, req.path)  # gunicorn's own example\n"
+        "    with open(RECORD, 'a') as f:\n"
+        "        f.write(f'pre {req.method} {req.path} {req.query} {req.uri} {req.version}\\n')\n"
+        "def post_request(worker, req, environ, resp):\n"
+        "    with open(RECORD, 'a') as f:\n"
+        "        f.write(f'post {resp.status_code} {dict(req.headers)[\"X-TRACE\"]}\\n')\n"
+    )
+    server = start_server(["tests.apps.basic:app", "-w", "1", "-c", str(config)], workers=1)
+    assert server.get("/some/path?a=1", headers={"X-Trace": "t1"})[0] == 200
+    assert wait_until(lambda: record.read_text().count("\n") == 2)  # post_request runs after the reply
+    assert record.read_text().splitlines() == [
+        "pre GET /some/path a=1 /some/path?a=1 (1, 1)",
+        "post 200 t1",
+    ]
+    assert "hook failed" not in server.log()

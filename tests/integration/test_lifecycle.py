@@ -48,6 +48,7 @@ def test_term_is_graceful_and_exits_zero(start_server, dispatch, apps):
     server.send(signal.SIGTERM)
     response = conn.getresponse()
     assert response.status == 200
+    assert response.getheader("connection") == "close"  # the stop began while it ran
     assert response.read() == b"slept 1.5\n"
     assert server.wait() == 0
     assert server.workers() == []
