@@ -98,3 +98,18 @@ def test_queued_connection_survives_the_death_of_a_worker(start_server):
     assert queued["result"][0] == 200
     for conn in busy:
         conn.close()
+
+
+def test_long_lived_connections_spread_evenly_over_asgi_workers():
+    with running(["tests.apps.asgi_apps:app", "-w", "4", *RR], workers=4) as server:
+        sockets = [server.connect(timeout=10) for _ in range(50)]
+        time.sleep(0.5)
+        try:
+            for sock in sockets:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            counts = collections.Counter(pid_of(read_response(sock)) for sock in sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
+    mean = 50 / 4
+    assert len(counts) == 4 and all(abs(n - mean) <= 0.2 * mean for n in counts.values()), counts

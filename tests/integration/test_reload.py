@@ -330,3 +330,37 @@ def test_usr1_reopens_the_workers_access_log(start_server, tmp_path):
         server.get("/after")  # whichever worker answers writes to the new file
     assert wait_until(lambda: access.exists() and access.read_text().count("/after") == 4)
     assert "/after" not in (tmp_path / "access.log.1").read_text()
+
+
+def _slow_booting_app(directory, text):
+    (directory / "reloadable.py").write_text(
+        "import time\ntime.sleep(1.5)\n" + APP_TEMPLATE["wsgi"].format(text=text))
+    shutil.rmtree(directory / "__pycache__", ignore_errors=True)
+
+
+def test_hup_during_a_hup_replaces_the_generation_still_booting(start_server, tmp_path):
+    write_app(tmp_path, "wsgi", "v1")
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path)], workers=2)
+    _slow_booting_app(tmp_path, "v2")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: starting 2 workers of generation 2")
+    write_app(tmp_path, "wsgi", "v3 the newest")
+    server.send(signal.SIGHUP)  # generation 2 is still importing
+    server.wait_for_log("its reload was superseded by a newer SIGHUP")
+    server.wait_for_log("SIGHUP: reload done, generation 3 serves", timeout=20)
+    assert "reload done, generation 2" not in server.log()
+    assert wait_until(lambda: len(server.workers()) == 2, timeout=20)
+    assert body_of(server).startswith("v3 the newest ")
+
+
+def test_term_during_a_hup_stops_both_generations(start_server, tmp_path):
+    write_app(tmp_path, "wsgi", "v1")
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path)], workers=2)
+    _slow_booting_app(tmp_path, "v2")
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: starting 2 workers of generation 2")
+    everyone = server.workers()
+    assert len(everyone) == 4
+    server.send(signal.SIGTERM)
+    assert server.wait(timeout=20) == 0
+    assert not any(is_alive(pid) for pid in everyone)
