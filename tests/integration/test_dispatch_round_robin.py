@@ -44,9 +44,9 @@ def test_new_connections_spread_evenly(four_workers):
     assert all(abs(n - mean) <= 0.2 * mean for n in counts.values()), counts
 
 
-def test_long_lived_connections_spread_evenly(four_workers):
+def assert_long_lived_connections_spread_evenly(server) -> None:
     """50 keep-alive connections opened at once (as wrk -c50 does) land 12 or 13 per worker."""
-    sockets = [four_workers.connect(timeout=10) for _ in range(50)]
+    sockets = [server.connect(timeout=10) for _ in range(50)]
     time.sleep(0.5)  # as wrk does: every connection is open before the first request
     try:
         for sock in sockets:
@@ -57,6 +57,10 @@ def test_long_lived_connections_spread_evenly(four_workers):
             sock.close()
     mean = 50 / 4
     assert len(counts) == 4 and all(abs(n - mean) <= 0.2 * mean for n in counts.values()), counts
+
+
+def test_long_lived_connections_spread_evenly(four_workers):
+    assert_long_lived_connections_spread_evenly(four_workers)
 
 
 def test_a_busy_worker_gets_no_new_connections(start_server):
@@ -102,14 +106,4 @@ def test_queued_connection_survives_the_death_of_a_worker(start_server):
 
 def test_long_lived_connections_spread_evenly_over_asgi_workers():
     with running(["tests.apps.asgi_apps:app", "-w", "4", *RR], workers=4) as server:
-        sockets = [server.connect(timeout=10) for _ in range(50)]
-        time.sleep(0.5)
-        try:
-            for sock in sockets:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-            counts = collections.Counter(pid_of(read_response(sock)) for sock in sockets)
-        finally:
-            for sock in sockets:
-                sock.close()
-    mean = 50 / 4
-    assert len(counts) == 4 and all(abs(n - mean) <= 0.2 * mean for n in counts.values()), counts
+        assert_long_lived_connections_spread_evenly(server)
