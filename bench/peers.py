@@ -2,7 +2,8 @@
 """clusterserve against its peers: gunicorn, uvicorn, granian, and nginx as the ceiling.
 
 One command, from the repository root, on a machine with Python >= 3.10 and
-root for apt-get (about 14 minutes):
+root for apt-get (12-13 minutes on a quiet 2-core machine; longer when other jobs
+keep it busy, as it waits for them and measures disturbed runs again):
 
     python3 bench/peers.py
 
@@ -35,13 +36,21 @@ with the scheduler's choice, as in production).  Every request goes to
 127.0.0.1; every loop is bounded in count and time; every process started is
 stopped by pid.
 
+Each run also records the CPU time of the server's processes (per request,
+and how it split between the workers), of wrk, and of everything else on
+the machine.  Before a run the script waits (at most 30 s, 300 s in all)
+for other jobs to go quiet, and measures a run again (twice at most, a
+third of the runs in all) when other processes used more than 15% of a
+CPU during it, keeping the quietest attempt.
+
 Options worth knowing: ``--servers``/``--scenarios`` (comma lists, or
 ``list`` to print them), ``--duration``, ``--reps``, ``--no-setup`` (use the
 running interpreter), ``--loadgen python`` (a threaded Python client, no wrk:
 it saturates long before the servers do, so it only checks that things work),
 ``--no-docs``, ``--out DIR``, ``--report FILE.json`` (rebuild tables, chart
-and docs from a saved run), ``--profile SERVER`` (py-spy on one worker during
-a hello-world run; prints the hottest functions).
+and docs from a saved run), ``--profile SERVER`` (py-spy on every worker,
+GIL-holding samples only, during one hello-world run; prints the hottest
+functions).
 
 tests/test_bench_smoke.py runs a seconds-long version against clusterserve
 (and any peer that happens to be installed) with ``--no-setup``.
@@ -1286,7 +1295,8 @@ def chart(data: dict[str, Any], path: Path) -> bool:
         return False
     summary = data["summary"]
     scenarios = [s for s in data["scenarios"] if s in summary]
-    panels = len(scenarios) + (1 if data.get("memory") else 0)
+    cpu_scenario = "hello" if "hello" in summary else None
+    panels = len(scenarios) + (1 if data.get("memory") else 0) + (1 if cpu_scenario else 0)
     if not panels:
         return False
     cols = 2
@@ -1330,12 +1340,25 @@ def chart(data: dict[str, Any], path: Path) -> bool:
         for yy, m in enumerate(uss):
             ax.text(m, yy, f" {m:.1f}", va="center", fontsize=7)
         used += 1
+    if cpu_scenario:
+        ax = axes.flat[used]
+        names = [n for n in scenario_servers(cpu_scenario, data) if summary[cpu_scenario][n].get("cpu_us")]
+        cpu = [summary[cpu_scenario][n]["cpu_us"] for n in names]
+        ax.barh(range(len(names)), cpu, color=[colour(n) for n in names])
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([server_label(n, data) for n in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title("Server CPU per request, hello world keep-alive (µs, lower is better)", fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        for yy, m in enumerate(cpu):
+            ax.text(m, yy, f" {m:.0f}", va="center", fontsize=7)
+        used += 1
     for ax in list(axes.flat)[used:]:
         ax.axis("off")
     meta = data["meta"]
     fig.suptitle(f"clusterserve vs peers, {meta['workers']} workers each, {meta['machine']['cpus']} CPUs,"
                  f" {meta['date']} (commit {meta['commit']})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (4.2 * rows)))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
