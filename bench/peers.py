@@ -2,7 +2,7 @@
 """clusterserve against its peers: gunicorn, uvicorn, granian, and nginx as the ceiling.
 
 One command, from the repository root, on a machine with Python >= 3.10 and
-root for apt-get (12-13 minutes on a quiet 2-core machine; longer when other jobs
+root for apt-get (about 13 minutes on a quiet 2-core machine; longer when other jobs
 keep it busy, as it waits for them and measures disturbed runs again):
 
     python3 bench/peers.py
