@@ -605,8 +605,7 @@ class Arbiter:
         for handle in leaving:
             handle.retiring = True  # all at once: none is told it may hand connections back
         for handle in leaving:
-            self.log.info("Retiring worker %d (pid %d): %s", handle.age, handle.pid, reason)
-            self._stop_one(handle)
+            self._retire(handle, reason)
         for handle in leaving:
             self._lend_slot(handle)
 

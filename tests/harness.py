@@ -190,17 +190,18 @@ def status_of(response: bytes) -> int:
 
 
 @contextmanager
-def running(args: Sequence[str], *, workers: int | None = None, **kwargs: object) -> Iterator[ServerProcess]:
+def running(args: Sequence[str], *, workers: int | None = None, start_timeout: float = 15.0,
+            stop_timeout: float = 10.0, **kwargs: object) -> Iterator[ServerProcess]:
     """A started server that is always stopped and killed afterwards."""
     server = ServerProcess(args, **kwargs)  # type: ignore[arg-type]
     try:
-        server.start(wait_ready=workers)
+        server.start(wait_ready=workers, timeout=start_timeout)
         yield server
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.proc.send_signal(signal.SIGTERM)
             try:
-                server.proc.wait(timeout=10)
+                server.proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 pass
         server.kill_all()

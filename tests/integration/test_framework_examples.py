@@ -9,15 +9,14 @@ test_examples.py.)
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import pytest
 
-from tests.harness import ROOT, ServerProcess, request
+from tests import harness
+from tests.harness import ROOT, request
 
 # Generous: the machine may be loaded, and Django or FastAPI take a while to import.
 START = 60.0
@@ -25,22 +24,9 @@ START = 60.0
 pytestmark = pytest.mark.timeout(300)
 
 
-@contextmanager
 def running(args, *, workers, **kwargs):
-    """tests.harness.running, with a longer wait for the first workers."""
-    server = ServerProcess(args, **kwargs)
-    try:
-        server.start(wait_ready=workers, timeout=START)
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGTERM)
-            try:
-                server.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        server.kill_all()
-        os.unlink(server.log_file.name)
+    """tests.harness.running, with longer waits for the first workers and the stop."""
+    return harness.running(args, workers=workers, start_timeout=START, stop_timeout=30, **kwargs)
 
 
 def _json(response):
