@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +39,17 @@ from clusterserve import __version__, logs, process, reloader, signals, systemd,
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
+from clusterserve.control.control_socket import ControlSocket
+from clusterserve.control.request_stats import RequestStats
+from clusterserve.control.statsd import StatsdClient
+from clusterserve.control.status import ServerStatus, worker_statuses
 from clusterserve.dispatch import reuseport
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
-from clusterserve.sockets import BindError, Listener, adopt_inherited, bind_all, parse_address
+from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
+                                  bind_reuseport, parse_address)
 from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker
 
 EXIT_OK = 0
@@ -61,8 +67,10 @@ TICK = 1.0
 LATE_HEARTBEAT = 2.0
 MIB = 1024 * 1024
 
-# Settings a HUP cannot change: the sockets and how they are shared, and a preloaded app.
-FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app")
+# Settings a HUP cannot change: the sockets and how they are shared, a preloaded app,
+# and the arbiter's own control and metrics endpoints.
+FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app", "control_socket",
+                  "control_socket_mode", "control_socket_disable", "metrics_bind")
 
 
 
@@ -89,8 +97,12 @@ class WorkerHandle:
     boot_error: str | None = None
     slot: int | None = None  # reuseport mode: whose sockets it accepts on
     generation: int = 1
+    # From its heartbeats:
     requests: int = 0
     accepted: int = 0
+    open_connections: int = 0
+    in_flight: int = 0
+    stats: RequestStats = field(default_factory=RequestStats)
 
 
 @dataclass
@@ -131,6 +143,12 @@ class Arbiter:
         self.crash_streak = 0
         self.respawn_at = 0.0
         self.stop_deadline = float("inf")
+        self.started = time.monotonic()
+        self.control: ControlSocket | None = None
+        self.metrics: Any = None  # control.prometheus.MetricsEndpoint, when metrics_bind is set
+        self.statsd: StatsdClient | None = None
+        self.restarts: Counter[str] = Counter()  # workers replaced, by reason
+        self.gone_workers_requests = RequestStats()  # the last totals of every exited worker
 
     # -- start and run --------------------------------------------------
 
@@ -190,6 +208,8 @@ class Arbiter:
         gc.collect()
         gc.freeze()
         self.ready_pipe = upgrade.take_ready_pipe()
+        if not self._open_endpoints():
+            return False
         self.signals = SignalQueue(self.poller, signals.ARBITER_SIGNALS, self._on_signal)
         if cfg.dispatch == "round-robin":
             self.dispatcher = RoundRobinDispatcher(self.listeners, self.poller, cfg.backlog,
@@ -204,6 +224,50 @@ class Arbiter:
                 forget_arbiter=lambda: self._forget_in_child(keep=[]))
             self.log.info("Reload on file changes is on (%s); for development only", engine)
         return True
+
+    def _open_endpoints(self) -> bool:
+        """The control socket and the metrics endpoint, if configured; False if one cannot bind."""
+        cfg = self.cfg
+        try:
+            if cfg.control_socket and not cfg.control_socket_disable:
+                if self.ready_pipe is not None:  # a USR2 successor takes the path over
+                    _remove_file(cfg.control_socket)
+                self.control = ControlSocket(cfg.control_socket, cfg.control_socket_mode,
+                                             self.poller, self)
+                self.log.info("Control socket: %s (clusterserve ctl)", cfg.control_socket)
+            if cfg.metrics_bind:
+                from clusterserve.control.prometheus import MetricsEndpoint
+
+                address = parse_address(cfg.metrics_bind)
+                assert isinstance(address, TcpAddress)
+                # SO_REUSEPORT: after a USR2, the old and the new arbiter both hold the port.
+                listener = bind_reuseport(address, backlog=16)
+                self.metrics = MetricsEndpoint(listener.sock, self.poller, self.status)
+                self.log.info("Metrics at: %s/metrics", listener.url)
+        except BindError as err:
+            self.log.error("%s", err)
+            self.exit_code = EXIT_FAILURE
+            return False
+        self._start_statsd()
+        return True
+
+    def _start_statsd(self) -> None:
+        if self.statsd is not None:
+            self.statsd.close()
+        cfg = self.cfg
+        self.statsd = StatsdClient(cfg.statsd_host, cfg.statsd_prefix, cfg.dogstatsd_tags) \
+            if cfg.statsd_host else None
+
+    def _close_endpoints(self, remove_files: bool) -> None:
+        if self.control is not None:
+            self.control.close(remove_file=remove_files)
+            self.control = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.statsd is not None:
+            self.statsd.close()
+            self.statsd = None
 
     def _bind(self) -> list[Listener]:
         """Bind every address (every slot's, in reuseport mode); return one listener per address."""
@@ -297,6 +361,7 @@ class Arbiter:
         for listener in self._all_listeners():
             if listener not in keep:
                 listener.sock.close()
+        self._close_endpoints(remove_files=False)
 
     def _on_worker_message(self, handle: WorkerHandle) -> None:
         messages = handle.channel.receive()
@@ -309,8 +374,12 @@ class Arbiter:
                 continue
             if message.kind == HEARTBEAT:
                 handle.last_heartbeat = now
-                handle.requests = int(message.fields.get("requests", 0))
-                handle.accepted = int(message.fields.get("accepted", 0))
+                handle.requests = _count(message.fields.get("requests"))
+                handle.accepted = _count(message.fields.get("accepted"))
+                handle.open_connections = _count(message.fields.get("open"))
+                handle.in_flight = _count(message.fields.get("in_flight"))
+                if message.fields.get("stats") is not None:
+                    handle.stats = RequestStats.from_message(message.fields["stats"])
             elif message.kind == READY:
                 handle.ready = True
                 handle.last_heartbeat = now
@@ -321,7 +390,9 @@ class Arbiter:
             elif message.kind == BOOT_ERROR:
                 handle.boot_error = str(message.fields.get("error", "unknown error"))
             elif message.kind == RETIRE and self.state is State.RUNNING:
-                self._replace(handle, str(message.fields.get("reason", "it asked to")))
+                kind = message.fields.get("kind")
+                self._replace(handle, str(message.fields.get("reason", "it asked to")),
+                              kind if kind in ("max_requests", "stuck_request") else "asked")
             for fd in message.fds:
                 os.close(fd)
         self._dispatch()
@@ -360,6 +431,7 @@ class Arbiter:
             self._on_worker_message(handle)  # read what it said last
             self.poller.remove(handle.channel.fileno())
         handle.channel.close()
+        self.gone_workers_requests.add(handle.stats)
         if self.dispatcher is not None:
             self.dispatcher.remove_worker(handle.pid)
             self._dispatch()
@@ -371,6 +443,7 @@ class Arbiter:
         if self.state is not State.RUNNING or handle.retiring:
             self.log.info("Worker %d (pid %d) %s", handle.age, handle.pid, how)
             return
+        self.restarts[_exit_kind(handle, code)] += 1
         if self.reload is not None and handle.generation == self.reload.generation and not handle.ready:
             self.log.error("Worker %d (pid %d) %s", handle.age, handle.pid, how)
             self._abort_reload(_last_line(handle.boot_error) if handle.boot_error else how)
@@ -427,10 +500,12 @@ class Arbiter:
             handle.channel.send(MAY_HAND_BACK)
         self._kill(handle, signal.SIGTERM)
 
-    def _replace(self, handle: WorkerHandle, reason: str) -> None:
-        """Start a worker to take ``handle``'s place; stop ``handle`` once that one is ready."""
+    def _replace(self, handle: WorkerHandle, reason: str, kind: str) -> None:
+        """Start a worker to take ``handle``'s place; stop ``handle`` once that one is ready.
+        ``kind`` is the reason as metrics count it."""
         if handle.retiring:
             return
+        self.restarts[kind] += 1
         handle.retiring = True
         handle.stop_when_replaced = True
         self.log.info("Worker %d (pid %d) will be replaced: %s", handle.age, handle.pid, reason)
@@ -453,7 +528,7 @@ class Arbiter:
             rss = process.resident_bytes(handle.pid)
             if handle.ready and not handle.retiring and rss is not None and rss > limit:
                 self._replace(handle, f"RSS {rss / MIB:.0f} MiB is above max_worker_memory "
-                                      f"{limit / MIB:.0f} MiB")
+                                      f"{limit / MIB:.0f} MiB", "max_worker_memory")
 
     def _lend_slot(self, handle: WorkerHandle) -> None:
         """Reuseport: the other workers watch a retired worker's sockets, which stay open
@@ -468,11 +543,15 @@ class Arbiter:
         return sorted((h for h in self.workers.values()
                        if h.generation == self.generation and not h.retiring), key=lambda h: h.age)
 
-    def _retire_oldest(self) -> None:
+    def _scale_to(self, count: int, cause: str) -> None:
+        """Set the worker count (TTIN, TTOU, ``ctl scale``): missing workers start at the
+        next tick; surplus ones, oldest first, stop gracefully now."""
+        self._set_worker_count(count)
+        self.log.info("%s: now %d workers", cause, count)
         current = self._current()
-        if len(current) > self.num_workers:
-            self._retire(current[0], "one worker fewer (SIGTTOU)")
-            self._lend_slot(current[0])
+        for handle in current[:max(0, len(current) - count)]:
+            self._retire(handle, f"fewer workers ({cause})")
+            self._lend_slot(handle)
 
     # -- reload (HUP) ----------------------------------------------------------
 
@@ -504,6 +583,7 @@ class Arbiter:
         run_hook(cfg, "on_reload", self)
         self.cfg = cfg
         self._reopen_logs()
+        self._start_statsd()
         self.generation += 1
         self._set_worker_count(cfg.workers)
         old = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
@@ -526,6 +606,7 @@ class Arbiter:
         for handle in list(self.workers.values()):
             if handle.generation < self.reload.generation and not handle.retiring:
                 self._retire(handle, f"generation {self.reload.generation} is ready")
+                self.restarts["reload"] += 1
                 if handle.slot not in taken_over:
                     self._lend_slot(handle)
         self.log.info("SIGHUP: reload done, generation %d serves", self.reload.generation)
@@ -582,6 +663,7 @@ class Arbiter:
             self._stop_workers("the new arbiter serves")
             for listener in self._all_listeners():
                 listener.sock.close()  # the new arbiter has its own copies
+            self._close_endpoints(remove_files=False)  # the new arbiter answers ctl and scrapes
         else:
             self.poller.remove(self.successor.ready_pipe)  # closed early: its exit tells why
 
@@ -630,13 +712,10 @@ class Arbiter:
         elif signum == signal.SIGCHLD:
             pass  # reaped in _tick
         elif signum == signal.SIGTTIN and self.state is State.RUNNING:
-            self._set_worker_count(self.num_workers + 1)
-            self.log.info("SIGTTIN: now %d workers", self.num_workers)
+            self._scale_to(self.num_workers + 1, "SIGTTIN")
         elif signum == signal.SIGTTOU and self.state is State.RUNNING:
             if self.num_workers > 1:
-                self._set_worker_count(self.num_workers - 1)
-                self.log.info("SIGTTOU: now %d workers", self.num_workers)
-                self._retire_oldest()
+                self._scale_to(self.num_workers - 1, "SIGTTOU")
             else:
                 self.log.info("SIGTTOU ignored: one worker is the minimum")
         elif signum == signal.SIGUSR1:
@@ -674,6 +753,11 @@ class Arbiter:
     def _tick(self) -> None:
         self._reap()
         now = time.monotonic()
+        for endpoint in (self.control, self.metrics):
+            if endpoint is not None:
+                endpoint.expire(now)
+        if self.statsd is not None:
+            self.statsd.gauge("workers", len(self.workers))
         if self.state is State.RUNNING:
             self._check_heartbeats(now)
             self._check_memory()
@@ -707,6 +791,51 @@ class Arbiter:
             wake = min(wake, self.respawn_at)
         return max(0.0, wake - now)
 
+    # -- the control socket's commands (see control.control_socket) ---------------
+
+    def status(self) -> ServerStatus:
+        requests = RequestStats()
+        requests.add(self.gone_workers_requests)
+        for handle in self.workers.values():
+            requests.add(handle.stats)
+        if self.handed_over:
+            state = "handed over"
+        elif self.state is State.RUNNING and self.reload is not None:
+            state = "reloading"
+        else:
+            state = self.state.value
+        return ServerStatus(
+            pid=self.pid, version=__version__, app=self.cfg.wsgi_app or "",
+            dispatch=self.cfg.dispatch, state=state, generation=self.generation,
+            uptime=round(time.monotonic() - self.started, 1), workers_wanted=self.num_workers,
+            queued=self.dispatcher.queued if self.dispatcher is not None else None,
+            workers=worker_statuses(self.workers.values()), restarts=dict(self.restarts),
+            requests=requests)
+
+    def _check_running(self, command: str) -> None:
+        if self.state is not State.RUNNING or self.handed_over:
+            raise ValueError(f"{command} refused: the server is {self.status().state}")
+
+    def reload(self) -> str:
+        self._check_running("reload")
+        self.log.info("ctl reload: as SIGHUP")
+        before = self.generation
+        self._begin_reload()
+        if self.generation == before:
+            raise ValueError("reload refused: the configuration has an error (see the error log); "
+                             "the running workers stay")
+        return f"reloading: generation {self.generation} is starting"
+
+    def scale(self, workers: int) -> str:
+        self._check_running("scale")
+        self._scale_to(workers, "ctl scale")
+        return f"now {workers} workers"
+
+    def stop(self) -> str:
+        self.log.info("ctl stop: as SIGTERM")
+        self._begin_stop(graceful=True)
+        return "stopping gracefully"
+
     # -- helpers -------------------------------------------------------------
 
     def _cleanup(self) -> None:
@@ -722,6 +851,7 @@ class Arbiter:
                 listener.sock.close()  # a unix socket's file is the new arbiter's now
             else:
                 listener.close()
+        self._close_endpoints(remove_files=not self.handed_over)
         if self.cfg.pidfile:
             for path in (self.cfg.pidfile, self.cfg.pidfile + ".oldbin"):
                 try:
@@ -732,6 +862,27 @@ class Arbiter:
                     pass
         run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)
+
+
+def _count(value: Any) -> int:
+    """A count from a worker's message (0 if it is not one)."""
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _exit_kind(handle: WorkerHandle, code: int) -> str:
+    """Why a worker that was not asked to stop is gone, as metrics count it."""
+    if handle.kill_at is not None:
+        return "timeout"
+    if handle.boot_error is not None or code == EXIT_BOOT_ERROR:
+        return "boot_error"
+    return "crash" if code != 0 else "exit"
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _last_line(text: str) -> str:

@@ -62,4 +62,9 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run(sys.argv[1:] if argv is None else argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["ctl"]:
+        from clusterserve.control import ctl
+
+        sys.exit(ctl.main(args[1:]))
+    sys.exit(run(args))

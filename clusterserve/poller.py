@@ -23,13 +23,16 @@ class Poller:
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._selector = None if self._epoll else selectors.DefaultSelector()
 
-    def add(self, fd: int, callback: Callback, *, exclusive: bool = False) -> None:
-        """Call ``callback`` whenever ``fd`` is readable (or closed by the peer)."""
+    def add(self, fd: int, callback: Callback, *, exclusive: bool = False,
+            writable: bool = False) -> None:
+        """Call ``callback`` whenever ``fd`` is readable (or closed by the peer); with
+        ``writable``, whenever it can take more output instead."""
         self._callbacks[fd] = callback
         if self._epoll is not None:
-            self._epoll.register(fd, select.EPOLLIN | (EXCLUSIVE if exclusive else 0))
+            events = select.EPOLLOUT if writable else select.EPOLLIN
+            self._epoll.register(fd, events | (EXCLUSIVE if exclusive else 0))
         else:
-            self._selector.register(fd, selectors.EVENT_READ)
+            self._selector.register(fd, selectors.EVENT_WRITE if writable else selectors.EVENT_READ)
 
     def remove(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is None:

@@ -219,17 +219,21 @@ def bind_all(addresses: list[Address], backlog: int) -> list[Listener]:
         if inherited:
             return [listener for listener, _ in inherited]
         for address in addresses:
-            if isinstance(address, TcpAddress):
-                listeners.append(Listener(_bind_tcp(address, backlog), address))
-            elif isinstance(address, UnixAddress):
-                listeners.append(Listener(_bind_unix(address, backlog), address))
-            else:
-                listeners.append(Listener(_adopt_fd(address.fd, str(address)), address))
+            listeners.append(bind_address(address, backlog))
     except BindError:
         for listener in listeners:
             listener.close()
         raise
     return listeners
+
+
+def bind_address(address: Address, backlog: int) -> Listener:
+    """Bind (or, for ``fd://N``, adopt) one address; raise ``BindError``."""
+    if isinstance(address, TcpAddress):
+        return Listener(_bind_tcp(address, backlog), address)
+    if isinstance(address, UnixAddress):
+        return Listener(_bind_unix(address, backlog), address)
+    return Listener(_adopt_fd(address.fd, str(address)), address)
 
 
 def bind_reuseport(address: TcpAddress, backlog: int) -> Listener:

@@ -15,6 +15,7 @@ from typing import Any
 from clusterserve import process, sockets
 from clusterserve.app import AppLoadError, parse_app_spec
 from clusterserve.config import types
+from clusterserve.control.statsd import parse_statsd_address
 
 # Setting kinds: how the command line takes them.
 VALUE = "value"  # --flag VALUE, the last one wins
@@ -85,6 +86,31 @@ def _account(resolve: Callable[[str], int]) -> types.Parser:
         return resolve(str(raw) if isinstance(raw, int) else types.text(raw))
 
     return parse
+
+
+def _control_socket_path(raw: Any) -> str | None:
+    value = types.optional_text(raw)
+    return os.path.abspath(value) if value else None
+
+
+def _metrics_address(raw: Any) -> str | None:
+    value = types.optional_text(raw)
+    if value is None:
+        return None
+    if not isinstance(sockets.parse_address(value), sockets.TcpAddress):
+        raise ValueError("expected HOST:PORT")
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ValueError("needs prometheus-client: pip install 'clusterserve[metrics]'") from None
+    return value
+
+
+def _statsd_address(raw: Any) -> str | None:
+    value = types.optional_text(raw)
+    if value is not None:
+        parse_statsd_address(value)
+    return value
 
 
 def _default_bind(port: str) -> list[str]:
@@ -236,6 +262,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log_format", "Logging", ("--access-logformat",), types.text,
             '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
             "Access log line, with gunicorn's atoms.", metavar="FORMAT"),
+    # -- Control and metrics ----------------------------------------------
+    Setting("control_socket", "Control", ("--control-socket",), _control_socket_path, None,
+            "Unix socket for `clusterserve ctl` (status, reload, scale, stop). Off unless set.",
+            metavar="PATH"),
+    Setting("control_socket_mode", "Control", ("--control-socket-mode",),
+            types.integer(0, octal_strings=True), 0o600,
+            "Permissions of the control socket; 0o600 lets only its owner (and root) use it.",
+            metavar="INT"),
+    Setting("control_socket_disable", "Control", ("--no-control-socket",), types.boolean, False,
+            "Turn the control socket off even when control_socket is set.", kind=SWITCH),
+    Setting("metrics_bind", "Metrics", ("--metrics-bind",), _metrics_address, None,
+            "HOST:PORT where the arbiter serves Prometheus metrics at /metrics (needs the "
+            "metrics extra). Off unless set.", metavar="ADDRESS"),
+    Setting("statsd_host", "Metrics", ("--statsd-host",), _statsd_address, None,
+            "HOST:PORT or unix://PATH of a statsd daemon to send gunicorn's metrics to.",
+            metavar="ADDRESS"),
+    Setting("statsd_prefix", "Metrics", ("--statsd-prefix",), types.text, "",
+            "Prefix of every statsd metric name (a dot is added).", metavar="PREFIX"),
+    Setting("dogstatsd_tags", "Metrics", ("--dogstatsd-tags",), types.text, "",
+            "Comma-separated key:value tags added to every statsd metric (DogStatsD).",
+            metavar="TAGS"),
     # -- ASGI (uvicorn) ---------------------------------------------------
     Setting("http", "ASGI (uvicorn)", ("--http",), types.choice(("auto", "h11", "httptools")),
             "auto", "HTTP protocol implementation of the ASGI worker (httptools is faster; "

@@ -73,6 +73,11 @@ class RoundRobinDispatcher:
         self._accepting = False
         self._stopped = False
 
+    @property
+    def queued(self) -> int:
+        """Connections accepted and waiting for a worker."""
+        return len(self._queue)
+
     def start(self) -> None:
         self._watch_listeners(True)
 

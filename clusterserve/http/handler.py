@@ -102,11 +102,15 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
             except Exception:  # noqa: BLE001
                 log.exception("close() of the response iterable failed")
 
+    duration = time.perf_counter() - started
+    status = response.status or "500"
+    if ctx.worker.request_stats is not None:
+        ctx.worker.request_stats.record(int(status[:3]), duration)
     if ctx.access_log_format is not None:
         write_access(ctx.access_log_format, RequestRecord(
-            environ=environ, status=response.status or "500", response_headers=response.headers,
-            body_bytes=response.body_bytes, started=started_wall,
-            duration=time.perf_counter() - started, pid=ctx.worker.pid))
+            environ=environ, status=status, response_headers=response.headers,
+            body_bytes=response.body_bytes, started=started_wall, duration=duration,
+            pid=ctx.worker.pid))
     run_hook(ctx.worker.cfg, "post_request", ctx.worker, hook_request, environ, response)
     return completed and _ready_for_next(connection, body)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
 from clusterserve.logs import RequestRecord, log, scope_environ, write_access
 from clusterserve.poller import AsyncioPoller
@@ -51,6 +52,32 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
         server_header=False,
         headers=[("server", "clusterserve")],
     )
+
+
+class RequestStatsMiddleware:
+    """Records each HTTP request's status and duration for metrics."""
+
+    def __init__(self, app: Any, stats: RequestStats) -> None:
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            self.stats.record(status, time.perf_counter() - started)
 
 
 class AccessLogMiddleware:
@@ -113,6 +140,9 @@ class AsgiServer(uvicorn.Server):
         cfg = self.worker.cfg
         if cfg.accesslog is not None:
             self.config.loaded_app = AccessLogMiddleware(self.config.loaded_app, cfg.access_log_format)
+        if self.worker.request_stats is not None:
+            self.config.loaded_app = RequestStatsMiddleware(self.config.loaded_app,
+                                                            self.worker.request_stats)
         self.lifespan = self.config.lifespan_class(self.config)
         await self.startup()
         if not self.should_exit:
@@ -120,12 +150,16 @@ class AsgiServer(uvicorn.Server):
         if self.started:
             await self.shutdown()
             self.heartbeats.cancel()
-        self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
+        self._heartbeat()  # final counts, for the exit log line
+
+    def _heartbeat(self) -> None:
+        self.worker.heartbeat(self.acceptor.accepted, len(self.server_state.connections),
+                              len(self.server_state.tasks))
 
     async def _beat(self) -> None:
         """Heartbeats on their own task, so they go on while uvicorn's shutdown waits."""
         while True:
-            self.worker.heartbeat(self.acceptor.accepted)
+            self._heartbeat()
             await asyncio.sleep(self.worker.heartbeat_interval)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -153,7 +187,8 @@ class AsgiServer(uvicorn.Server):
         self.worker.requests_served = self.server_state.total_requests
         max_requests = self.worker.max_requests
         if max_requests and self.server_state.total_requests >= max_requests:
-            self.worker.ask_to_retire(f"served {self.server_state.total_requests} requests (max_requests)")
+            self.worker.ask_to_retire(f"served {self.server_state.total_requests} requests (max_requests)",
+                                      "max_requests")
         return should_exit
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

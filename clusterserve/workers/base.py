@@ -22,6 +22,8 @@ from clusterserve import app as app_loader
 from clusterserve import logs, process, signals
 from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, RETIRE, Channel
 from clusterserve.config import Config
+from clusterserve.control.request_stats import RequestStats
+from clusterserve.control.statsd import StatsdClient
 from clusterserve.hooks import run_hook
 from clusterserve.sockets import Listener
 
@@ -68,6 +70,8 @@ class Worker:
         self.pid = 0
         self.log = logs.log
         self.requests_served = 0
+        # Kept only when something reports them: the arbiter's metrics or statsd.
+        self.request_stats: RequestStats | None = None
         self.retire_requested = False
         self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter) \
             if cfg.max_requests else 0
@@ -82,6 +86,7 @@ class Worker:
             forget_arbiter()
             self._setup_process()
             run_hook(self.cfg, "post_fork", self.arbiter, self)
+            self.request_stats = _request_stats(self.cfg)
             app = self._load()
             run_hook(self.cfg, "post_worker_init", self)
             self._server_class()(self, app).serve_forever()
@@ -149,15 +154,21 @@ class Worker:
         raise SystemExit(1)
 
 
-    def ask_to_retire(self, reason: str) -> None:
-        """Ask the arbiter for a replacement; it sends SIGTERM once that one is ready."""
+    def ask_to_retire(self, reason: str, kind: str) -> None:
+        """Ask the arbiter for a replacement; it sends SIGTERM once that one is ready.
+
+        ``kind`` names the reason for metrics: ``max_requests`` or ``stuck_request``.
+        """
         if not self.retire_requested:
             self.retire_requested = True
             self.log.info("worker %s asks to retire: %s", self.pid, reason)
-            self.channel.send(RETIRE, reason=reason)
+            self.channel.send(RETIRE, reason=reason, kind=kind)
 
-    def heartbeat(self, accepted: int) -> None:
-        self.channel.send(HEARTBEAT, requests=self.requests_served, accepted=accepted)
+    def heartbeat(self, accepted: int, open_connections: int, in_flight: int) -> None:
+        """Tell the arbiter this worker is alive, with its counts for status and metrics."""
+        stats = self.request_stats.to_message() if self.request_stats is not None else None
+        self.channel.send(HEARTBEAT, requests=self.requests_served, accepted=accepted,
+                          open=open_connections, in_flight=in_flight, stats=stats)
 
     def report_ready(self) -> None:
         self.channel.send(READY, interface=self.interface)
@@ -168,6 +179,12 @@ class Worker:
 
     def graceful_deadline(self) -> float:
         return time.monotonic() + self.cfg.graceful_timeout
+
+
+def _request_stats(cfg: Config) -> RequestStats | None:
+    if cfg.statsd_host:
+        return RequestStats(StatsdClient(cfg.statsd_host, cfg.statsd_prefix, cfg.dogstatsd_tags))
+    return RequestStats() if cfg.metrics_bind else None
 
 
 def resolve_interface(cfg: Config, app: Callable[..., Any]) -> str:

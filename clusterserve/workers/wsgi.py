@@ -92,14 +92,17 @@ class WsgiServer:
                             self.worker.pid, len(self.connections))
                 break
             if now >= next_heartbeat:
-                self.worker.heartbeat(self.acceptor.accepted)
+                self._heartbeat()
                 next_heartbeat = now + self.worker.heartbeat_interval
             self._expire_waiting(now)
             self._find_stuck(now)
             self.poller.poll(max(0.0, min(next_heartbeat, self.stop_deadline) - now))
             self.acceptor.flush()
-        self.worker.heartbeat(self.acceptor.accepted)  # final counts, for the exit log line
+        self._heartbeat()  # final counts, for the exit log line
         self.pool.shutdown(wait=False)
+
+    def _heartbeat(self) -> None:
+        self.worker.heartbeat(self.acceptor.accepted, len(self.connections), self.in_app)
 
     def _finished(self) -> bool:
         """Stopping, and nothing left but stuck requests (and nothing more on its way)."""
@@ -222,7 +225,8 @@ class WsgiServer:
             if connection.phase is Phase.IN_APP and now - connection.app_started > self.stuck_after:
                 self.stuck.add(connection)
                 self.worker.ask_to_retire(
-                    f"a request from {connection.peer} has run for more than {self.stuck_after:g}s")
+                    f"a request from {connection.peer} has run for more than {self.stuck_after:g}s",
+                    "stuck_request")
 
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
@@ -274,6 +278,7 @@ class WsgiServer:
             else:
                 self._close(connection)
         if self.worker.max_requests and self.worker.requests_served >= self.worker.max_requests:
-            self.worker.ask_to_retire(f"served {self.worker.requests_served} requests (max_requests)")
+            self.worker.ask_to_retire(f"served {self.worker.requests_served} requests (max_requests)",
+                                      "max_requests")
         if self._has_room():
             self.acceptor.resume()

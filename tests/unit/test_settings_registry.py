@@ -63,6 +63,7 @@ GUNICORN_REFERENCE = {
 OWN_SETTINGS = {
     "dispatch": (("--dispatch",), "shared"),
     "interface": (("--interface",), "auto"),
+    "metrics_bind": (("--metrics-bind",), None),  # Prometheus, served by the arbiter
     # uvicorn's settings and spellings, for the ASGI worker
     "http": (("--http",), "auto"),
     "loop": (("--loop",), "auto"),
