@@ -390,7 +390,7 @@ class Arbiter:
             elif message.kind == BOOT_ERROR:
                 handle.boot_error = str(message.fields.get("error", "unknown error"))
             elif message.kind == RETIRE and self.state is State.RUNNING:
-                kind = message.fields.get("kind")
+                kind = message.fields.get("why")
                 self._replace(handle, str(message.fields.get("reason", "it asked to")),
                               kind if kind in ("max_requests", "stuck_request") else "asked")
             for fd in message.fds:
@@ -816,7 +816,7 @@ class Arbiter:
         if self.state is not State.RUNNING or self.handed_over:
             raise ValueError(f"{command} refused: the server is {self.status().state}")
 
-    def reload(self) -> str:
+    def start_reload(self) -> str:
         self._check_running("reload")
         self.log.info("ctl reload: as SIGHUP")
         before = self.generation

@@ -73,11 +73,7 @@ class ServerProcess:
 
     def workers(self) -> list[int]:
         """Pids of the arbiter's live children (read from /proc)."""
-        try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-        except OSError:
-            return []
-        pids = [int(p) for p in text.split()]
+        pids = children_of(self.pid)
         self.known_pids.update(pids)
         return pids
 
@@ -206,6 +202,23 @@ def running(args: Sequence[str], *, workers: int | None = None, start_timeout: f
                 pass
         server.kill_all()
         os.unlink(server.log_file.name)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything below it (a USR2 successor the harness did not start)."""
+    for child in children_of(pid):
+        kill_tree(child)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def is_alive(pid: int) -> bool:

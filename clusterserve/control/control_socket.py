@@ -27,7 +27,7 @@ class Controlled(Protocol):
 
     def status(self) -> ServerStatus: ...
 
-    def reload(self) -> str: ...
+    def start_reload(self) -> str: ...
 
     def scale(self, workers: int) -> str: ...
 
@@ -66,7 +66,7 @@ class ControlSocket:
         if command == "status":
             return {"status": self.target.status().to_json()}
         if command == "reload":
-            return {"message": self.target.reload()}
+            return {"message": self.target.start_reload()}
         if command == "stop":
             return {"message": self.target.stop()}
         if command == "scale":

@@ -66,6 +66,8 @@ def ask(path: str, request: dict[str, Any]) -> dict[str, Any]:
             if not chunk:
                 break
             data += chunk
+    if not data:
+        raise ValueError("the server closed the connection without replying (see its error log)")
     reply = json.loads(data)
     if not isinstance(reply, dict):
         raise ValueError("the reply is not a JSON object")

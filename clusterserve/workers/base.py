@@ -162,7 +162,7 @@ class Worker:
         if not self.retire_requested:
             self.retire_requested = True
             self.log.info("worker %s asks to retire: %s", self.pid, reason)
-            self.channel.send(RETIRE, reason=reason, kind=kind)
+            self.channel.send(RETIRE, reason=reason, why=kind)
 
     def heartbeat(self, accepted: int, open_connections: int, in_flight: int) -> None:
         """Tell the arbiter this worker is alive, with its counts for status and metrics."""

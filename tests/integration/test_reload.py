@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.harness import is_alive, pid_on_new_connection, wait_until
+from tests.harness import children_of, is_alive, kill_tree, pid_on_new_connection, wait_until
 
 APP_TEMPLATE = {
     "wsgi": '''
@@ -201,22 +201,6 @@ def test_no_request_fails_during_reloads_and_scaling(start_server, tmp_path, dis
     assert all(not gen & set(server.workers()) for gen in generations)
 
 
-def _kill_tree(pid):
-    for child in _children(pid):
-        _kill_tree(child)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _children(pid):
-    try:
-        return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-    except OSError:
-        return []
-
-
 @pytest.mark.parametrize("mode", ["shared", "round-robin", "reuseport"])
 def test_usr2_upgrades_the_arbiter_without_failing_a_request(start_server, tmp_path, mode, interface):
     write_app(tmp_path, interface, "before")
@@ -237,7 +221,7 @@ def test_usr2_upgrades_the_arbiter_without_failing_a_request(start_server, tmp_p
         new_arbiter = int(pidfile.read_text())
         assert new_arbiter != server.pid
         assert (tmp_path / "server.pid.oldbin").read_text().strip() == str(server.pid)
-        assert wait_until(lambda: not old_workers & set(_children(server.pid)))
+        assert wait_until(lambda: not old_workers & set(children_of(server.pid)))
         assert body_of(server).startswith("after the upgrade ")
         server.send(signal.SIGTERM)
         assert server.wait() == 0
@@ -254,7 +238,7 @@ def test_usr2_upgrades_the_arbiter_without_failing_a_request(start_server, tmp_p
         for client in clients:
             client.stop.set()
         if new_arbiter is not None:
-            _kill_tree(new_arbiter)
+            kill_tree(new_arbiter)
 
 
 def test_winch_stops_the_workers_and_keeps_the_arbiter(start_server, dispatch):
@@ -280,7 +264,7 @@ def test_reload_flag_restarts_workers_when_a_file_changes(start_server, tmp_path
     server.wait_for_log(r"reload: .*reloadable\.py changed", timeout=10)
     server.wait_for_log("SIGHUP: reload done, generation 2 serves", timeout=10)
     assert body_of(server).startswith("edited on disk ")
-    (watcher,) = [pid for pid in _children(server.pid)
+    (watcher,) = [pid for pid in children_of(server.pid)
                   if open(f"/proc/{pid}/cmdline").read().startswith("clusterserve: reloader")]
     assert server.stop() == 0
     assert wait_until(lambda: not is_alive(watcher))
