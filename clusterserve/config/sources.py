@@ -88,9 +88,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="clusterserve",
-        description="Serve a Python WSGI app with a pre-fork arbiter and workers. "
-        "Settings use gunicorn's names; see docs/settings.md.",
-        usage="clusterserve [OPTIONS] APP",
+        description="Serve a Python WSGI or ASGI app with a pre-fork arbiter and workers. "
+        "Settings use gunicorn's names; see docs/settings.md.\n"
+        "A running server (started with --control-socket) answers `clusterserve ctl "
+        "status|reload|scale N|stop`; see `clusterserve ctl --help`.",
+        usage="clusterserve [OPTIONS] APP\n       clusterserve ctl [--socket PATH] COMMAND",
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Environment: CLUSTERSERVE_CMD_ARGS holds extra options (the command "

@@ -149,10 +149,11 @@ class RoundRobinDispatcher:
         if seat is None:
             return False
         if message.kind == ACK:
-            conn = seat.sent.pop(int(message.fields["id"]), None)
-            if conn is not None:
-                conn.close()
-                seat.open += 1
+            for conn_id in message.fields.get("ids", ()):
+                conn = seat.sent.pop(conn_id, None)
+                if conn is not None:
+                    conn.close()
+                    seat.open += 1
         elif message.kind == DECLINE:
             conn = seat.sent.pop(int(message.fields["id"]), None)
             if conn is not None:
@@ -202,36 +203,39 @@ class RoundRobinDispatcher:
 
 
 class ChannelAcceptor:
-    """The worker's side: take connections from the channel, say yes or no, report closes."""
+    """The worker's side: take connections from the channel, say yes or no, report closes.
+
+    The worker tells the arbiter whether it has room (``has_room``: a free
+    app thread), and the arbiter passes connections only to workers with
+    room.  A connection that crosses a "no room" report on its way is still
+    taken if the worker can hold it (``can_hold``: below
+    ``worker_connections``, not closing): declining it would only bounce it
+    between busy workers.  Acknowledgements, close counts and room changes
+    go out once per loop turn (``flush``), not once per connection.
+    """
 
     def __init__(self, channel: Channel, on_connection: Callable[[socket.socket, Any], None],
-                 has_room: Callable[[], bool]) -> None:
+                 has_room: Callable[[], bool], can_hold: Callable[[], bool]) -> None:
         self._channel = channel
         self._on_connection = on_connection
         self._has_room = has_room
+        self._can_hold = can_hold
         self._closed_since_report = 0
+        self._acked: list[int] = []
         self._said_free: bool | None = None
-        self.accepting = False
         self.closed = False
         self.may_hand_back = False  # only when retiring while other workers serve on
         self.accepted = 0
 
     def resume(self) -> None:
-        self.accepting = True
-        self._tell_room(True)
+        """Room is reported from ``has_room`` at each flush."""
 
     def pause(self) -> None:
-        self.accepting = False
-        self._tell_room(False)
+        """Room is reported from ``has_room`` at each flush."""
 
     def close(self) -> None:
-        self.pause()
         self.closed = True
-
-    def _tell_room(self, free: bool) -> None:
-        if free != self._said_free:
-            self._said_free = free
-            self._channel.send(ROOM, free=free)
+        self.flush()
 
     def on_message(self, message: Message) -> None:
         if message.kind == MAY_HAND_BACK:
@@ -248,7 +252,7 @@ class ChannelAcceptor:
             return
         # Once closing, take what the arbiter still passes (it stopped choosing
         # us; these were on their way) rather than bounce it back at a stop.
-        if not self.closed and not (self.accepting and self._has_room()):
+        if not self.closed and not self._can_hold():
             socket.close(message.fds[0])
             self._channel.send(DECLINE, id=conn_id)
             self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise
@@ -258,7 +262,7 @@ class ChannelAcceptor:
             peer = conn.getpeername()
         except OSError:
             peer = None
-        self._channel.send(ACK, id=conn_id)
+        self._acked.append(conn_id)
         self.accepted += 1
         self._on_connection(conn, peer)
 
@@ -274,7 +278,12 @@ class ChannelAcceptor:
         return self.may_hand_back and self._channel.send(HANDBACK, fds=[conn.fileno()])
 
     def flush(self) -> None:
-        """Report closed connections, once per loop turn rather than once each."""
+        """Send what changed since the last loop turn: acknowledgements, closes, room."""
+        if self._acked and self._channel.send(ACK, ids=self._acked):
+            self._acked = []
         if self._closed_since_report > 0:
             if self._channel.send(CLOSED, count=self._closed_since_report):
                 self._closed_since_report = 0
+        free = not self.closed and self._has_room()
+        if free != self._said_free and self._channel.send(ROOM, free=free):
+            self._said_free = free

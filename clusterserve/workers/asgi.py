@@ -169,7 +169,8 @@ class AsgiServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         self.servers = []
         self.poller = AsyncioPoller(loop)
-        self.acceptor = make_acceptor(self.worker, self.poller, self._on_connection, self._has_room)
+        self.acceptor = make_acceptor(self.worker, self.poller, self._on_connection, self._has_room,
+                                      self._has_room)
         loop.add_reader(self.worker.channel.fileno(), self._on_channel)
         loop.add_signal_handler(signal.SIGTERM, self.begin_stop, "received SIGTERM")
         for fast in (signal.SIGINT, signal.SIGQUIT):
@@ -226,6 +227,7 @@ class AsgiServer(uvicorn.Server):
             return
         for message in messages:
             self.acceptor.on_message(message)
+        self.acceptor.flush()
 
     # -- connections ------------------------------------------------------------
 

@@ -69,7 +69,8 @@ class WsgiServer:
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app")
-        self.acceptor = make_acceptor(worker, self.poller, self._on_connection, self._has_room)
+        self.acceptor = make_acceptor(worker, self.poller, self._on_connection, self._has_room,
+                                      self._can_hold)
         self.stopping = False
         self.stop_deadline = float("inf")
         self.stuck: set[HttpConnection] = set()  # in the app for longer than `timeout`
@@ -129,6 +130,7 @@ class WsgiServer:
             return
         for message in messages:
             self.acceptor.on_message(message)
+        self.acceptor.flush()
 
     def begin_stop(self, reason: str) -> None:
         """Stop accepting now, finish in-flight requests, then leave the loop."""
@@ -159,8 +161,10 @@ class WsgiServer:
     # -- connections waiting for a request head ------------------------------
 
     def _has_room(self) -> bool:
-        return (not self.stopping and self.in_app < self.threads
-                and len(self.connections) < self.max_connections)
+        return self.in_app < self.threads and self._can_hold()
+
+    def _can_hold(self) -> bool:
+        return not self.stopping and len(self.connections) < self.max_connections
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
