@@ -7,6 +7,7 @@ gunicorn's, so existing configs keep working.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class Setting:
     # a raw value for ``parse`` (the value itself when None).
     env_var: str | None = None
     env_default: Callable[[str], Any] | None = field(default=None, compare=False)
+    # A VALUE flag that may also stand alone, meaning this value (argparse's nargs="?").
+    flag_alone: str | None = None
 
 
 def _bind_item(raw: Any) -> str:
@@ -113,6 +116,69 @@ def _statsd_address(raw: Any) -> str | None:
     return value
 
 
+def _trusted_address(raw: Any) -> str:
+    """An address or network of a trusted peer, or * for every peer."""
+    value = types.text(raw).strip()
+    if value != "*":
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"expected IP addresses or networks or *, got {value!r}") from None
+    return value
+
+
+def _scheme_headers(raw: Any) -> dict[str, str]:
+    """gunicorn's dict of header name -> the value that means HTTPS; names upper-cased."""
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in raw.items()):
+        raise ValueError(f"expected a dict of header names to values, got {raw!r}")
+    return {name.upper(): value for name, value in raw.items()}
+
+
+PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
+
+
+def _proxy_protocol(raw: Any) -> str:
+    """off, v1, v2 or auto; gunicorn's older boolean form: true = auto, false = off."""
+    if isinstance(raw, bool):
+        return "auto" if raw else "off"
+    value = types.text(raw).strip().lower()
+    value = {"true": "auto", "false": "off"}.get(value, value)
+    if value not in PROXY_PROTOCOL_MODES:
+        raise ValueError(f"expected one of {', '.join(PROXY_PROTOCOL_MODES)}; got {raw!r}")
+    return value
+
+
+def _cert_reqs(raw: Any) -> int:
+    value = types.integer(0)(raw)
+    if value > 2:
+        raise ValueError(f"expected 0, 1 or 2 (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED), got {raw!r}")
+    return value
+
+
+# gunicorn's ssl_version values (Python's ssl.PROTOCOL_* names and numbers) and
+# the oldest TLS version each means here; None: the ssl module's default.
+SSL_VERSIONS: dict[str, str | None] = {
+    "TLS": None, "SSLv23": None, "TLS_SERVER": None, "TLS_CLIENT": None,
+    "TLSv1": "TLSv1", "TLSv1_1": "TLSv1_1", "TLSv1_2": "TLSv1_2", "TLSv1_3": "TLSv1_3",
+}
+_SSL_VERSION_NUMBERS = {2: "TLS", 3: "TLSv1", 4: "TLSv1_1", 5: "TLSv1_2", 16: "TLS", 17: "TLS_SERVER"}
+
+
+def _ssl_version(raw: Any) -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw in _SSL_VERSION_NUMBERS:
+            return _SSL_VERSION_NUMBERS[raw]
+    elif isinstance(raw, str):
+        value = raw.strip().removeprefix("PROTOCOL_")
+        if value.isdigit() and int(value) in _SSL_VERSION_NUMBERS:
+            return _SSL_VERSION_NUMBERS[int(value)]
+        if value in SSL_VERSIONS:
+            return value
+    raise ValueError(f"expected one of {', '.join(SSL_VERSIONS)}; got {raw!r} "
+                     "(SSLv2 and SSLv3 are not supported)")
+
+
 def _default_bind(port: str) -> list[str]:
     return [f"0.0.0.0:{port.strip()}"]
 
@@ -130,8 +196,6 @@ WORKER_CLASSES: dict[str, str] = {
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-_NOT_YET = "Not supported yet."
 
 SETTINGS: tuple[Setting, ...] = (
     # -- Config ---------------------------------------------------------
@@ -208,14 +272,49 @@ SETTINGS: tuple[Setting, ...] = (
             "Maximum bytes in one header field (0 = gunicorn's ceiling, 8190); larger gets 431.",
             metavar="INT"),
     Setting("forwarded_allow_ips", "Security", ("--forwarded-allow-ips",),
-            types.string_list(comma_separated=True), ["127.0.0.1", "::1"],
-            "Comma-separated proxy addresses trusted to set X-Forwarded-Proto; * trusts all. "
-            "Defaults to $FORWARDED_ALLOW_IPS when set.", metavar="IPS",
+            types.string_list(_trusted_address, comma_separated=True), ["127.0.0.1", "::1"],
+            "Comma-separated addresses or networks of proxies trusted to set X-Forwarded-For, "
+            "X-Forwarded-Proto (and the other secure_scheme_headers) and Forwarded; * trusts "
+            "all. Defaults to $FORWARDED_ALLOW_IPS when set.", metavar="IPS",
             env_var="FORWARDED_ALLOW_IPS"),
-    Setting("certfile", "Security", ("--certfile",), types.optional_text, None,
-            "TLS certificate file (PEM). " + _NOT_YET, metavar="FILE", supported=False),
-    Setting("keyfile", "Security", ("--keyfile",), types.optional_text, None,
-            "TLS private key file (PEM). " + _NOT_YET, metavar="FILE", supported=False),
+    Setting("secure_scheme_headers", "Security", (), _scheme_headers,
+            {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+            "Headers, and the value of each that means HTTPS, by which a trusted proxy "
+            "(forwarded_allow_ips) says the client used HTTPS (WSGI worker; config file only)."),
+    Setting("proxy_protocol", "Security", ("--proxy-protocol",), _proxy_protocol, "off",
+            "Read a PROXY protocol header (HAProxy's, v1 text or v2 binary) before each "
+            "connection's first request, from peers in proxy_allow_ips: off; v1 or v2 (required); "
+            "auto (either, or none; the flag alone and true mean auto). WSGI worker only.",
+            metavar="MODE", flag_alone="auto"),
+    Setting("proxy_allow_ips", "Security", ("--proxy-allow-from",),
+            types.string_list(_trusted_address, comma_separated=True), ["127.0.0.1", "::1"],
+            "Comma-separated addresses or networks allowed to send a PROXY protocol header; "
+            "* allows all.", metavar="IPS"),
+    # -- TLS --------------------------------------------------------------
+    Setting("certfile", "SSL", ("--certfile",), types.optional_text, None,
+            "TLS certificate chain (PEM). With keyfile, every bind serves HTTPS.", metavar="FILE"),
+    Setting("keyfile", "SSL", ("--keyfile",), types.optional_text, None,
+            "TLS private key (PEM); may be omitted when certfile holds the key too.",
+            metavar="FILE"),
+    Setting("ca_certs", "SSL", ("--ca-certs",), types.optional_text, None,
+            "CA certificates (PEM) that client certificates are checked against (see cert_reqs).",
+            metavar="FILE"),
+    Setting("cert_reqs", "SSL", ("--cert-reqs",), _cert_reqs, 0,
+            "Client certificates: 0 not asked for, 1 checked if sent, 2 required "
+            "(Python's ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED).", metavar="0|1|2"),
+    Setting("ssl_version", "SSL", ("--ssl-version",), _ssl_version, "TLS",
+            "The oldest TLS version accepted, by the name of Python's ssl.PROTOCOL_ constant "
+            "gunicorn takes (TLS, SSLv23, TLS_SERVER: the ssl module's default; TLSv1, TLSv1_1 "
+            "(obsolete, a warning), TLSv1_2) or TLSv1_3.", metavar="VERSION"),
+    Setting("ciphers", "SSL", ("--ciphers",), types.optional_text, None,
+            "OpenSSL cipher list for TLS 1.2 and older (TLS 1.3 suites are not affected); "
+            "none: the ssl module's default.", metavar="CIPHERS"),
+    Setting("suppress_ragged_eofs", "SSL", ("--suppress-ragged-eofs",), types.boolean, True,
+            "A client that closes TCP without a TLS close_notify reads as an end of file "
+            "(as Python's ssl option).", kind=SWITCH),
+    Setting("do_handshake_on_connect", "SSL", ("--do-handshake-on-connect",), types.boolean,
+            False, "Accepted for gunicorn configs; the handshake always runs at once, "
+            "without blocking, in the worker's event loop (bounded by timeout).", kind=SWITCH),
     # -- Server mechanics -----------------------------------------------
     Setting("preload_app", "Server mechanics", ("--preload",), types.boolean, False,
             "Import the app in the arbiter before forking (shares memory; HUP then "

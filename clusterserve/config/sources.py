@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from clusterserve import __version__
+from clusterserve import __version__, tls
 from clusterserve.config.settings import (
     APPEND,
     BY_NAME,
@@ -26,6 +26,7 @@ from clusterserve.config.settings import (
     HOOK,
     SETTINGS,
     SWITCH,
+    WORKER_CLASSES,
 )
 from clusterserve.dispatch import reuseport
 from clusterserve.sockets import TcpAddress, parse_address
@@ -115,6 +116,9 @@ def build_parser() -> _Parser:
         if setting.kind == SWITCH:
             group.add_argument(*setting.flags, dest=setting.name, action="store_const",
                                const=True, help=help_text)
+        elif setting.flag_alone is not None:
+            group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar,
+                               nargs="?", const=setting.flag_alone, help=help_text)
         else:
             group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar,
                                action="append" if setting.kind == APPEND else "store",
@@ -170,6 +174,10 @@ def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(f"{where}: no such file: {values['env_file']!r}")
         if importlib.util.find_spec("dotenv") is None:
             raise ConfigError(f"{where}: needs python-dotenv (pip install 'clusterserve[standard]')")
+    if values["proxy_protocol"] != "off" and (
+            values["interface"] == "asgi" or WORKER_CLASSES[values["worker_class"]] == "asgi"):
+        raise ConfigError(f"setting 'proxy_protocol' from {sources['proxy_protocol']}: the ASGI "
+                          "worker (uvicorn) cannot read PROXY protocol headers; only WSGI apps can")
     if values["dispatch"] == "reuseport":
         where = f"setting 'dispatch' from {sources['dispatch']}"
         problem = reuseport.check_platform()
@@ -181,6 +189,17 @@ def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
                     f"{where}: reuseport needs TCP addresses, but bind has {bind!r}; "
                     "use shared or round-robin for unix: and fd:// binds"
                 )
+
+
+def _check_tls(values: dict[str, Any], sources: dict[str, str], warnings: list[str]) -> None:
+    """Build the TLS context once, so a bad file or option stops the start with its name."""
+    try:
+        tls.server_context(values)
+    except tls.TlsSettingError as err:
+        raise ConfigError(f"setting '{err.setting}' from {sources[err.setting]}: {err}") from None
+    warning = tls.obsolete_version_warning(values)
+    if warning:
+        warnings.append(warning)
 
 
 def read_toml(path: str, table: str | None = None) -> dict[str, Any]:
@@ -309,6 +328,7 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
             sources["config"] = "working directory"
     _apply_uvicorn_address(values, sources)
     _check_combination(values, sources)
+    _check_tls(values, sources, warnings)
     return Config(
         values=values,
         sources=sources,

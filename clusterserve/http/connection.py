@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -105,10 +106,14 @@ class HttpConnection:
         """Read what the socket has now into h11 (end of file included)."""
         try:
             data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             data = b""
+        self.receive(data)
+
+    def receive(self, data: bytes) -> None:
+        """Bytes of the request stream (b"": its end), read here or before (a PROXY header's reader)."""
         if data:
             self.received_any = True
             self.head_end.feed(data)

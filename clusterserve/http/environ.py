@@ -14,18 +14,11 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import h11
 
 from clusterserve import __version__
-from clusterserve.http.connection import HttpError
+from clusterserve.http.forwarded import apply_proxy_headers
 from clusterserve.logs import log
 
 SERVER_SOFTWARE = f"clusterserve/{__version__}"
 
-# Headers a trusted proxy may use to say the client spoke HTTPS (gunicorn's
-# secure_scheme_headers default).
-SECURE_SCHEME_HEADERS = {
-    "HTTP_X_FORWARDED_PROTOCOL": "ssl",
-    "HTTP_X_FORWARDED_PROTO": "https",
-    "HTTP_X_FORWARDED_SSL": "on",
-}
 
 
 class ErrorStream:
@@ -63,6 +56,10 @@ class TrustedProxies:
         # Parsing an address costs more than the rest of the check; peers repeat.
         self.trust = functools.lru_cache(maxsize=4096)(self._trust)
 
+    def trust_hop(self, address: str) -> bool:
+        """A hop named in X-Forwarded-For or Forwarded (an empty one is never a proxy)."""
+        return self.everyone or (bool(address) and self.trust(address))
+
     def _trust(self, address: str) -> bool:
         if self.everyone:
             return True
@@ -83,6 +80,8 @@ class ServerInfo:
     multiprocess: bool
     proxies: TrustedProxies
     file_wrapper: Any
+    secure_scheme_headers: dict[str, str]  # the setting: header name -> the value meaning HTTPS
+    url_scheme: str = "http"  # https on a TLS listener
 
 
 def _peer_address(peer: Any) -> tuple[str, str]:
@@ -105,15 +104,6 @@ def _split_host(host_header: str, scheme: str) -> tuple[str, str]:
     else:
         host, _, port = host_header.partition(":")
     return host, port or ("443" if scheme == "https" else "80")
-
-
-def _forwarded_scheme(environ: dict[str, Any]) -> str:
-    """The scheme a trusted proxy's headers give; 400 when two of them disagree."""
-    schemes = {"https" if environ[key].lower() == secure_value else "http"
-               for key, secure_value in SECURE_SCHEME_HEADERS.items() if key in environ}
-    if len(schemes) > 1:
-        raise HttpError(400, "the proxy's scheme headers contradict each other")
-    return schemes.pop() if schemes else environ["wsgi.url_scheme"]
 
 
 def build_environ(
@@ -149,7 +139,7 @@ def build_environ(
         "REMOTE_ADDR": remote_addr,
         "REMOTE_PORT": remote_port,
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": info.url_scheme,
         "wsgi.input": body,
         "wsgi.errors": errors,
         "wsgi.multithread": info.multithread,
@@ -176,7 +166,7 @@ def build_environ(
 
     trusted = info.proxies.trust(remote_addr)
     if trusted:
-        environ["wsgi.url_scheme"] = _forwarded_scheme(environ)
+        apply_proxy_headers(environ, info.proxies.trust_hop, info.secure_scheme_headers)
     if "HTTP_HOST" in environ:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
             environ["HTTP_HOST"], environ["wsgi.url_scheme"]

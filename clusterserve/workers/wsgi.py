@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
+from clusterserve import tls
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
 from clusterserve.http.handler import RequestContext, serve_request
+from clusterserve.http.opening import Opening, OpeningFailed, OpeningPolicy
 from clusterserve.http.response import FileWrapper
 from clusterserve.logs import log
 from clusterserve.poller import Poller
@@ -49,11 +51,16 @@ class WsgiServer:
         self.max_connections = cfg.worker_connections
         self.limits = HeadLimits(cfg.limit_request_line, cfg.limit_request_fields,
                                  cfg.limit_request_field_size)
+        tls_context = tls.server_context(cfg.values)
+        self.opening_policy = OpeningPolicy(cfg.proxy_protocol, TrustedProxies(cfg.proxy_allow_ips),
+                                            tls_context, cfg.suppress_ragged_eofs)
+        self.openings: dict[HttpConnection, Opening] = {}  # PROXY header or TLS handshake pending
         self.context = RequestContext(
             app=app,
             info=ServerInfo(multithread=cfg.threads > 1, multiprocess=cfg.workers > 1,
                             proxies=TrustedProxies(cfg.forwarded_allow_ips),
-                            file_wrapper=FileWrapper),
+                            file_wrapper=FileWrapper, url_scheme="https" if tls_context else "http",
+                            secure_scheme_headers=cfg.secure_scheme_headers),
             access_log_format=cfg.access_log_format if cfg.accesslog is not None else None,
             keepalive=cfg.keepalive > 0,
             is_stopping=lambda: self.stopping,
@@ -145,6 +152,9 @@ class WsgiServer:
         self._on_channel()
         fresh_deadline = time.monotonic() + FRESH_CONNECTION_GRACE
         for connection in list(self.waiting):
+            if connection in self.openings:
+                connection.deadline = min(connection.deadline, fresh_deadline)
+                continue
             connection.read_available()  # a request may have arrived since the last poll
             if connection.received_any:
                 self._advance(connection)  # serve it, with Connection: close
@@ -170,6 +180,9 @@ class WsgiServer:
         sock.setblocking(False)
         connection = HttpConnection(sock, peer, self.limits, self.io_timeout)
         self.connections.add(connection)
+        opening = self.opening_policy.opening_for(sock, peer)
+        if opening is not None:
+            self.openings[connection] = opening
         wait = FRESH_CONNECTION_GRACE if self.stopping else self.head_timeout
         self._wait_for_head(connection, time.monotonic() + wait)
         if not self._has_room():
@@ -181,11 +194,34 @@ class WsgiServer:
         self.poller.add(connection.fileno(), lambda: self._on_readable(connection))
 
     def _on_readable(self, connection: HttpConnection) -> None:
+        opening = self.openings.get(connection)
+        if opening is not None:
+            self._open(connection, opening)
+            return
         had_bytes = connection.received_any
         connection.read_available()
         if connection.received_any and not had_bytes:
             connection.deadline = time.monotonic() + self.head_timeout
         self._advance(connection)
+
+    def _open(self, connection: HttpConnection, opening: Opening) -> None:
+        """One step of a PROXY header or TLS handshake; then the connection speaks HTTP."""
+        try:
+            done = opening.advance()
+        except OpeningFailed as err:
+            log.debug("closing a connection from %s: %s", connection.peer, err)
+            done = None
+        connection.sock = opening.sock  # wrapped for TLS: the connection closes what is open
+        if done is None:
+            self._close(connection)
+        if not done:
+            return
+        del self.openings[connection]
+        connection.peer = opening.peer
+        if opening.leftover:
+            connection.receive(opening.leftover)
+        # Request bytes may be buffered already (in the TLS layer, or as leftover).
+        self._on_readable(connection)
 
     def _advance(self, connection: HttpConnection) -> None:
         """Hand a complete head to an app thread, refuse a bad one, or keep waiting."""
@@ -238,6 +274,7 @@ class WsgiServer:
             self.waiting.discard(connection)
             self.poller.remove(connection.fileno())
         self.connections.discard(connection)
+        self.openings.pop(connection, None)
         self.stuck.discard(connection)
         connection.close(handed_back=handed_back)
         if not handed_back:

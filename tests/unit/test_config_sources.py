@@ -10,6 +10,7 @@ import itertools
 import textwrap
 
 import pytest
+import trustme
 
 from clusterserve.config import ConfigError, UsageError, load_config
 from clusterserve.config.settings import HOOK, SETTINGS
@@ -375,21 +376,37 @@ def test_python_config_can_set_unsupported_settings_to_their_default(cwd):
     assert load("-c", "conf.py", APP).certfile is None
 
 
-# -- not supported yet ---------------------------------------------------------------
+# -- TLS and PROXY protocol settings are checked when the config loads --------------------
 
 
-@pytest.mark.parametrize("name,flag", [("certfile", "--certfile"), ("keyfile", "--keyfile")])
-def test_unsupported_setting_from_every_source(cwd, name, flag):
-    assert config_error(flag, "x.pem", APP) == (
-        f"setting '{name}' from command line ({flag}): not supported yet")
-    assert config_error(APP, env={"CLUSTERSERVE_CMD_ARGS": f"{flag} x.pem"}) == (
-        f"setting '{name}' from CLUSTERSERVE_CMD_ARGS ({flag}): not supported yet")
-    write(cwd / "clusterserve.toml", f'{name} = "x.pem"\n')
-    assert config_error(APP) == (
-        f"setting '{name}' from config file clusterserve.toml: not supported yet")
+@pytest.mark.parametrize("name,flag", [("certfile", "--certfile"), ("ca_certs", "--ca-certs")])
+def test_a_missing_tls_file_names_its_setting_from_every_source(cwd, name, flag):
+    extra = []
+    if name == "ca_certs":  # needs a certificate that loads
+        trustme.CA().issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(
+            str(cwd / "server.pem"))
+        extra = ["--certfile", "server.pem", "--cert-reqs", "2"]
+    assert config_error(flag, "x.pem", *extra, APP) == (
+        f"setting '{name}' from command line: no such file: 'x.pem'")
+    assert config_error(*extra, APP, env={"CLUSTERSERVE_CMD_ARGS": f"{flag} x.pem"}) == (
+        f"setting '{name}' from CLUSTERSERVE_CMD_ARGS: no such file: 'x.pem'")
     write(cwd / "conf.py", f'{name} = "x.pem"\n')
-    assert config_error("-c", "conf.py", APP) == (
-        f"setting '{name}' from config file conf.py: not supported yet")
+    assert config_error("-c", "conf.py", *extra, APP) == (
+        f"setting '{name}' from config file conf.py: no such file: 'x.pem'")
+
+
+def test_proxy_protocol_with_the_asgi_interface_is_refused(cwd):
+    message = config_error("--proxy-protocol", "v1", "--interface", "asgi", APP)
+    assert message.startswith("setting 'proxy_protocol' from command line: the ASGI worker")
+    message = config_error("-k", "uvicorn.workers.UvicornWorker", "--proxy-protocol=auto", APP)
+    assert message.startswith("setting 'proxy_protocol' from command line: the ASGI worker")
+
+
+def test_proxy_protocol_flag_alone_and_gunicorns_boolean_mean_auto(cwd):
+    assert load("--proxy-protocol", "-b", "127.0.0.1:1", APP).proxy_protocol == "auto"
+    assert load("--proxy-protocol", "v2", APP).proxy_protocol == "v2"
+    write(cwd / "conf.py", "proxy_protocol = True\n")
+    assert load("-c", "conf.py", APP).proxy_protocol == "auto"
 
 
 def test_reuseport_dispatch_with_a_unix_bind_is_refused(cwd):

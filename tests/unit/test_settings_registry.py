@@ -56,6 +56,16 @@ GUNICORN_REFERENCE = {
     "loglevel": (("--log-level",), "info"),
     "certfile": (("--certfile",), None),
     "keyfile": (("--keyfile",), None),
+    "ca_certs": (("--ca-certs",), None),
+    "cert_reqs": (("--cert-reqs",), 0),
+    "ssl_version": (("--ssl-version",), "TLS"),
+    "ciphers": (("--ciphers",), None),
+    "suppress_ragged_eofs": (("--suppress-ragged-eofs",), True),
+    "do_handshake_on_connect": (("--do-handshake-on-connect",), False),
+    "proxy_protocol": (("--proxy-protocol",), "off"),
+    "proxy_allow_ips": (("--proxy-allow-from",), ["127.0.0.1", "::1"]),
+    "secure_scheme_headers": ((), {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                                   "X-FORWARDED-SSL": "on"}),
     "config": (("-c", "--config"), ANY),
     "wsgi_app": ((), None),
 }
@@ -143,11 +153,8 @@ def test_every_setting_has_help_and_a_default_its_own_parser_accepts():
             assert setting.parse(setting.default) == setting.default, setting.name
 
 
-def test_certfile_and_keyfile_are_registered_but_not_supported_yet():
-    for name in ("certfile", "keyfile"):
-        assert not BY_NAME[name].supported
-        assert "not supported yet" in BY_NAME[name].help.lower()
-    assert all(s.supported for s in SETTINGS if s.name not in ("certfile", "keyfile"))
+def test_every_setting_is_supported():
+    assert all(s.supported for s in SETTINGS)
 
 
 # -- the command line is generated from the registry -------------------------------
@@ -375,3 +382,47 @@ def test_number_parser():
     for bad in ("x", True, None, 0.1):
         with pytest.raises(ValueError):
             parse_seconds(bad)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("TLS", "TLS"), ("SSLv23", "SSLv23"), ("PROTOCOL_TLSv1_2", "TLSv1_2"), ("TLSv1_1", "TLSv1_1"),
+    (2, "TLS"), (5, "TLSv1_2"), ("5", "TLSv1_2"), (17, "TLS_SERVER"), ("TLSv1_3", "TLSv1_3"),
+])
+def test_ssl_version_takes_gunicorns_names_and_numbers(raw, expected):
+    assert parse("ssl_version", raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["SSLv3", "SSLv2", "tls", 1, 99, "", True])
+def test_bad_ssl_versions(raw):
+    rejects("ssl_version", raw)
+
+
+def test_cert_reqs_is_0_1_or_2():
+    assert [parse("cert_reqs", raw) for raw in (0, "1", 2)] == [0, 1, 2]
+    for raw in (3, -1, "CERT_REQUIRED"):
+        rejects("cert_reqs", raw)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("off", "off"), ("v1", "v1"), ("V2", "v2"), ("auto", "auto"), (True, "auto"), (False, "off"),
+    ("true", "auto"), ("false", "off"),
+])
+def test_proxy_protocol_modes_and_gunicorns_boolean(raw, expected):
+    assert parse("proxy_protocol", raw) == expected
+
+
+def test_bad_proxy_protocol_modes():
+    for raw in ("v3", "on", "", 1):
+        rejects("proxy_protocol", raw)
+
+
+@pytest.mark.parametrize("name", ["forwarded_allow_ips", "proxy_allow_ips"])
+def test_trusted_addresses_are_addresses_networks_or_star(name):
+    assert parse(name, "10.0.0.1, 10.1.0.0/16,::1,*") == ["10.0.0.1", "10.1.0.0/16", "::1", "*"]
+    rejects(name, "10.0.0.1,proxy.example", match="proxy.example")
+
+
+def test_secure_scheme_headers_is_a_dict_with_upper_case_names():
+    assert parse("secure_scheme_headers", {"X-Scheme": "https"}) == {"X-SCHEME": "https"}
+    rejects("secure_scheme_headers", "X-Scheme: https")
+    rejects("secure_scheme_headers", {"X-Scheme": 1})
