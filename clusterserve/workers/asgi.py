@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from clusterserve import tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
 from clusterserve.logs import RequestRecord, log, scope_environ, write_access
@@ -123,6 +124,8 @@ class AsgiServer(uvicorn.Server):
         self.transports: list[asyncio.BaseTransport] = []
         self.attaching: set[asyncio.Task[None]] = set()
         self.stopping = False
+        # A TLS handshake gets as long as a WSGI request head.
+        self.handshake_timeout = float(worker.cfg.timeout) or 30.0
 
     # -- the process ----------------------------------------------------------
 
@@ -138,6 +141,7 @@ class AsgiServer(uvicorn.Server):
     async def _run(self) -> None:
         self.config.load()
         cfg = self.worker.cfg
+        self.config.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
         if cfg.accesslog is not None:
             self.config.loaded_app = AccessLogMiddleware(self.config.loaded_app, cfg.access_log_format)
         if self.worker.request_stats is not None:
@@ -249,9 +253,10 @@ class AsgiServer(uvicorn.Server):
 
     async def _attach(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        handshake = {"ssl": self.config.ssl, "ssl_handshake_timeout": self.handshake_timeout} \
+            if self.config.ssl else {}
         try:
-            transport, _ = await loop.connect_accepted_socket(self._create_protocol, sock,
-                                                              ssl=self.config.ssl)
+            transport, _ = await loop.connect_accepted_socket(self._create_protocol, sock, **handshake)
         except OSError as err:
             log.debug("could not attach a connection: %s", err)
             sock.close()

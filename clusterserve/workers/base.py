@@ -131,6 +131,9 @@ class Worker:
                 ) from None
             gc.collect()
         self.interface = resolve_interface(self.cfg, app)
+        if self.interface == "asgi" and self.cfg.proxy_protocol != "off":
+            raise BootError("setting 'proxy_protocol': the ASGI worker (uvicorn) cannot read PROXY "
+                            "protocol headers; only WSGI apps can")
         return app
 
     def _server_class(self) -> Any:

@@ -42,6 +42,7 @@ OPTIONS = {
     "limit_request_fields": "--limit-request-fields",
     "limit_request_field_size": "--limit-request-field-size",
     "forwarded_allow_ips": "--forwarded-allow-ips",
+    "proxy_protocol": "--proxy-protocol",
 }
 
 # Cases that need a setting clusterserve does not have: not run.
@@ -49,9 +50,6 @@ SKIPPED = {
     "invalid/013.raw": "permit_obsolete_folding: obsolete folding is always refused (obs_fold_01)",
     "invalid/040.raw": "header_map=refuse: headers with '_' are always dropped (valid/040)",
     "invalid/chunked_07.raw": "header_map=refuse: headers with '_' are always dropped",
-    "invalid/pp_01.raw": "proxy_protocol is not implemented yet",
-    "invalid/pp_02.raw": "proxy_protocol is not implemented yet",
-    "invalid/pp_03.raw": "proxy_protocol is not implemented yet",
     "valid/028.raw": "strip_header_spaces: space before ':' is refused (RFC 9112 5.1, invalid/020)",
     "valid/031compat.raw": "permit_unconventional_http_method / casefold_http_method: "
                            "methods are RFC 9110 tokens, case-sensitive",
@@ -59,11 +57,6 @@ SKIPPED = {
     "valid/040_compat.raw": "header_map=dangerous: headers with '_' are always dropped",
     "valid/compat_obs_fold.raw": "permit_obsolete_folding: obsolete folding is always refused",
     "valid/compat_obs_fold_huge.raw": "permit_obsolete_folding: obsolete folding is always refused",
-    "valid/pp_01.raw": "proxy_protocol is not implemented yet",
-    "valid/pp_02.raw": "proxy_protocol is not implemented yet",
-    "valid/pp_03.raw": "proxy_protocol is not implemented yet",
-    "valid/pp_04.raw": "proxy_protocol is not implemented yet",
-    "valid/pp_05.raw": "proxy_protocol is not implemented yet",
 }
 
 # Valid for gunicorn, refused here (once Host is there): status and reason.
