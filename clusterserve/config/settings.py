@@ -291,22 +291,22 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated addresses or networks allowed to send a PROXY protocol header; "
             "* allows all.", metavar="IPS"),
     # -- TLS --------------------------------------------------------------
-    Setting("certfile", "SSL", ("--certfile",), types.optional_text, None,
+    Setting("certfile", "SSL", ("--certfile", "--ssl-certfile"), types.optional_text, None,
             "TLS certificate chain (PEM). With keyfile, every bind serves HTTPS.", metavar="FILE"),
-    Setting("keyfile", "SSL", ("--keyfile",), types.optional_text, None,
+    Setting("keyfile", "SSL", ("--keyfile", "--ssl-keyfile"), types.optional_text, None,
             "TLS private key (PEM); may be omitted when certfile holds the key too.",
             metavar="FILE"),
-    Setting("ca_certs", "SSL", ("--ca-certs",), types.optional_text, None,
+    Setting("ca_certs", "SSL", ("--ca-certs", "--ssl-ca-certs"), types.optional_text, None,
             "CA certificates (PEM) that client certificates are checked against (see cert_reqs).",
             metavar="FILE"),
-    Setting("cert_reqs", "SSL", ("--cert-reqs",), _cert_reqs, 0,
+    Setting("cert_reqs", "SSL", ("--cert-reqs", "--ssl-cert-reqs"), _cert_reqs, 0,
             "Client certificates: 0 not asked for, 1 checked if sent, 2 required "
             "(Python's ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED).", metavar="0|1|2"),
     Setting("ssl_version", "SSL", ("--ssl-version",), _ssl_version, "TLS",
             "The oldest TLS version accepted, by the name of Python's ssl.PROTOCOL_ constant "
             "gunicorn takes (TLS, SSLv23, TLS_SERVER: the ssl module's default; TLSv1, TLSv1_1 "
             "(obsolete, a warning), TLSv1_2) or TLSv1_3.", metavar="VERSION"),
-    Setting("ciphers", "SSL", ("--ciphers",), types.optional_text, None,
+    Setting("ciphers", "SSL", ("--ciphers", "--ssl-ciphers"), types.optional_text, None,
             "OpenSSL cipher list for TLS 1.2 and older (TLS 1.3 suites are not affected); "
             "none: the ssl module's default.", metavar="CIPHERS"),
     Setting("suppress_ragged_eofs", "SSL", ("--suppress-ragged-eofs",), types.boolean, True,
