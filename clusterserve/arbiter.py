@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, logs, process, reloader, signals, systemd, upgrade
+from clusterserve import __version__, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
@@ -194,8 +194,12 @@ class Arbiter:
                 return False
         process.set_title(f"{cfg.proc_name or 'clusterserve'}: arbiter [{cfg.wsgi_app}]")
         self.log.info("Starting clusterserve %s", __version__)
+        https = tls.tls_enabled(cfg.values)
         for listener in shown:
-            self.log.info("Listening at: %s (%s)", listener.url, self.pid)
+            url = listener.url
+            if https and url.startswith("http://"):
+                url = "https://" + url.removeprefix("http://")
+            self.log.info("Listening at: %s (%s)", url, self.pid)
         self.log.info("Dispatch: %s, workers: %d, threads: %d, app: %s",
                       cfg.dispatch, cfg.workers, cfg.threads, cfg.wsgi_app)
         if self.slots is not None:

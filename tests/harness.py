@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Variables of the test runner's own environment that would change the server's settings.
 OUTSIDE_SETTINGS = ("CLUSTERSERVE_CMD_ARGS", "WEB_CONCURRENCY", "PORT", "FORWARDED_ALLOW_IPS")
-LISTENING = re.compile(r"Listening at: (?:http://(\S+):(\d+)|unix:\S+) ")
+LISTENING = re.compile(r"Listening at: (?:https?://(\S+):(\d+)|unix:\S+) ")
 
 
 class ServerProcess:

@@ -86,6 +86,7 @@ def check_serving(server, certs) -> None:
 
 def test_https_request_verified_against_the_ca(tls_server, certs):
     check_serving(tls_server, certs)
+    assert f"Listening at: https://127.0.0.1:{tls_server.port} " in tls_server.log()
 
 
 def test_plain_http_on_the_tls_port_fails_cleanly(tls_server, certs):
