@@ -138,9 +138,9 @@ def test_non_callable_hook_in_a_python_file(tmp_path):
     assert line.startswith("clusterserve: error: setting 'post_fork' from config file gunicorn.conf.py:")
 
 
-def test_unsupported_setting_says_not_supported_yet():
+def test_missing_certificate_file_is_a_config_error():
     line = one_error_line(clusterserve("--certfile", "cert.pem", APP))
-    assert line == "clusterserve: error: setting 'certfile' from command line (--certfile): not supported yet"
+    assert line == "clusterserve: error: setting 'certfile' from command line: no such file: 'cert.pem'"
 
 
 def test_bad_app_spec_is_a_usage_error():
