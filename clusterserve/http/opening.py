@@ -39,16 +39,19 @@ class Opening:
         self._tls = tls
         self._suppress_ragged_eofs = suppress_ragged_eofs
         self._wrapped = False
+        self.done = False
 
     def advance(self) -> bool:
         """One step; True when done. Raises ``OpeningFailed``."""
         if self._proxy is not None and not self._read_proxy_header():
             return False
-        if self._tls is None:
-            return True
-        if self.leftover:
-            self._refuse_plain_http()
-        return self._handshake()
+        if self._tls is not None:
+            if self.leftover:
+                self._refuse_plain_http()
+            if not self._handshake():
+                return False
+        self.done = True
+        return True
 
     def _read_proxy_header(self) -> bool:
         try:

@@ -54,7 +54,9 @@ class WsgiServer:
         tls_context = tls.server_context(cfg.values)
         self.opening_policy = OpeningPolicy(cfg.proxy_protocol, TrustedProxies(cfg.proxy_allow_ips),
                                             tls_context, cfg.suppress_ragged_eofs)
-        self.openings: dict[HttpConnection, Opening] = {}  # PROXY header or TLS handshake pending
+        # Connections that start with a PROXY header or a TLS handshake: never handed
+        # back to the arbiter, since the bytes read so far would be lost with them.
+        self.openings: dict[HttpConnection, Opening] = {}
         self.context = RequestContext(
             app=app,
             info=ServerInfo(multithread=cfg.threads > 1, multiprocess=cfg.workers > 1,
@@ -152,7 +154,8 @@ class WsgiServer:
         self._on_channel()
         fresh_deadline = time.monotonic() + FRESH_CONNECTION_GRACE
         for connection in list(self.waiting):
-            if connection in self.openings:
+            opening = self.openings.get(connection)
+            if opening is not None and not opening.done:
                 connection.deadline = min(connection.deadline, fresh_deadline)
                 continue
             connection.read_available()  # a request may have arrived since the last poll
@@ -161,7 +164,7 @@ class WsgiServer:
                 continue
             if connection.served:
                 self._close(connection)  # idle keep-alive: clients expect such closes
-            elif self.acceptor.hand_back(connection.sock):
+            elif opening is None and self.acceptor.hand_back(connection.sock):
                 self._close(connection, handed_back=True)  # another worker will serve it
             else:
                 # A new connection whose request has not arrived yet: closing it
@@ -195,7 +198,7 @@ class WsgiServer:
 
     def _on_readable(self, connection: HttpConnection) -> None:
         opening = self.openings.get(connection)
-        if opening is not None:
+        if opening is not None and not opening.done:
             self._open(connection, opening)
             return
         had_bytes = connection.received_any
@@ -216,7 +219,6 @@ class WsgiServer:
             self._close(connection)
         if not done:
             return
-        del self.openings[connection]
         connection.peer = opening.peer
         if opening.leftover:
             connection.receive(opening.leftover)

@@ -8,6 +8,7 @@ verifies the server against that CA.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
 import subprocess
@@ -139,6 +140,26 @@ def test_a_stalled_handshake_is_closed_at_the_head_timeout(tls_server):
         assert time.monotonic() - started < 10
 
 
+def test_a_retiring_round_robin_worker_keeps_its_tls_connections(certs):
+    """A stopping round-robin worker hands untouched connections back to the arbiter;
+    one whose TLS handshake is done is not untouched: another worker could not
+    carry on its session.  It stays with its worker and is served."""
+    args = [WSGI_APP, "-w", "2", "--dispatch", "round-robin", "--certfile", str(certs.server_pem)]
+    with running(args, workers=2) as server:
+        context = certs.client_context()
+        clients = [context.wrap_socket(server.connect(), server_hostname="127.0.0.1") for _ in range(6)]
+        try:
+            server.send(signal.SIGTTOU)
+            server.wait_for_log("stopping: received SIGTERM")
+            for client in clients:
+                client.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers = [_first_bytes(client) for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+    assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers), answers
+
+
 def test_file_wrapper_falls_back_from_sendfile_over_tls(certs, tmp_path):
     """wsgi.file_wrapper on a real file uses sendfile in clear; over TLS it must
     go through the TLS layer and arrive intact."""
@@ -218,6 +239,13 @@ def _read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     except ConnectionResetError:
         pass
     return b"".join(chunks)
+
+
+def _first_bytes(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError as err:
+        return repr(err).encode()
 
 
 def _client_hello(certs) -> bytes:
