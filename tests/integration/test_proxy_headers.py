@@ -161,7 +161,8 @@ def test_untrusted_peer_headers_are_ignored(untrusting):
 def test_untrusted_peer_asgi():
     with running([ASGI_APP, "-w", "1", "--forwarded-allow-ips", "10.9.9.9"], workers=1) as server:
         with Conn(server) as conn:
-            scope = conn.get("/", headers="X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n").json()
+            headers = "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
+            scope = conn.get("/", headers=headers).json()
     assert scope["client"][0] == "127.0.0.1"
     assert scope["scheme"] == "http"
 

@@ -57,7 +57,8 @@ def certs(tmp_path_factory):
 
 
 def https_get(port: int, path: str, context: ssl.SSLContext, timeout: float = 5.0) -> tuple[int, bytes]:
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=context, timeout=timeout) as answer:
+    url = f"https://127.0.0.1:{port}{path}"
+    with urllib.request.urlopen(url, context=context, timeout=timeout) as answer:
         return answer.status, answer.read()
 
 
