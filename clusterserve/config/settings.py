@@ -22,6 +22,7 @@ from clusterserve.control.statsd import parse_statsd_address
 VALUE = "value"  # --flag VALUE, the last one wins
 APPEND = "append"  # --flag VALUE, repeatable, collected into a list
 SWITCH = "switch"  # --flag alone sets True
+SWITCH_OFF = "switch-off"  # --flag alone sets False (uvicorn's --no-... flags)
 HOOK = "hook"  # a callable, only from a Python config file
 
 
@@ -258,6 +259,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keepalive", "Worker processes", ("--keep-alive",), types.integer(0), 2,
             "Seconds an idle keep-alive connection stays open (0 = close after each response).",
             metavar="INT"),
+    Setting("header_timeout", "Worker processes", ("--header-timeout",), types.number(0.1), 30.0,
+            "Seconds to receive a complete request head, counted from its first byte (from the "
+            "connection's start for a new one); over it gets 408 (WSGI worker).", metavar="SECONDS"),
     # -- Security -------------------------------------------------------
     Setting("limit_request_line", "Security", ("--limit-request-line",),
             types.integer(0), 4094,
@@ -271,6 +275,20 @@ SETTINGS: tuple[Setting, ...] = (
             types.integer(0), 8190,
             "Maximum bytes in one header field (0 = gunicorn's ceiling, 8190); larger gets 431.",
             metavar="INT"),
+    Setting("limit_request_body", "Security", ("--limit-request-body",), types.size, 0,
+            "Maximum request body size (e.g. 10MB; 0 = no limit); a larger Content-Length, or "
+            "a chunked body that grows past it, gets 413 (WSGI worker).", metavar="SIZE"),
+    Setting("header_map", "Security", ("--header-map",),
+            types.choice(("drop", "refuse", "dangerous")), "drop",
+            "Request headers with '_' in their name, which the environ cannot tell from '-': "
+            "drop them, refuse the request (400), or pass them on (dangerous) (WSGI worker).",
+            metavar="drop|refuse|dangerous"),
+    Setting("server_header", "Security", ("--no-server-header",), types.boolean, True,
+            "Add 'Server: clusterserve' to responses that have none; --no-server-header "
+            "leaves it out (as uvicorn's flag).", kind=SWITCH_OFF),
+    Setting("date_header", "Security", ("--no-date-header",), types.boolean, True,
+            "Add a Date header to responses that have none; --no-date-header leaves it out "
+            "(as uvicorn's flag).", kind=SWITCH_OFF),
     Setting("forwarded_allow_ips", "Security", ("--forwarded-allow-ips",),
             types.string_list(_trusted_address, comma_separated=True), ["127.0.0.1", "::1"],
             "Comma-separated addresses or networks of proxies trusted to set X-Forwarded-For, "

@@ -26,6 +26,7 @@ from clusterserve.config.settings import (
     HOOK,
     SETTINGS,
     SWITCH,
+    SWITCH_OFF,
     WORKER_CLASSES,
 )
 from clusterserve.dispatch import reuseport
@@ -113,9 +114,9 @@ def build_parser() -> _Parser:
         groups[setting.section] = group
         default = "" if setting.default in (None, [], "") else f" [default: {setting.default}]"
         help_text = f"{setting.help}{default}".replace("%", "%%")
-        if setting.kind == SWITCH:
+        if setting.kind in (SWITCH, SWITCH_OFF):
             group.add_argument(*setting.flags, dest=setting.name, action="store_const",
-                               const=True, help=help_text)
+                               const=setting.kind == SWITCH, help=help_text)
         elif setting.flag_alone is not None:
             group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar,
                                nargs="?", const=setting.flag_alone, help=help_text)

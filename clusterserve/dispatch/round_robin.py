@@ -237,6 +237,9 @@ class ChannelAcceptor:
         self.closed = True
         self.flush()
 
+    def accept_queued(self) -> None:
+        """Nothing to take: the arbiter holds the queue and passes when told there is room."""
+
     def on_message(self, message: Message) -> None:
         if message.kind == MAY_HAND_BACK:
             self.may_hand_back = True

@@ -90,6 +90,12 @@ class SharedAcceptor:
                     self._poller.remove(sock.fileno())
             sock.close()
 
+    def accept_queued(self) -> None:
+        """Accept what waits on the listeners now, while paused (as room allows)."""
+        if not self.closed:
+            for sock in list(self._sockets):
+                self._accept_all(sock)
+
     # Dispatch-mode hooks the worker calls; the shared socket needs none of them.
 
     def on_message(self, message: Message) -> None:

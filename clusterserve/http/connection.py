@@ -30,15 +30,24 @@ MAX_FIELD_SIZE = 8190
 MAX_FIELDS = 32768
 # The cap on a whole head when the number of fields is not limited.
 MAX_HEAD = 1024 * 1024
+# Headers with '_' that a trusted proxy sets on purpose (gunicorn's forwarder_headers
+# default): never refused, the environ reads them itself.
+FORWARDER_HEADERS = frozenset((b"SCRIPT_NAME",))
 
 
 @dataclass(frozen=True)
 class HeadLimits:
-    """gunicorn's ``limit_request_*`` settings; 0 means gunicorn's ceiling, as there."""
+    """gunicorn's ``limit_request_*`` settings; 0 means gunicorn's ceiling, as there.
+
+    ``body`` (``limit_request_body``) is the exception: 0 means no limit.
+    ``refuse_underscores`` is ``header_map=refuse``.
+    """
 
     line: int
     fields: int
     field_size: int
+    body: int = 0
+    refuse_underscores: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "line", self.line or MAX_REQUEST_LINE)
@@ -59,6 +68,15 @@ class HeadLimits:
         for name, value in request.headers.raw_items():
             if len(name) + len(value) + 2 > self.field_size:
                 raise HttpError(431, f"header field larger than {self.field_size} bytes")
+            if self.refuse_underscores and b"_" in name and name.upper() not in FORWARDER_HEADERS:
+                raise HttpError(400, f"'_' in header name {name.decode('latin-1')!r} (header_map=refuse)")
+            if self.body and name.lower() == b"content-length" and int(value) > self.body:
+                raise HttpError(413, f"body larger than {self.body} bytes")
+
+    def check_body_size(self, received: int) -> None:
+        """A chunked body has no length up front: refuse it once it outgrows the limit."""
+        if self.body and received > self.body:
+            raise HttpError(413, f"body larger than {self.body} bytes")
 
 
 def error_response(status: int, detail: str = "") -> bytes:
@@ -96,6 +114,7 @@ class HttpConnection:
         self.deadline = 0.0
         self.head_end = HeadEnd()
         self.chunks: ChunkedBodyCheck | None = None  # the current request's chunked body
+        self.body_received = 0  # bytes of the current request's body so far
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -136,6 +155,7 @@ class HttpConnection:
             return None
         if isinstance(event, h11.Request):
             self.limits.check(event)
+            self.body_received = 0
             self.head_end.reset(b"")
             self.chunks = ChunkedBodyCheck() if chunked else None
             if self.chunks:
@@ -173,6 +193,9 @@ class HttpConnection:
         """The next body event, reading from the socket as needed."""
         while True:
             event = self.h11.next_event()
+            if isinstance(event, h11.Data):
+                self.body_received += len(event.data)
+                self.limits.check_body_size(self.body_received)
             if event is not h11.NEED_DATA:
                 return event
             try:

@@ -82,6 +82,7 @@ class ServerInfo:
     file_wrapper: Any
     secure_scheme_headers: dict[str, str]  # the setting: header name -> the value meaning HTTPS
     url_scheme: str = "http"  # https on a TLS listener
+    keep_underscores: bool = False  # header_map=dangerous
 
 
 def _peer_address(peer: Any) -> tuple[str, str]:
@@ -154,10 +155,13 @@ def build_environ(
         value = raw_value.decode("latin-1")
         if "_" in name:
             # "X_Forwarded_For" would collide with "X-Forwarded-For" in the
-            # environ: drop such headers, as gunicorn does by default.
+            # environ: drop such headers (header_map=drop, gunicorn's default)
+            # unless header_map=dangerous; header_map=refuse never gets here.
             if name == "SCRIPT_NAME":
                 script_name_header = value
-            continue
+                continue
+            if not info.keep_underscores:
+                continue
         if name in ("CONTENT-TYPE", "CONTENT-LENGTH"):
             environ[name.replace("-", "_")] = value
             continue

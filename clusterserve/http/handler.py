@@ -14,7 +14,7 @@ from clusterserve.hooks import run_hook
 from clusterserve.http.body import RequestBody
 from clusterserve.http.connection import HttpConnection, HttpError, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
-from clusterserve.http.response import ClientGone, FileWrapper, Response
+from clusterserve.http.response import ClientGone, FileWrapper, LengthMismatch, Response
 from clusterserve.logs import RequestRecord, log, write_access
 
 # Unread request body a keep-alive connection may skip over; more and it closes.
@@ -32,6 +32,8 @@ class RequestContext:
     is_stopping: Callable[[], bool]
     worker: Any
     errors: ErrorStream
+    server_header: bool = True
+    date_header: bool = True
 
 
 @dataclass
@@ -68,7 +70,8 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
         connection.send_raw(error_response(err.status, err.detail))
         return False
     # Decided when the head goes out: a stop that begins meanwhile adds Connection: close.
-    response = Response(connection, request, lambda: ctx.keepalive and not ctx.is_stopping())
+    response = Response(connection, request, lambda: ctx.keepalive and not ctx.is_stopping(),
+                        server_header=ctx.server_header, date_header=ctx.date_header)
     result: Any = None
     completed = False
     hook_request = HookRequest.from_environ(environ)
@@ -83,6 +86,8 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
         completed = True
     except ClientGone:
         log.debug("client %s went away during the response", environ.get("REMOTE_ADDR"))
+    except LengthMismatch as err:
+        log.error("%s %s: %s; connection closed", environ["REQUEST_METHOD"], environ["RAW_URI"], err)
     except (HttpError, h11.RemoteProtocolError, ConnectionError) as err:
         # The request body was malformed or cut short while the app read it.
         log.info("bad request body from %s: %s", environ.get("REMOTE_ADDR"), err)

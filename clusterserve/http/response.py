@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -14,10 +15,22 @@ import h11
 from clusterserve.http.connection import HttpConnection
 
 SERVER_HEADER = (b"server", b"clusterserve")
+# Hop-by-hop headers (RFC 9110 section 7.6.1) belong to the connection this
+# server manages, not to the app: dropped from its response, as gunicorn does.
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "te", "trailer", "trailers", "transfer-encoding", "upgrade"))
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# Control characters other than HTAB: CR or LF in a value would split the response.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+BODILESS_STATUSES = (204, 304)
 
 
 class ClientGone(Exception):
     """The client closed the connection or stopped reading; not the app's fault."""
+
+
+class LengthMismatch(Exception):
+    """The app sent a body shorter or longer than its Content-Length."""
 
 
 class _DateCache:
@@ -74,23 +87,39 @@ class _FileSlice:
         return self.count
 
 
+def check_header(name: Any, value: Any) -> None:
+    """Refuse what would corrupt the response head: a name that is not a token,
+    a value with CR, LF or another control character, text outside latin-1."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid response header name {name!r}")
+    if _CONTROL.search(value):
+        raise ValueError(f"control character (CR, LF, ...) in response header {name}: {value!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"response header {name} is not latin-1: {value!r}") from None
+
+
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    encoded = []
-    for name, value in headers:
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
-        encoded.append((name.encode("latin-1"), value.encode("latin-1")))
-    return encoded
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 class Response:
     """One response, written through h11 on the connection's socket."""
 
     def __init__(self, connection: HttpConnection, request: h11.Request,
-                 keep_alive: Callable[[], bool]) -> None:
+                 keep_alive: Callable[[], bool], *, server_header: bool = True,
+                 date_header: bool = True) -> None:
         self._connection = connection
         self._keep_alive = keep_alive
         self._is_head = request.method == b"HEAD"
+        self._server_header = server_header
+        self._date_header = date_header
+        self._close_asked = False  # the app sent Connection: close
+        self._length: int | None = None  # the app's Content-Length
+        self._bodiless = self._is_head
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.headers_sent = False
@@ -107,8 +136,16 @@ class Response:
             raise AssertionError("start_response() called a second time without exc_info")
         if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
             raise ValueError(f"status must be a str like '200 OK', got {status!r}")
+        kept = []
+        for name, value in headers:
+            check_header(name, value)
+            lower = name.lower()
+            if lower in HOP_BY_HOP:
+                self._close_asked |= lower == "connection" and "close" in value.lower()
+                continue
+            kept.append((name, value))
         self.status = status
-        self.headers = list(headers)
+        self.headers = kept
         return self.write
 
     @property
@@ -122,12 +159,17 @@ class Response:
     def _send_head(self) -> None:
         if self.status is None:
             raise AssertionError("the app returned without calling start_response()")
+        code = int(self.status[:3])
+        self._bodiless = self._is_head or code in BODILESS_STATUSES
+        for name, value in self.headers:
+            if name.lower() == "content-length" and value.strip().isdigit():
+                self._length = 0 if self._bodiless else int(value)
         headers = _encode_headers(self.headers)
-        if not self._has_header("date"):
+        if self._date_header and not self._has_header("date"):
             headers.append((b"date", _DateCache.now()))
-        if not self._has_header("server"):
+        if self._server_header and not self._has_header("server"):
             headers.append(SERVER_HEADER)
-        if not self._keep_alive():
+        if self._close_asked or not self._keep_alive():
             headers.append((b"connection", b"close"))
         event = h11.Response(status_code=int(self.status[:3]), reason=self.status[4:].encode("latin-1"),
                              headers=headers)
@@ -146,9 +188,16 @@ class Response:
             raise TypeError(f"response body chunks must be bytes, got {type(data).__name__}")
         if not self.headers_sent:
             self._send_head()
-        if data and not self._is_head:
-            self._send(h11.Data(data=data))
-            self.body_bytes += len(data)
+        if not data or self._bodiless:
+            return
+        if self._length is not None and self.body_bytes + len(data) > self._length:
+            fits = self._length - self.body_bytes
+            if fits:
+                self._send(h11.Data(data=data[:fits]))
+                self.body_bytes += fits
+            raise LengthMismatch(f"the app sent more than its Content-Length of {self._length} bytes")
+        self._send(h11.Data(data=data))
+        self.body_bytes += len(data)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """Send a file wrapper's file with sendfile; False if it cannot be."""
@@ -163,7 +212,7 @@ class Response:
         else:
             self.headers.append(("Content-Length", str(count)))
         self._send_head()
-        if self._is_head or count == 0:
+        if self._bodiless or count == 0:
             return True
         conn = self._connection
         parts = conn.h11.send_with_data_passthrough(h11.Data(data=_FileSlice(wrapper.filelike, offset, count)))
@@ -182,4 +231,7 @@ class Response:
     def finish(self) -> None:
         if not self.headers_sent:
             self._send_head()
+        if self._length is not None and self.body_bytes < self._length:
+            raise LengthMismatch(f"the app sent {self.body_bytes} of the {self._length} bytes "
+                                 "its Content-Length announced")
         self._send(h11.EndOfMessage())

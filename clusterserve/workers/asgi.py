@@ -50,8 +50,9 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
         backlog=cfg.backlog,
         timeout_keep_alive=cfg.keepalive,
         timeout_graceful_shutdown=cfg.graceful_timeout,
-        server_header=False,
-        headers=[("server", "clusterserve")],
+        server_header=False,  # uvicorn's would say "uvicorn"
+        date_header=cfg.date_header,
+        headers=[("server", "clusterserve")] if cfg.server_header else [],
     )
 
 

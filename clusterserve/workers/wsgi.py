@@ -2,11 +2,14 @@
 
 One event loop (the process's main thread) owns every connection that is
 idle or still sending its request head.  A connection whose head is
-complete goes to the pool of ``threads`` app threads, which reads its body,
-runs the app and writes the response, then hands it back to the loop for
-keep-alive.  So a client that sends slowly never holds an app thread, and
-while every app thread is busy the worker stops accepting, leaving new
-connections to less busy workers.
+complete waits in line (``ready``) for one of the ``threads`` app threads,
+which reads its body, runs the app and writes the response, then hands it
+back to the loop for keep-alive.  So a client that sends slowly never holds
+an app thread, and while every app thread is busy the worker stops
+accepting, leaving new connections to less busy workers.  When a thread
+frees up, the connections that queued on the listener meanwhile are
+accepted before the next request in line starts, so that keep-alive
+clients cannot keep a new connection waiting.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import queue
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -47,10 +51,11 @@ class WsgiServer:
         self.threads = cfg.threads
         self.keepalive = float(cfg.keepalive)
         self.io_timeout = float(cfg.timeout) or DEFAULT_IO_TIMEOUT
-        self.head_timeout = self.io_timeout
+        self.head_timeout = float(cfg.header_timeout)
         self.max_connections = cfg.worker_connections
         self.limits = HeadLimits(cfg.limit_request_line, cfg.limit_request_fields,
-                                 cfg.limit_request_field_size)
+                                 cfg.limit_request_field_size, body=cfg.limit_request_body,
+                                 refuse_underscores=cfg.header_map == "refuse")
         tls_context = tls.server_context(cfg.values)
         self.opening_policy = OpeningPolicy(cfg.proxy_protocol, TrustedProxies(cfg.proxy_allow_ips),
                                             tls_context, cfg.suppress_ragged_eofs)
@@ -62,17 +67,21 @@ class WsgiServer:
             info=ServerInfo(multithread=cfg.threads > 1, multiprocess=cfg.workers > 1,
                             proxies=TrustedProxies(cfg.forwarded_allow_ips),
                             file_wrapper=FileWrapper, url_scheme="https" if tls_context else "http",
-                            secure_scheme_headers=cfg.secure_scheme_headers),
+                            secure_scheme_headers=cfg.secure_scheme_headers,
+                            keep_underscores=cfg.header_map == "dangerous"),
             access_log_format=cfg.access_log_format if cfg.accesslog is not None else None,
             keepalive=cfg.keepalive > 0,
             is_stopping=lambda: self.stopping,
             worker=worker,
             errors=ErrorStream(),
+            server_header=cfg.server_header,
+            date_header=cfg.date_header,
         )
         self.poller = Poller()
         self.connections: set[HttpConnection] = set()  # every open connection
         self.waiting: set[HttpConnection] = set()  # owned by the loop
-        self.in_app = 0
+        self.ready: deque[tuple[HttpConnection, h11.Request]] = deque()  # complete heads, in order
+        self.in_app = 0  # requests on an app thread
         self.finished: queue.SimpleQueue[tuple[HttpConnection, bool]] = queue.SimpleQueue()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
@@ -188,6 +197,7 @@ class WsgiServer:
             self.openings[connection] = opening
         wait = FRESH_CONNECTION_GRACE if self.stopping else self.head_timeout
         self._wait_for_head(connection, time.monotonic() + wait)
+        self._on_readable(connection)  # a client usually sends its request at once
         if not self._has_room():
             self.acceptor.pause()
 
@@ -239,11 +249,18 @@ class WsgiServer:
             return
         self.waiting.discard(connection)
         self.poller.remove(connection.fileno())
-        connection.start_blocking()
-        self.in_app += 1
+        self.ready.append((connection, request))
+        self._start_ready()
+
+    def _start_ready(self) -> None:
+        """Hand complete requests to free app threads, in the order their heads completed."""
+        while self.ready and self.in_app < self.threads:
+            connection, request = self.ready.popleft()
+            connection.start_blocking()
+            self.in_app += 1
+            self.pool.submit(self._run_request, connection, request)
         if not self._has_room():
             self.acceptor.pause()
-        self.pool.submit(self._run_request, connection, request)
 
     def _refuse(self, connection: HttpConnection, err: HttpError) -> None:
         log.debug("refusing request from %s: %s %s", connection.peer, err.status, err)
@@ -305,6 +322,7 @@ class WsgiServer:
                 pass
         except BlockingIOError:
             pass
+        kept = []
         while True:
             try:
                 connection, keep = self.finished.get_nowait()
@@ -317,9 +335,16 @@ class WsgiServer:
                 connection.back_to_loop()
                 wait = self.head_timeout if connection.received_any else self.keepalive
                 self._wait_for_head(connection, time.monotonic() + wait)
-                self._advance(connection)  # a pipelined request may be buffered already
+                kept.append(connection)
             else:
                 self._close(connection)
+        if self.ready and self._has_room():
+            # Connections that queued on the listener while every thread was busy
+            # get in line now, before the next request of a connection held here.
+            self.acceptor.accept_queued()
+        for connection in kept:
+            self._advance(connection)  # a pipelined request may be buffered already
+        self._start_ready()
         if self.worker.max_requests and self.worker.requests_served >= self.worker.max_requests:
             self.worker.ask_to_retire(f"served {self.worker.requests_served} requests (max_requests)",
                                       "max_requests")

@@ -43,18 +43,16 @@ OPTIONS = {
     "limit_request_field_size": "--limit-request-field-size",
     "forwarded_allow_ips": "--forwarded-allow-ips",
     "proxy_protocol": "--proxy-protocol",
+    "header_map": "--header-map",
 }
 
 # Cases that need a setting clusterserve does not have: not run.
 SKIPPED = {
     "invalid/013.raw": "permit_obsolete_folding: obsolete folding is always refused (obs_fold_01)",
-    "invalid/040.raw": "header_map=refuse: headers with '_' are always dropped (valid/040)",
-    "invalid/chunked_07.raw": "header_map=refuse: headers with '_' are always dropped",
     "valid/028.raw": "strip_header_spaces: space before ':' is refused (RFC 9112 5.1, invalid/020)",
     "valid/031compat.raw": "permit_unconventional_http_method / casefold_http_method: "
                            "methods are RFC 9110 tokens, case-sensitive",
     "valid/031compat2.raw": "permit_unconventional_http_method: methods are RFC 9110 tokens",
-    "valid/040_compat.raw": "header_map=dangerous: headers with '_' are always dropped",
     "valid/compat_obs_fold.raw": "permit_obsolete_folding: obsolete folding is always refused",
     "valid/compat_obs_fold_huge.raw": "permit_obsolete_folding: obsolete folding is always refused",
 }
@@ -175,14 +173,14 @@ def host_missing(data: bytes) -> bool:
     return not has_host(data) and data.split(b"\n", 1)[0].rstrip().endswith(b"HTTP/1.1")
 
 
-def as_seen(request: dict[str, Any], *, complete: bool = True) -> dict[str, Any]:
+def as_seen(request: dict[str, Any], *, complete: bool = True, header_map: str = "drop") -> dict[str, Any]:
     """A manifest request as the app sees it in its environ (PEP 3333 keys)."""
     headers: dict[str, str] = {}
     for name, value in request["headers"]:
-        if "_" in name:
-            continue  # dropped, like gunicorn's default header_map
-        key = name.replace("-", "_")
-        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+        if "_" in name and header_map == "drop":
+            continue  # dropped, gunicorn's default header_map
+        key = name if name in ("CONTENT-TYPE", "CONTENT-LENGTH") else "HTTP_" + name
+        key = key.replace("-", "_")
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     major, minor = request["version"]
     return {"method": request["method"], "target": request["target"], "version": f"HTTP/{major}.{minor}",
@@ -206,7 +204,8 @@ def with_host(data: bytes, requests: list[dict[str, Any]]) -> tuple[bytes, list[
     return bytes(out + data[pos:]), changed
 
 
-def expected(name: str, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int | None]:
+def expected(name: str, requests: list[dict[str, Any]],
+             header_map: str = "drop") -> tuple[list[dict[str, Any]], int | None]:
     """What the app sees and the refusal that ends the exchange (None: all served)."""
     served = []
     for request in requests:
@@ -217,7 +216,7 @@ def expected(name: str, requests: list[dict[str, Any]]) -> tuple[list[dict[str, 
             return served, 400
         if name in TRUNCATED:
             return [*served, as_seen(request, complete=False)], 400
-        served.append(as_seen(request))
+        served.append(as_seen(request, header_map=header_map))
         if request["version"] == [1, 0]:
             break  # h11 closes HTTP/1.0 connections after the response
     return served, None
@@ -291,7 +290,7 @@ def test_valid(case, servers):
     if hosted[0] != data:
         variants.append(hosted)
     for variant, requests in variants:
-        served, refusal = expected(name, requests)
+        served, refusal = expected(name, requests, case.get("settings", {}).get("header_map", "drop"))
         responses = exchange(server, variant)
         worker, records = seen(server)
         assert worker == pid

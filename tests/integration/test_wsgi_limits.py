@@ -174,7 +174,7 @@ def test_slow_head_does_not_block_another_client(server):
 
 
 def test_stalled_head_gets_408_after_the_timeout():
-    with running([APP, "-w", "1", "--timeout", "2"], workers=1) as server, Conn(server) as conn:
+    with running([APP, "-w", "1", "--header-timeout", "2"], workers=1) as server, Conn(server) as conn:
         started = time.monotonic()
         conn.send(b"GET /hello HTTP/1.1\r\nHost")
         raw = conn.response()

@@ -16,6 +16,7 @@ from clusterserve.config.settings import (
     HOOK,
     SETTINGS,
     SWITCH,
+    SWITCH_OFF,
     VALUE,
 )
 
@@ -88,6 +89,11 @@ OWN_SETTINGS = {
     "uds": (("--uds",), None),
     "fd": (("--fd",), None),
     "max_worker_memory": (("--max-worker-memory",), 0),
+    # HTTP limits gunicorn lacks (issue 7), and uvicorn's header switches
+    "header_timeout": (("--header-timeout",), 30.0),
+    "limit_request_body": (("--limit-request-body",), 0),
+    "server_header": (("--no-server-header",), True),
+    "date_header": (("--no-date-header",), True),
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
@@ -175,10 +181,10 @@ def test_help_lists_every_flag_and_help_text():
 def test_every_flag_sets_its_setting(setting):
     parser = build_parser()
     for flag in setting.flags:
-        args = [flag] if setting.kind == SWITCH else [flag, "x"]
-        namespace = parser.parse_args(args)
+        switch = setting.kind in (SWITCH, SWITCH_OFF)
+        namespace = parser.parse_args([flag] if switch else [flag, "x"])
         raw = getattr(namespace, setting.name)
-        expected = True if setting.kind == SWITCH else (["x"] if setting.kind == APPEND else "x")
+        expected = setting.kind == SWITCH if switch else (["x"] if setting.kind == APPEND else "x")
         assert raw == expected, flag
 
 
