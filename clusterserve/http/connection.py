@@ -200,7 +200,9 @@ class HttpConnection:
                 return event
             try:
                 data = self.sock.recv(RECV_SIZE)
-            except (TimeoutError, OSError):
+            except TimeoutError:
+                raise HttpError(408, f"no request body bytes for {self.io_timeout:g}s") from None
+            except OSError:
                 data = b""
             if self.chunks:
                 self.chunks.feed(data)

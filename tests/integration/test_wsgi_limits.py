@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.harness import request, running
+from tests.harness import request, running, wait_until
 from tests.integration.test_wsgi_http import APP, Conn, pid_of
 
 LINE, FIELDS, FIELD_SIZE = 100, 8, 80
@@ -209,3 +209,70 @@ def test_default_access_log_format():
     assert re.fullmatch(
         r'127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
         r'"GET /hello\?a=b HTTP/1\.1" 200 6 "http://ref/" "agent/2\.0"', line), line
+
+
+# -- limit_request_body and header_map ------------------------------------------------------
+
+HARDENING_APP = "tests.apps.hardening:app"
+BODY_LIMIT = 1000
+
+
+@pytest.fixture(scope="module")
+def body_limited():
+    with running([HARDENING_APP, "-w", "1", "--threads", "2",
+                  "--limit-request-body", str(BODY_LIMIT)], workers=1) as server:
+        yield server
+
+
+def test_body_at_the_limit_is_read_whole(body_limited):
+    with Conn(body_limited) as conn:
+        conn.send(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % BODY_LIMIT
+                  + b"x" * BODY_LIMIT)
+        raw = conn.response()
+        assert (raw.status, raw.body) == (200, b"%d\n" % BODY_LIMIT)
+        assert conn.get("/ignore").status == 200  # and the connection is kept
+
+
+def test_content_length_over_the_limit_gets_413_before_the_app(body_limited, tmp_path):
+    marker = tmp_path / "marker"
+    with Conn(body_limited) as conn:
+        conn.send(f"POST /read?marker={marker} HTTP/1.1\r\nHost: t\r\n"
+                  f"Content-Length: {BODY_LIMIT + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
+        raw = conn.response()
+        assert raw.status == 413 and raw.headers["connection"] == "close"
+        assert conn.closed_within(2.0)
+    assert not marker.exists(), "the app was called"
+
+
+def test_chunked_body_growing_over_the_limit_fails_the_read_and_gets_413(body_limited, tmp_path):
+    marker = tmp_path / "marker"
+    with Conn(body_limited) as conn:
+        conn.send(f"POST /read?marker={marker}&chunk=100 HTTP/1.1\r\nHost: t\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        for _ in range(BODY_LIMIT // 400 + 1):
+            conn.send(b"190\r\n" + b"y" * 400 + b"\r\n")  # 400 bytes a chunk
+        raw = conn.response()
+        assert raw.status == 413 and raw.headers["connection"] == "close"
+        assert conn.closed_within(2.0)
+    assert wait_until(marker.exists, timeout=5)
+    assert marker.read_text().startswith(f"HttpError: body larger than {BODY_LIMIT} bytes")
+
+
+@pytest.mark.parametrize("mode, status, seen", [
+    ("drop", 200, []),
+    ("refuse", 400, None),
+    ("dangerous", 200, ["HTTP_X_FORWARDED_FOR=1.2.3.4,5.6.7.8"]),
+])
+def test_header_map_decides_what_happens_to_underscored_headers(mode, status, seen):
+    """``X_Forwarded_For`` would merge into ``HTTP_X_FORWARDED_FOR`` (gunicorn's header_map)."""
+    with running([HARDENING_APP, "-w", "1", "--header-map", mode], workers=1) as server, \
+            Conn(server) as conn:
+        raw = conn.get("/environ_keys", headers="X-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: 5.6.7.8\r\n")
+        assert raw.status == status
+        if seen is None:
+            assert raw.headers["connection"] == "close" and conn.closed_within(2.0)
+            return
+        lines = raw.body.decode().splitlines()
+        forwarded = [line for line in lines if line.startswith("HTTP_X_FORWARDED_FOR")]
+        assert forwarded == (seen or ["HTTP_X_FORWARDED_FOR=1.2.3.4"])
+        assert "wsgi.input_terminated=True" in lines

@@ -1,0 +1,163 @@
+"""A WSGI app for the hardening tests: limits, slow clients, bodies and headers.
+
+Routes by the first path segment; options come from the query string.
+Every response carries ``X-Pid``.  ``marker=PATH`` names a file the app
+writes to, so a test can see what happened inside the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+CHUNK = 65536
+
+
+def _query(environ: dict[str, Any]) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+
+
+def _plain(start_response: Any, body: bytes, status: str = "200 OK",
+           extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("X-Pid", str(os.getpid())), *(extra or [])])
+    return [body]
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+
+
+def read(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Reads wsgi.input in ``chunk``-byte reads; answers with the byte count.
+
+    A failing read is written to ``marker`` (the error the app saw), then re-raised.
+    """
+    query = _query(environ)
+    size = int(query.get("chunk", str(CHUNK)))
+    stream, total = environ["wsgi.input"], 0
+    try:
+        while data := stream.read(size):
+            total += len(data)
+    except Exception as err:
+        _write(query.get("marker"), f"{type(err).__name__}: {err} after {total}")
+        raise
+    return _plain(start_response, f"{total}\n".encode())
+
+
+def ignore(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answers without reading the body."""
+    return _plain(start_response, b"ignored\n")
+
+
+def sleep(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Holds its app thread for ``s`` seconds."""
+    time.sleep(float(_query(environ).get("s", "0.05")))
+    return _plain(start_response, b"slept\n")
+
+
+def headers(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answers with the response headers ``case`` names."""
+    cases = {
+        "hop": [("Connection", "keep-alive"), ("Keep-Alive", "timeout=99"), ("Transfer-Encoding", "gzip"),
+                ("Upgrade", "h2c"), ("Proxy-Authenticate", "Basic"), ("TE", "trailers"),
+                ("Trailer", "X-T"), ("X-Kept", "yes")],
+        "close": [("Connection", "close")],
+        "crlf-value": [("X-Split", "a\r\nSet-Cookie: evil=1")],
+        "lf-value": [("X-Split", "a\nb")],
+        "crlf-name": [("X-Split\r\nSet-Cookie", "evil=1")],
+        "space-name": [("X Split", "a")],
+        "server": [("Server", "mine"), ("Date", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        "none": [],
+    }
+    return _plain(start_response, b"headers\n", extra=cases[_query(environ).get("case", "none")])
+
+
+def length(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Declares Content-Length ``declared`` and sends ``sent`` bytes, in two chunks."""
+    query = _query(environ)
+    declared, sent = int(query["declared"]), int(query["sent"])
+    start_response("200 OK", [("Content-Length", str(declared)), ("X-Pid", str(os.getpid()))])
+    body = b"x" * sent
+    return [body[:sent // 2], body[sent // 2:]]
+
+
+def stream_wait(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """Yields a first chunk, then waits (up to 10 s) for ``marker`` to exist before the second."""
+    marker = _query(environ)["marker"]
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Pid", str(os.getpid()))])
+    yield b"first\n"
+    deadline = time.monotonic() + 10
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield b"second\n" if os.path.exists(marker) else b"gave up waiting\n"
+
+
+class Endless:
+    """64 KiB chunks until the client is gone; ``close()`` writes how many were produced."""
+
+    def __init__(self, marker: str | None) -> None:
+        self.marker = marker
+        self.produced = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        block = b"e" * CHUNK
+        while True:
+            self.produced += 1
+            yield block
+
+    def close(self) -> None:
+        _write(self.marker, f"closed after {self.produced} chunks")
+
+
+def endless(environ: dict[str, Any], start_response: Any) -> Endless:
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("X-Pid", str(os.getpid()))])
+    return Endless(_query(environ).get("marker"))
+
+
+def file(environ: dict[str, Any], start_response: Any) -> Any:
+    """The file at ``path`` through wsgi.file_wrapper; ``copy=1`` hides its fileno (no sendfile)."""
+    query = _query(environ)
+    handle = open(query["path"], "rb")
+    size = os.fstat(handle.fileno()).st_size
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(size)), ("X-Pid", str(os.getpid()))])
+    if query.get("copy"):
+        return environ["wsgi.file_wrapper"](NoFileno(handle), CHUNK)
+    return environ["wsgi.file_wrapper"](handle, CHUNK)
+
+
+class NoFileno:
+    """A file seen only through read(): wsgi.file_wrapper must iterate it."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        return self._handle.read(size)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The environ's HTTP_* keys and values, one per line, and wsgi.input_terminated."""
+    lines = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith("HTTP_")]
+    lines.append(f"wsgi.input_terminated={environ.get('wsgi.input_terminated')}")
+    return _plain(start_response, ("\n".join(lines) + "\n").encode("latin-1"))
+
+
+ROUTES = {name: globals()[name] for name in (
+    "read", "ignore", "sleep", "headers", "length", "stream_wait", "endless", "file", "environ_keys")}
+
+
+def app(environ: dict[str, Any], start_response: Any) -> Any:
+    route = ROUTES.get(environ["PATH_INFO"].strip("/").partition("/")[0])
+    if route is None:
+        return _plain(start_response, b"not found\n", "404 Not Found")
+    return route(environ, start_response)
