@@ -223,6 +223,7 @@ class ChannelAcceptor:
         self._closed_since_report = 0
         self._acked: list[int] = []
         self._said_free: bool | None = None
+        self._offer_room = False  # see accept_queued
         self.closed = False
         self.may_hand_back = False  # only when retiring while other workers serve on
         self.accepted = 0
@@ -238,7 +239,10 @@ class ChannelAcceptor:
         self.flush()
 
     def accept_queued(self) -> None:
-        """Nothing to take: the arbiter holds the queue and passes when told there is room."""
+        """Report room at the next flush even if the freed thread is busy again by then,
+        so that the arbiter passes what it queued meanwhile; such a connection is held
+        (``can_hold``) and waits in line with the requests of this worker's connections."""
+        self._offer_room = True
 
     def on_message(self, message: Message) -> None:
         if message.kind == MAY_HAND_BACK:
@@ -287,6 +291,7 @@ class ChannelAcceptor:
         if self._closed_since_report > 0:
             if self._channel.send(CLOSED, count=self._closed_since_report):
                 self._closed_since_report = 0
-        free = not self.closed and self._has_room()
+        free = not self.closed and (self._offer_room or self._has_room())
+        self._offer_room = False
         if free != self._said_free and self._channel.send(ROOM, free=free):
             self._said_free = free

@@ -176,7 +176,7 @@ def keep_alive_loop(server: ServerProcess, stop: threading.Event, counts: list[i
             counts.append(1)
 
 
-@pytest.mark.parametrize("dispatch", ["shared", "reuseport"])
+@pytest.mark.parametrize("dispatch", ["shared", "reuseport", "round-robin"])
 def test_new_connections_are_not_starved_by_keep_alive_clients(dispatch):
     """-w 1 --threads 1: two clients loop keep-alive requests, a third opens a connection per request."""
     with running([APP, "-w", "1", "--threads", "1", "--dispatch", dispatch], workers=1) as server:
