@@ -22,16 +22,24 @@ class RequestBody:
         self._connection = connection
         self._buffer = bytearray()
         self._finished = False
+        self._asked_to_continue = connection.h11.they_are_waiting_for_100_continue
+        self._read_started = False
 
     @property
     def finished(self) -> bool:
         return self._finished and not self._buffer
+
+    @property
+    def withheld(self) -> bool:
+        """The client waits for ``100 Continue`` before it sends the body, and never got it."""
+        return self._asked_to_continue and not self._read_started
 
     def _fill(self) -> bool:
         """Read the next body chunk into the buffer; False at the end."""
         if self._finished:
             return False
         conn = self._connection
+        self._read_started = True
         if conn.h11.they_are_waiting_for_100_continue:
             conn.send(CONTINUE)
         event = conn.next_event()

@@ -126,7 +126,7 @@ def _ready_for_next(connection: HttpConnection, body: RequestBody) -> bool:
     if conn.our_state is not h11.DONE:
         return False
     if conn.their_state is h11.SEND_BODY:
-        if conn.they_are_waiting_for_100_continue:
+        if body.withheld:
             return False  # the client has not sent the body; it expects us to close
         try:
             if not body.discard(MAX_DISCARD):

@@ -34,12 +34,13 @@ def _write(path: str | None, text: str) -> None:
 
 
 def read(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """Reads wsgi.input in ``chunk``-byte reads; answers with the byte count.
+    """Reads wsgi.input in ``chunk``-byte reads (after ``delay`` s); answers with the byte count.
 
     A failing read is written to ``marker`` (the error the app saw), then re-raised.
     """
     query = _query(environ)
     size = int(query.get("chunk", str(CHUNK)))
+    time.sleep(float(query.get("delay", "0")))
     stream, total = environ["wsgi.input"], 0
     try:
         while data := stream.read(size):
@@ -76,6 +77,12 @@ def headers(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         "none": [],
     }
     return _plain(start_response, b"headers\n", extra=cases[_query(environ).get("case", "none")])
+
+
+def bodiless(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Status ``code`` (204, 304) with a body the server must not send."""
+    code = _query(environ).get("code", "304")
+    return _plain(start_response, b"not to be sent", f"{code} No Body")
 
 
 def length(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -153,7 +160,7 @@ def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 ROUTES = {name: globals()[name] for name in (
-    "read", "ignore", "sleep", "headers", "length", "stream_wait", "endless", "file", "environ_keys")}
+    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "file", "environ_keys")}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:
