@@ -84,6 +84,29 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+class PeakRss:
+    """Samples a process's VmRSS every 10 ms on a thread, while in the ``with`` block."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = self.peak = rss_mib(pid)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, rss_mib(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -102,31 +125,18 @@ def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
 
 def upload(server: Any, size: int) -> dict[str, float]:
     worker = server.workers()[0]
-    before = rss_mib(worker)
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_mib(worker))
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     block = os.urandom(MIB)
     started = time.monotonic()
-    with server.connect(timeout=60) as sock:
+    with PeakRss(worker) as rss, server.connect(timeout=60) as sock:
         sock.sendall(b"POST /upload HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n" % size)
         for _ in range(size // MIB):
             sock.sendall(block)
         sock.sendall(block[:size % MIB])
         head, rest = read_head(sock)
     elapsed = time.monotonic() - started
-    done.set()
-    sampler.join(5)
     if not head.startswith(b"HTTP/1.1 200 ") or not rest.startswith(b"%d" % size):
         raise RuntimeError(f"upload failed: {head!r} {rest!r}")
-    return {"rss_before_mib": before, "rss_peak_mib": peak[0], "rss_after_mib": rss_mib(worker),
+    return {"rss_before_mib": rss.before, "rss_peak_mib": rss.peak, "rss_after_mib": rss_mib(worker),
             "seconds": elapsed, "mib_per_s": size / MIB / elapsed}
 
 

@@ -250,7 +250,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Replace a worker whose resident memory grows past this (e.g. 512MB, 1GiB; 0 = "
             "never); its replacement is ready before it stops.", metavar="SIZE"),
     Setting("timeout", "Worker processes", ("-t", "--timeout"), types.integer(0), 30,
-            "Seconds without a heartbeat before a worker is killed and replaced (0 = never).",
+            "Seconds without a heartbeat before a worker is killed and replaced (0 = never); "
+            "also bounds each request body read and response write of the WSGI worker "
+            "(0: 30 s).",
             metavar="INT"),
     Setting("graceful_timeout", "Worker processes", ("--graceful-timeout",),
             types.integer(0), 30,

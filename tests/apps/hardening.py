@@ -127,31 +127,6 @@ def endless(environ: dict[str, Any], start_response: Any) -> Endless:
     return Endless(_query(environ).get("marker"))
 
 
-def file(environ: dict[str, Any], start_response: Any) -> Any:
-    """The file at ``path`` through wsgi.file_wrapper; ``copy=1`` hides its fileno (no sendfile)."""
-    query = _query(environ)
-    handle = open(query["path"], "rb")
-    size = os.fstat(handle.fileno()).st_size
-    start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                              ("Content-Length", str(size)), ("X-Pid", str(os.getpid()))])
-    if query.get("copy"):
-        return environ["wsgi.file_wrapper"](NoFileno(handle), CHUNK)
-    return environ["wsgi.file_wrapper"](handle, CHUNK)
-
-
-class NoFileno:
-    """A file seen only through read(): wsgi.file_wrapper must iterate it."""
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-
-    def read(self, size: int = -1) -> bytes:
-        return self._handle.read(size)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
 def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The environ's HTTP_* keys and values, one per line, and wsgi.input_terminated."""
     lines = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith("HTTP_")]
@@ -160,7 +135,7 @@ def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 ROUTES = {name: globals()[name] for name in (
-    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "file", "environ_keys")}
+    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "environ_keys")}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:

@@ -12,30 +12,21 @@ the app dropped, CR/LF in a header refused with a 500.
 from __future__ import annotations
 
 import re
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, running
+from bench.bodies import MIB, PeakRss
+from tests.harness import running
 from tests.integration.test_wsgi_http import Conn, pid_of
 
 APP = "tests.apps.hardening:app"
-MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def server():
     with running([APP, "-w", "1", "--threads", "2"], workers=1) as server:
         yield server
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -45,27 +36,15 @@ def test_large_upload_read_in_chunks_keeps_the_worker_rss_flat(server):
     size = 64 * MIB
     with Conn(server, timeout=30) as conn:
         worker = pid_of(conn.get("/ignore"))
-        before = rss_kib(worker)
-        peak = [before]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], rss_kib(worker))
-                time.sleep(0.01)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        conn.send(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
-        block = b"u" * MIB
-        for _ in range(size // MIB):
-            conn.send(block)
-        raw = conn.response()
-        done.set()
-        sampler.join(5)
+        with PeakRss(worker) as rss:
+            conn.send(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+            block = b"u" * MIB
+            for _ in range(size // MIB):
+                conn.send(block)
+            raw = conn.response()
     assert raw.body == b"%d\n" % size
-    growth_mib = (peak[0] - before) / 1024
-    assert growth_mib < 8, f"worker RSS grew by {growth_mib:.1f} MiB for a {size // MIB} MiB upload"
+    growth = rss.peak - rss.before
+    assert growth < 8, f"worker RSS grew by {growth:.1f} MiB for a {size // MIB} MiB upload"
 
 
 def test_100_continue_waits_until_the_app_reads(server):
