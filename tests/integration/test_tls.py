@@ -67,7 +67,7 @@ def https_get(port: int, path: str, context: ssl.SSLContext, timeout: float = 5.
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def tls_server(request, certs):
     interface, dispatch = request.param
-    args = [APPS[interface], "-w", "1", "--dispatch", dispatch, "-t", "4",
+    args = [APPS[interface], "-w", "1", "--dispatch", dispatch, "-t", "4", "--header-timeout", "4",
             "--certfile", str(certs.server_chain), "--keyfile", str(certs.server_key)]
     with running(args, workers=1) as server:
         server.interface = interface
@@ -134,7 +134,8 @@ def test_silent_and_half_handshakes_do_not_stop_others(tls_server, certs):
 
 
 def test_a_stalled_handshake_is_closed_at_the_head_timeout(tls_server):
-    """-t 4: a client that never finishes its handshake is closed, not kept forever."""
+    """--header-timeout 4 (WSGI), -t 4 (ASGI's ssl_handshake_timeout): a client that never
+    finishes its handshake is closed, not kept forever."""
     with tls_server.connect(timeout=15) as sock:
         started = time.monotonic()
         assert _read_until_closed(sock, timeout=12) == b""
