@@ -116,12 +116,13 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    data = b""
+def read_head(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes]:
+    """A response head (after ``pending``, bytes read already) and what came after it."""
+    data = pending
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
-            raise RuntimeError("the server closed before the response head")
+            raise ConnectionError("the server closed before the response head")
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     return head, rest

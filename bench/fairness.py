@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.bodies import read_head
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = b"GET /?sleep=0.01 HTTP/1.1\r\nHost: bench\r\n\r\n"
 MODES = ("shared", "reuseport", "round-robin")
@@ -32,13 +34,7 @@ MODES = ("shared", "reuseport", "round-robin")
 
 def read_response(sock: socket.socket, pending: bytes = b"") -> bytes:
     """One response with Content-Length (bench.apps:app always sends it); returns what follows."""
-    data = pending
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the response")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    head, rest = read_head(sock, pending)
     length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
     while len(rest) < length:
         chunk = sock.recv(65536)

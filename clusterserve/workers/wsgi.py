@@ -6,10 +6,10 @@ complete waits in line (``ready``) for one of the ``threads`` app threads,
 which reads its body, runs the app and writes the response, then hands it
 back to the loop for keep-alive.  So a client that sends slowly never holds
 an app thread, and while every app thread is busy the worker stops
-accepting, leaving new connections to less busy workers.  When a thread
-frees up, the connections that queued on the listener meanwhile are
-accepted before the next request in line starts, so that keep-alive
-clients cannot keep a new connection waiting.
+accepting, leaving new connections to less busy workers.  Whenever a
+thread frees up, the connections that queued on the listener meanwhile are
+accepted first, so that keep-alive clients cannot keep a new connection
+waiting.
 """
 
 from __future__ import annotations
@@ -338,9 +338,10 @@ class WsgiServer:
                 kept.append(connection)
             else:
                 self._close(connection)
-        if self.ready and self._has_room():
-            # Connections that queued on the listener while every thread was busy
-            # get in line now, before the next request of a connection held here.
+        if self._has_room():
+            # A thread is free: connections that queued on the listener while every
+            # thread was busy get in line now, before the next request of a connection
+            # held here (whose readiness could otherwise come first in the next poll).
             self.acceptor.accept_queued()
         for connection in kept:
             self._advance(connection)  # a pipelined request may be buffered already
