@@ -91,7 +91,8 @@ class SharedAcceptor:
             sock.close()
 
     def accept_queued(self) -> None:
-        """Accept what waits on the listeners now, while paused (as room allows)."""
+        """Accept what waits on the listeners now, as room allows (the worker calls it
+        when a thread frees up, before the next poll)."""
         if not self.closed:
             for sock in list(self._sockets):
                 self._accept_all(sock)
