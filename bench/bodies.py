@@ -176,7 +176,8 @@ def parse_size(text: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1G", help="bytes each way, e.g. 1G, 256M (default 1G)")
     parser.add_argument("--runs", type=int, default=3, help="downloads of each kind (default 3)")
     args = parser.parse_args()

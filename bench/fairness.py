@@ -89,7 +89,8 @@ def run(mode: str, requests: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated dispatch modes")
     parser.add_argument("--requests", type=int, default=50, help="requests on new connections (default 50)")
     args = parser.parse_args()

@@ -1,4 +1,5 @@
-"""Bad input, gunicorn's limit_request_* limits, slow clients and the access log."""
+"""Bad input, gunicorn's limit_request_* limits, limit_request_body, header_map, slow
+heads and the access log."""
 
 from __future__ import annotations
 

@@ -145,8 +145,8 @@ def test_stalled_body_fails_the_read_after_timeout_and_frees_the_thread(short_ti
     marker = tmp_path / "marker"
     with Conn(short_timeout) as conn:
         started = time.monotonic()
-        conn.send(f"POST /read?marker={marker}&chunk=10 HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n".encode()
-                  + b"z" * 10)
+        conn.send(f"POST /read?marker={marker}&chunk=10 HTTP/1.1\r\nHost: t\r\n"
+                  "Content-Length: 100\r\n\r\n".encode() + b"z" * 10)
         raw = conn.response()
         assert raw.status == 408 and raw.headers["connection"] == "close"
         assert 1.8 < time.monotonic() - started < 4.5
