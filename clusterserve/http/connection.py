@@ -3,16 +3,24 @@
 A connection lives in two places in turn.  While it waits for a request
 head it belongs to the worker's event loop, which reads without blocking
 (``read_available`` / ``next_request``).  Once a head is complete it
-belongs to one app thread, which reads the body and writes the response
-with blocking calls bounded by ``io_timeout``.
+belongs to one app thread, which reads the body and writes the response,
+waiting at most ``io_timeout`` for the socket each time it would block.
+
+The socket stays non-blocking throughout: an app thread tries each read
+and write first and polls only when the kernel says it would block.  (A
+socket timeout would cost two ``ioctl`` calls per request to switch modes,
+and a ``poll`` before every read and write.)
 """
 
 from __future__ import annotations
 
 import enum
+import select
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -178,12 +186,10 @@ class HttpConnection:
         """A complete head: an app thread owns the connection now."""
         self.phase = Phase.IN_APP
         self.app_started = time.monotonic()
-        self.sock.settimeout(self.io_timeout)
 
     def back_to_loop(self) -> None:
         """After a response: the event loop owns the connection again."""
         self.served += 1
-        self.sock.settimeout(0.0)
         self.phase = Phase.WAITING_FOR_HEAD
         pending = self.h11.trailing_data[0]  # a pipelined request, maybe
         self.received_any = bool(pending)
@@ -199,7 +205,7 @@ class HttpConnection:
             if event is not h11.NEED_DATA:
                 return event
             try:
-                data = self.sock.recv(RECV_SIZE)
+                data = self._recv_waiting()
             except TimeoutError:
                 raise HttpError(408, f"no request body bytes for {self.io_timeout:g}s") from None
             except OSError:
@@ -218,13 +224,51 @@ class HttpConnection:
         if self._held:
             data, self._held = bytes(self._held) + data, bytearray()
         if data:
-            self.sock.sendall(data)
+            self.send_all(data)
 
     def flush(self) -> None:
         """Write what ``send(hold=True)`` kept."""
         if self._held:
             data, self._held = bytes(self._held), bytearray()
-            self.sock.sendall(data)
+            self.send_all(data)
+
+    def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write every byte, waiting up to ``io_timeout`` whenever the socket is full
+        (``TimeoutError``: the client stopped reading)."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                self._wait(select.POLLOUT)
+            except ssl.SSLWantReadError:  # TLS renegotiation wants the peer first
+                self._wait(select.POLLIN)
+
+    def _recv_waiting(self) -> bytes:
+        """Read what arrives, waiting up to ``io_timeout`` for it."""
+        while True:
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._wait(select.POLLIN)
+            except ssl.SSLWantWriteError:
+                self._wait(select.POLLOUT)
+
+    def _wait(self, events: int) -> None:
+        poller = select.poll()
+        poller.register(self.sock.fileno(), events)
+        if not poller.poll(self.io_timeout * 1000):
+            raise TimeoutError(f"socket not ready within {self.io_timeout:g}s")
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        """The socket in blocking mode, bounded by ``io_timeout`` (for ``socket.sendfile``,
+        which refuses non-blocking sockets)."""
+        self.sock.settimeout(self.io_timeout)
+        try:
+            yield
+        finally:
+            self.sock.settimeout(0.0)
 
     @property
     def local_address(self) -> Any:
@@ -236,8 +280,7 @@ class HttpConnection:
     def send_raw(self, data: bytes) -> None:
         """Best-effort write of bytes outside h11 (error responses)."""
         try:
-            self.sock.settimeout(self.io_timeout)
-            self.sock.sendall(data)
+            self.send_all(data)
         except OSError:
             pass
 
@@ -253,7 +296,6 @@ class HttpConnection:
             self.sock.shutdown(socket.SHUT_WR)
             # Unread bytes at close make the kernel send a reset, which can
             # destroy the response before the client reads it: drop them.
-            self.sock.settimeout(0.0)
             for _ in range(16):
                 if not self.sock.recv(RECV_SIZE):
                     break

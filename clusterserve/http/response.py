@@ -218,11 +218,12 @@ class Response:
         parts = conn.h11.send_with_data_passthrough(h11.Data(data=_FileSlice(wrapper.filelike, offset, count)))
         try:
             conn.flush()  # the held head goes first
-            for part in parts or ():
-                if isinstance(part, _FileSlice):
-                    conn.sock.sendfile(part.file, part.offset, part.count)
-                else:
-                    conn.sock.sendall(part)
+            with conn.blocking():
+                for part in parts or ():
+                    if isinstance(part, _FileSlice):
+                        conn.sock.sendfile(part.file, part.offset, part.count)
+                    else:
+                        conn.sock.sendall(part)
         except OSError as err:
             raise ClientGone(str(err)) from None
         self.body_bytes += count
