@@ -622,7 +622,8 @@ class Arbiter:
         taken_over = {h.slot for h in new}
         for handle in list(self.workers.values()):
             if handle.generation < self.reload.generation and not handle.retiring:
-                self._retire(handle, Why(ExitReason.RELOAD, f"generation {self.reload.generation} is ready"))
+                self._retire(handle, Why(ExitReason.RELOAD,
+                                         f"generation {self.reload.generation} is ready"))
                 self.restarts[ExitReason.RELOAD.value] += 1
                 if handle.slot not in taken_over:
                     self._lend_slot(handle)
