@@ -167,6 +167,7 @@ def test_a_worker_over_max_worker_memory_is_replaced(start_server, dispatch):
     (old,) = server.workers()
     for _ in range(2):
         assert server.get("/")[0] == 200
-    server.wait_for_log(rf"pid {old}\) will be replaced; reason: max_worker_memory \(RSS \d+ MiB is above 95 MiB\)")
+    server.wait_for_log(rf"pid {old}\) will be replaced; reason: max_worker_memory "
+                        r"\(RSS \d+ MiB is above 95 MiB\)")
     server.wait_for_log(rf"pid {old}\) exited with code 0")
     assert old not in server.workers() and len(server.workers()) == 1
