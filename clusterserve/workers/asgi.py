@@ -91,6 +91,7 @@ class AccessLogMiddleware:
     def __init__(self, app: Any, writer: AccessLog) -> None:
         self.app = app
         self.writer = writer
+        self.flush_due = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -115,6 +116,13 @@ class AccessLogMiddleware:
                 environ=scope_environ(scope), status=str(response["status"]),
                 response_headers=response["headers"], body_bytes=response["bytes"],
                 started=started_wall, duration=time.perf_counter() - started, pid=os.getpid()))
+            if self.writer.unflushed and not self.flush_due:
+                self.flush_due = True
+                asyncio.get_running_loop().call_later(access_log.FLUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self.flush_due = False
+        self.writer.flush()
 
 
 class LifespanStartupFailed(Exception):

@@ -199,6 +199,7 @@ def resolve_interface(cfg: Config, app: Callable[..., Any]) -> str:
 
 
 def _flush_stdio() -> None:
+    logs.flush_all()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

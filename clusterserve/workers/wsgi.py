@@ -94,6 +94,7 @@ class WsgiServer:
         self.stop_deadline = float("inf")
         self.stuck: set[HttpConnection] = set()  # in the app for longer than `timeout`
         self.stuck_after = float(cfg.timeout) or float("inf")
+        self.access_flushed_at = 0.0
 
     # -- the loop ---------------------------------------------------------
 
@@ -116,10 +117,23 @@ class WsgiServer:
                 next_heartbeat = now + self.worker.heartbeat_interval
             self._expire_waiting(now)
             self._find_stuck(now)
-            self.poller.poll(max(0.0, min(next_heartbeat, self.stop_deadline) - now))
+            wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now))
+            self.poller.poll(max(0.0, wake - now))
             self.acceptor.flush()
         self._heartbeat()  # final counts, for the exit log line
         self.pool.shutdown(wait=False)
+
+    def _flush_access_log(self, now: float) -> float:
+        """Flush the access lines the app threads wrote, at most every FLUSH_DELAY
+        seconds; return when the next flush is due."""
+        access = self.context.access_log
+        if access is None or not access.unflushed:
+            return float("inf")
+        if now >= self.access_flushed_at + access_log.FLUSH_DELAY:
+            access.flush()
+            self.access_flushed_at = now
+            return float("inf")
+        return self.access_flushed_at + access_log.FLUSH_DELAY
 
     def _heartbeat(self) -> None:
         self.worker.heartbeat(self.acceptor.accepted, len(self.connections), self.in_app)

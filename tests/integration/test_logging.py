@@ -404,3 +404,18 @@ def test_a_handler_added_from_a_hook_gets_the_access_lines_too(tmp_path):
         assert wait_until(lambda: "/seen-twice" in access.read_text())
         assert wait_until(lambda: hooked.exists() and "/seen-twice" in hooked.read_text())
     assert hooked.read_text().startswith('HOOKED 127.0.0.1 - - [')
+
+
+@pytest.mark.parametrize("interface", sorted(INTERFACES))
+def test_an_access_line_reaches_the_file_soon_after_the_response(tmp_path, interface):
+    """Lines are flushed by the worker's loop, within 0.1 s, not one write per request."""
+    access = tmp_path / "access.log"
+    with running([INTERFACES[interface], "--interface", interface, "--lifespan", "on",
+                  "--access-logfile", str(access)], workers=1) as server:
+        for attempt in range(3):
+            request(server, "GET", f"/soon-{attempt}")
+            answered = time.monotonic()
+            assert wait_until(lambda attempt=attempt: f"/soon-{attempt}" in access.read_text(),
+                              timeout=5, interval=0.01)
+            assert time.monotonic() - answered < 0.6
+            time.sleep(0.3)  # the next one arrives at an idle worker
