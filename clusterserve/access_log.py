@@ -234,8 +234,8 @@ class AccessLog:
             handler = logs.direct_access_handler
             if (handler is not None and handler.stream is not None and not access_log.filters
                     and access_log.handlers == [handler]):
-                # Only the accesslog handler can see the line: skip building a LogRecord
-                # and formatting it again (measured: about half of the access log's cost).
+                # Only the accesslog handler can see the line: skip building a LogRecord and
+                # formatting it again (measured in-process: 9 -> 3 us per line, with the flush).
                 handler.acquire()
                 try:
                     handler.stream.write(line + "\n")
@@ -249,13 +249,15 @@ class AccessLog:
         except Exception:  # noqa: BLE001 - a bad format must not take down a worker
             log.exception("cannot write the access log line")
 
-
     def flush(self) -> None:
         """Write out the lines written since the last flush."""
         handler = logs.direct_access_handler
         if self.unflushed and handler is not None:
             self.unflushed = False  # before the flush: a line written meanwhile sets it again
-            handler.flush()
+            try:
+                handler.flush()
+            except (OSError, ValueError) as err:  # a full disk must not stop the worker's loop
+                log.error("cannot write the access log: %s", err)
 
 
 def from_settings(cfg: Any) -> AccessLog | None:
