@@ -78,10 +78,13 @@ def access_log_enabled(cfg: Any) -> bool:
 def reopen_files() -> None:
     """SIGUSR1: reopen every file any logger writes to, and the captured stdout/stderr,
     so that a file moved away by logrotate is replaced by a new one."""
-    for handler in _all_handlers():
-        if isinstance(handler, logging.FileHandler):
-            _reopen(handler)
-    _capture_output(_captured_into)
+    try:
+        for handler in _all_handlers():
+            if isinstance(handler, logging.FileHandler):
+                _reopen(handler)
+        _capture_output(_captured_into)
+    except OSError as err:  # the old files stay open; logging goes on
+        log.error("cannot reopen the log files: %s: %s", err.filename, err.strerror)
 
 
 def flush_all() -> None:
