@@ -39,6 +39,7 @@ from clusterserve import __version__, logs, process, reloader, signals, systemd,
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
+from clusterserve.config.settings import WORKER_CLASSES
 from clusterserve.control.control_socket import ControlSocket
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.control.statsd import StatsdClient
@@ -50,7 +51,8 @@ from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
                                   bind_reuseport, parse_address)
-from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker
+from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, unasked
+from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker, resolve_interface
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -95,6 +97,7 @@ class WorkerHandle:
     stop_when_replaced: bool = False  # retiring, but serving until a replacement is ready
     kill_at: float | None = None  # SIGKILL if still alive by then
     boot_error: str | None = None
+    why: Why | None = None  # why the arbiter stops it, once it decided to
     slot: int | None = None  # reuseport mode: whose sockets it accepts on
     generation: int = 1
     # From its heartbeats:
@@ -200,12 +203,12 @@ class Arbiter:
             if https and url.startswith("http://"):
                 url = "https://" + url.removeprefix("http://")
             self.log.info("Listening at: %s (%s)", url, self.pid)
-        self.log.info("Dispatch: %s, workers: %d, threads: %d, app: %s",
-                      cfg.dispatch, cfg.workers, cfg.threads, cfg.wsgi_app)
-        if self.slots is not None:
-            self.log.info("reuseport: %s", reuseport.migration_note())
         if cfg.preload_app and not self._preload():
             return False
+        self.log.info("Dispatch: %s, workers: %d, threads: %d, app: %s, interface: %s",
+                      cfg.dispatch, cfg.workers, cfg.threads, cfg.wsgi_app, self._interface())
+        if self.slots is not None:
+            self.log.info("reuseport: %s", reuseport.migration_note())
         # What exists now (the arbiter's own modules, a preloaded app) stays out of
         # the collector's way in the workers, so its pages are not copied when a
         # worker's first collection walks it: a measured 10.8 -> 5.6 MiB USS per worker.
@@ -298,6 +301,13 @@ class Arbiter:
             self.exit_code = EXIT_BOOT_ERROR
             return False
         return True
+
+    def _interface(self) -> str:
+        """The interface, as far as the arbiter knows it without importing the app."""
+        if self.app is not None or self.cfg.interface != "auto" or \
+                WORKER_CLASSES[self.cfg.worker_class] == "asgi":
+            return resolve_interface(self.cfg, self.app)
+        return "auto (each worker detects it)"
 
     def _chown_unix_sockets(self) -> None:
         if self.cfg.user is None and self.cfg.group is None:
@@ -394,9 +404,8 @@ class Arbiter:
             elif message.kind == BOOT_ERROR:
                 handle.boot_error = str(message.fields.get("error", "unknown error"))
             elif message.kind == RETIRE and self.state is State.RUNNING:
-                kind = message.fields.get("why")
-                self._replace(handle, str(message.fields.get("reason", "it asked to")),
-                              kind if kind in ("max_requests", "stuck_request") else "asked")
+                self._replace(handle, Why(ExitReason(message.fields["reason"]),
+                                          str(message.fields.get("detail", ""))))
             for fd in message.fds:
                 os.close(fd)
         self._dispatch()
@@ -442,28 +451,29 @@ class Arbiter:
         if not handle.retiring:
             self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
         run_hook(self.cfg, "child_exit", self, handle)
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        how += f" after {handle.accepted} connections and {handle.requests} requests"
-        if self.state is not State.RUNNING or handle.retiring:
-            self.log.info("Worker %d (pid %d) %s", handle.age, handle.pid, how)
-            return
-        self.restarts[_exit_kind(handle, code)] += 1
-        if self.reload is not None and handle.generation == self.reload.generation and not handle.ready:
-            self.log.error("Worker %d (pid %d) %s", handle.age, handle.pid, how)
-            self._abort_reload(_last_line(handle.boot_error) if handle.boot_error else how)
-            return
-        if handle.boot_error is not None or code == EXIT_BOOT_ERROR:
+        if handle.why is None and (handle.boot_error is not None or code == EXIT_BOOT_ERROR):
             # The worker logged the whole error; its last line says enough here.
-            reason = _last_line(handle.boot_error) if handle.boot_error else "the app failed to load"
+            handle.why = Why(ExitReason.BOOT_ERROR, _last_line(handle.boot_error) if handle.boot_error
+                             else "the app failed to load")
+        why = handle.why or unasked(code)
+        line = exit_line(handle.age, handle.pid, code, why, handle.accepted, handle.requests)
+        if self.state is not State.RUNNING or handle.retiring:
+            self.log.info("%s", line)
+            return
+        self.restarts[why.reason.value] += 1
+        if self.reload is not None and handle.generation == self.reload.generation and not handle.ready:
+            self.log.error("%s", line)
+            self._abort_reload(why.detail if why.reason is ExitReason.BOOT_ERROR else exit_status(code))
+            return
+        if why.reason is ExitReason.BOOT_ERROR:
+            self.log.error("%s", line)
             if not self.ever_ready:
-                self.log.error("Worker %d (pid %d) failed to boot: %s", handle.age, handle.pid, reason)
                 self.log.error("Shutting down: the app cannot be loaded")
                 self.exit_code = EXIT_BOOT_ERROR
                 self._begin_stop(graceful=False)
                 return
-            self.log.error("Worker %d (pid %d) failed to boot: %s", handle.age, handle.pid, reason)
         else:
-            self.log.warning("Worker %d (pid %d) %s; starting a replacement", handle.age, handle.pid, how)
+            self.log.warning("%s; starting a replacement", line)
         if code != 0 and time.monotonic() - handle.started < HEALTHY_UPTIME:
             self.crash_streak += 1
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.crash_streak - 1))
@@ -479,6 +489,7 @@ class Arbiter:
                     handle.kill_at = float("inf")
                 continue
             if timeout and now - handle.last_heartbeat > timeout:
+                handle.why = Why(ExitReason.TIMEOUT, f"no heartbeat for {timeout}s")
                 self.log.error("Worker %d (pid %d) timed out: no heartbeat for %ds; aborting",
                                handle.age, handle.pid, timeout)
                 self._kill(handle, signal.SIGABRT)
@@ -490,10 +501,11 @@ class Arbiter:
         except ProcessLookupError:
             pass
 
-    def _retire(self, handle: WorkerHandle, reason: str) -> None:
+    def _retire(self, handle: WorkerHandle, why: Why) -> None:
         """Stop a worker gracefully; it is not replaced."""
         handle.retiring = True
-        self.log.info("Retiring worker %d (pid %d): %s", handle.age, handle.pid, reason)
+        handle.why = why
+        self.log.info("Retiring worker %d (pid %d); reason: %s", handle.age, handle.pid, why)
         self._stop_one(handle)
 
     def _stop_one(self, handle: WorkerHandle) -> None:
@@ -504,15 +516,15 @@ class Arbiter:
             handle.channel.send(MAY_HAND_BACK)
         self._kill(handle, signal.SIGTERM)
 
-    def _replace(self, handle: WorkerHandle, reason: str, kind: str) -> None:
-        """Start a worker to take ``handle``'s place; stop ``handle`` once that one is ready.
-        ``kind`` is the reason as metrics count it."""
+    def _replace(self, handle: WorkerHandle, why: Why) -> None:
+        """Start a worker to take ``handle``'s place; stop ``handle`` once that one is ready."""
         if handle.retiring:
             return
-        self.restarts[kind] += 1
+        self.restarts[why.reason.value] += 1
         handle.retiring = True
         handle.stop_when_replaced = True
-        self.log.info("Worker %d (pid %d) will be replaced: %s", handle.age, handle.pid, reason)
+        handle.why = why
+        self.log.info("Worker %d (pid %d) will be replaced; reason: %s", handle.age, handle.pid, why)
         self._spawn(successor_of=handle)
 
     def _stop_replaced(self) -> None:
@@ -531,8 +543,8 @@ class Arbiter:
         for handle in list(self.workers.values()):
             rss = process.resident_bytes(handle.pid)
             if handle.ready and not handle.retiring and rss is not None and rss > limit:
-                self._replace(handle, f"RSS {rss / MIB:.0f} MiB is above max_worker_memory "
-                                      f"{limit / MIB:.0f} MiB", "max_worker_memory")
+                self._replace(handle, Why(ExitReason.MAX_WORKER_MEMORY,
+                                          f"RSS {rss / MIB:.0f} MiB is above {limit / MIB:.0f} MiB"))
 
     def _lend_slot(self, handle: WorkerHandle) -> None:
         """Reuseport: the other workers watch a retired worker's sockets, which stay open
@@ -554,7 +566,7 @@ class Arbiter:
         self.log.info("%s: now %d workers", cause, count)
         current = self._current()
         for handle in current[:max(0, len(current) - count)]:
-            self._retire(handle, f"fewer workers ({cause})")
+            self._retire(handle, Why(ExitReason.SCALE_DOWN, f"fewer workers ({cause})"))
             self._lend_slot(handle)
 
     # -- reload (HUP) ----------------------------------------------------------
@@ -580,7 +592,8 @@ class Arbiter:
         if self.reload is not None:
             superseded = self.reload
             for handle in self._generation(superseded.generation):
-                self._retire(handle, "its reload was superseded by a newer SIGHUP")
+                self._retire(handle, Why(ExitReason.RELOAD,
+                                         "its reload was superseded by a newer SIGHUP"))
             self.reload = Reload(self.generation + 1, superseded.previous_cfg, superseded.previous_workers)
         else:
             self.reload = Reload(self.generation + 1, self.cfg, self.num_workers)
@@ -609,8 +622,9 @@ class Arbiter:
         taken_over = {h.slot for h in new}
         for handle in list(self.workers.values()):
             if handle.generation < self.reload.generation and not handle.retiring:
-                self._retire(handle, f"generation {self.reload.generation} is ready")
-                self.restarts["reload"] += 1
+                self._retire(handle, Why(ExitReason.RELOAD,
+                                         f"generation {self.reload.generation} is ready"))
+                self.restarts[ExitReason.RELOAD.value] += 1
                 if handle.slot not in taken_over:
                     self._lend_slot(handle)
         self.log.info("SIGHUP: reload done, generation %d serves", self.reload.generation)
@@ -626,7 +640,7 @@ class Arbiter:
         systemd.notify("READY=1", f"STATUS=reload failed ({reason}); previous workers serve")
         previous_slots = {h.slot for h in self.workers.values() if h.generation < failed.generation}
         for handle in self._generation(failed.generation):
-            self._retire(handle, "its generation failed to boot")
+            self._retire(handle, Why(ExitReason.RELOAD, "its generation failed to boot"))
             if self.slots is not None and handle.slot is not None and handle.slot not in previous_slots:
                 self.slots.vacate(handle.slot)
         self.cfg = failed.previous_cfg
@@ -664,7 +678,7 @@ class Arbiter:
                           "(send SIGTERM to this arbiter, pid %d, to finish)", self.pid)
             if self.dispatcher is not None:
                 self.dispatcher.stop(graceful=True)  # the new arbiter accepts from now on
-            self._stop_workers("the new arbiter serves")
+            self._stop_workers("SIGUSR2: the new arbiter serves")
             for listener in self._all_listeners():
                 listener.sock.close()  # the new arbiter has its own copies
             self._close_endpoints(remove_files=False)  # the new arbiter answers ctl and scrapes
@@ -691,7 +705,7 @@ class Arbiter:
         for handle in leaving:
             handle.retiring = True  # all at once: none is told it may hand connections back
         for handle in leaving:
-            self._retire(handle, reason)
+            self._retire(handle, Why(ExitReason.STOP, reason))
         for handle in leaving:
             self._lend_slot(handle)
 
@@ -702,8 +716,8 @@ class Arbiter:
 
     def _reopen_logs(self) -> None:
         try:
-            logs.configure(self.cfg.loglevel, self.cfg.errorlog, self.cfg.accesslog)
-        except OSError as err:
+            logs.configure(self.cfg)
+        except (OSError, logs.LogConfigError) as err:
             self.log.error("cannot reopen the log files: %s", err)
 
     # -- signals and transitions -------------------------------------------
@@ -723,7 +737,7 @@ class Arbiter:
             else:
                 self.log.info("SIGTTOU ignored: one worker is the minimum")
         elif signum == signal.SIGUSR1:
-            self._reopen_logs()
+            logs.reopen_files()
             for handle in self.workers.values():
                 self._kill(handle, signal.SIGUSR1)
             self.log.info("SIGUSR1: log files reopened (and the workers told to)")
@@ -752,6 +766,7 @@ class Arbiter:
         for listener in self._all_listeners():
             listener.sock.close()
         for handle in self.workers.values():
+            handle.why = handle.why or Why(ExitReason.STOP, "graceful stop" if graceful else "fast stop")
             self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _tick(self) -> None:
@@ -871,15 +886,6 @@ class Arbiter:
 def _count(value: Any) -> int:
     """A count from a worker's message (0 if it is not one)."""
     return value if isinstance(value, int) and value >= 0 else 0
-
-
-def _exit_kind(handle: WorkerHandle, code: int) -> str:
-    """Why a worker that was not asked to stop is gone, as metrics count it."""
-    if handle.kill_at is not None:
-        return "timeout"
-    if handle.boot_error is not None or code == EXIT_BOOT_ERROR:
-        return "boot_error"
-    return "crash" if code != 0 else "exit"
 
 
 def _remove_file(path: str) -> None:

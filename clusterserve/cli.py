@@ -53,9 +53,11 @@ def run(argv: Sequence[str]) -> int:
     if cfg.check_config:
         return check_config(cfg)
     try:
-        logs.configure(cfg.loglevel, cfg.errorlog, cfg.accesslog)
+        logs.configure(cfg)
     except OSError as err:
         return _fail(f"cannot open log file: {err}")
+    except logs.LogConfigError as err:
+        return _fail(str(err))
     from clusterserve.arbiter import Arbiter
 
     return Arbiter(cfg, argv).run()

@@ -1,17 +1,22 @@
-"""Error log and access log.
+"""The error log: handlers from the settings, a log config on top, captured output,
+and reopening for logrotate.
 
-The error log is the ``clusterserve`` logger: lines look like gunicorn's,
-``[time] [pid] [LEVEL] message``.  The access log formats gunicorn's atoms
-(``%(h)s``, ``%(r)s``, ``%({header}i)s``, ...) from one finished request.
+The error log is the ``clusterserve`` logger, with lines like gunicorn's,
+``[time] [pid] [LEVEL] message``; the access log is ``clusterserve.access``
+(its lines are formatted in ``access_log``).  As in gunicorn, ``errorlog``,
+``loglevel`` and ``accesslog`` are applied first and a log config
+(``logconfig_dict``, else ``logconfig_json``, else ``logconfig``) is applied
+on top, so whatever it configures wins.
 """
 
 from __future__ import annotations
 
+import configparser
+import json
 import logging
+import logging.config
+import os
 import sys
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 log = logging.getLogger("clusterserve")
@@ -23,6 +28,91 @@ uvicorn_log = logging.getLogger("uvicorn")
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
+# A gunicorn log config names gunicorn's loggers; they mean ours.
+GUNICORN_LOGGERS = {"gunicorn.error": log.name, "gunicorn.access": access_log.name}
+LOG_CONFIG_SETTINGS = ("logconfig_dict", "logconfig_json", "logconfig")  # the first one set wins
+
+# The errorlog file that stdout and stderr are sent to (capture_output), if any.
+_captured_into: str | None = None
+# The accesslog handler, when no log config was applied: while it is the access
+# logger's only handler (and the logger has no filters), lines are written straight to it.
+direct_access_handler: logging.StreamHandler | None = None
+
+
+class LogConfigError(Exception):
+    """The logging settings cannot be applied; the message names the setting."""
+
+
+def configure(cfg: Any) -> None:
+    """Set up the error and access loggers from the settings (at start and on SIGHUP)."""
+    global direct_access_handler
+    direct_access_handler = None
+    for logger in (log, access_log, uvicorn_log):
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    error_handler = _handler(cfg.errorlog, sys.stderr)
+    error_handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
+    for logger in (log, uvicorn_log):
+        logger.addHandler(error_handler)
+        logger.setLevel(cfg.loglevel.upper())
+        logger.propagate = False
+    access_log.propagate = False
+    access_log.setLevel(logging.INFO)
+    access_log.disabled = not access_log_enabled(cfg)
+    access_handler = None
+    if cfg.accesslog is not None:
+        access_handler = _handler(cfg.accesslog, sys.stdout)
+        access_handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(access_handler)
+    _capture_output(cfg.errorlog if cfg.capture_output and cfg.errorlog != "-" else None)
+    if not _apply_log_config(cfg):
+        direct_access_handler = access_handler
+
+
+def access_log_enabled(cfg: Any) -> bool:
+    """Access lines are made when accesslog is set or a log config may route them (as gunicorn)."""
+    return cfg.accesslog is not None or any(cfg.values[name] for name in LOG_CONFIG_SETTINGS)
+
+
+def reopen_files() -> None:
+    """SIGUSR1: reopen every file any logger writes to, and the captured stdout/stderr,
+    so that a file moved away by logrotate is replaced by a new one."""
+    try:
+        for handler in _all_handlers():
+            if isinstance(handler, logging.FileHandler):
+                _reopen(handler)
+        _capture_output(_captured_into)
+    except OSError as err:  # the old files stay open; logging goes on
+        log.error("cannot reopen the log files: %s: %s", err.filename, err.strerror)
+
+
+def flush_all() -> None:
+    """Write out what any handler holds (a worker calls this before ``os._exit``)."""
+    for handler in _all_handlers():
+        try:
+            handler.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _all_handlers() -> list[logging.Handler]:
+    loggers = [logging.getLogger(), *(value for value in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(value, logging.Logger))]
+    return list({id(h): h for logger in loggers for h in logger.handlers}.values())
+
+
+def _reopen(handler: logging.FileHandler) -> None:
+    handler.acquire()
+    try:
+        old = handler.stream
+        handler.stream = open(handler.baseFilename, handler.mode,  # noqa: SIM115 - the handler owns it
+                              encoding=handler.encoding, errors=handler.errors)
+        if old is not None:
+            old.close()
+    finally:
+        handler.release()
+
 
 def _handler(path: str, default_stream: TextIO) -> logging.Handler:
     if path == "-":
@@ -30,129 +120,65 @@ def _handler(path: str, default_stream: TextIO) -> logging.Handler:
     return logging.FileHandler(path, encoding="utf-8")
 
 
-def configure(loglevel: str, errorlog: str, accesslog: str | None) -> None:
-    """Set up the error and access loggers from the settings."""
-    for logger in (log, access_log, uvicorn_log):
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-    error_handler = _handler(errorlog, sys.stderr)
-    error_handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
-    for logger in (log, uvicorn_log):
-        logger.addHandler(error_handler)
-        logger.setLevel(loglevel.upper())
-        logger.propagate = False
-
-    access_log.propagate = False
-    if accesslog is None:
-        access_log.disabled = True
+def _capture_output(path: str | None) -> None:
+    """Point file descriptors 1 and 2 at ``path``; forked workers inherit them."""
+    global _captured_into
+    _captured_into = path
+    if path is None:
         return
-    access_log.disabled = False
-    access_handler = _handler(accesslog, sys.stdout)
-    access_handler.setFormatter(logging.Formatter("%(message)s"))
-    access_log.addHandler(access_handler)
-    access_log.setLevel(logging.INFO)
-
-
-@dataclass
-class RequestRecord:
-    """What the access log needs to know about one finished request."""
-
-    environ: Mapping[str, Any]
-    status: str
-    response_headers: list[tuple[str, str]]
-    body_bytes: int
-    started: float  # time.time() when the request head was complete
-    duration: float  # seconds
-    pid: int
-
-
-class _Atoms(dict):
-    """Gunicorn's atoms; ``{name}i``/``{name}o``/``{name}e`` are looked up on demand."""
-
-    def __init__(self, record: RequestRecord) -> None:
-        env = record.environ
-        status_code = record.status.split(None, 1)[0]
-        query = env.get("QUERY_STRING", "")
-        path = env.get("RAW_URI") or env.get("PATH_INFO", "")
-        request_line = f"{env.get('REQUEST_METHOD', '-')} {path} {env.get('SERVER_PROTOCOL', '-')}"
-        super().__init__(
-            h=env.get("REMOTE_ADDR", "-"),
-            l="-",
-            u=_remote_user(env),
-            t=time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(record.started)),
-            r=request_line,
-            m=env.get("REQUEST_METHOD", "-"),
-            U=env.get("PATH_INFO", ""),
-            q=query,
-            H=env.get("SERVER_PROTOCOL", "-"),
-            s=status_code,
-            B=record.body_bytes,
-            b=str(record.body_bytes) if record.body_bytes else "-",
-            f=env.get("HTTP_REFERER", "-"),
-            a=env.get("HTTP_USER_AGENT", "-"),
-            T=int(record.duration),
-            M=int(record.duration * 1000),
-            D=int(record.duration * 1_000_000),
-            L=f"{record.duration:.6f}",
-            p=f"<{record.pid}>",
-        )
-        self._env = env
-        self._out = {k.lower(): v for k, v in record.response_headers}
-
-    def __missing__(self, key: str) -> str:
-        if key.startswith("{") and "}" in key:
-            name, _, kind = key[1:].rpartition("}")
-            if kind == "i":
-                return self._env.get("HTTP_" + name.upper().replace("-", "_"), "-")
-            if kind == "o":
-                return self._out.get(name.lower(), "-")
-            if kind == "e":
-                return str(self._env.get(name, "-"))
-        return "-"
-
-
-def _remote_user(env: Mapping[str, Any]) -> str:
-    auth = env.get("HTTP_AUTHORIZATION", "")
-    if auth[:6].lower() == "basic ":
-        import base64
-        import binascii
-
-        try:
-            decoded = base64.b64decode(auth[6:].strip()).decode("latin-1")
-        except (binascii.Error, ValueError):
-            return "-"
-        return decoded.split(":", 1)[0] or "-"
-    return "-"
-
-
-def format_access(fmt: str, record: RequestRecord) -> str:
-    return fmt % _Atoms(record)
-
-
-def write_access(fmt: str, record: RequestRecord) -> None:
-    """Log one request, never letting a bad format break the response."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    target = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
-        access_log.info(format_access(fmt, record))
-    except Exception:  # noqa: BLE001 - a bad format must not take down a worker
-        log.exception("cannot format access log line with %r", fmt)
+        os.dup2(target, sys.stdout.fileno())
+        os.dup2(target, sys.stderr.fileno())
+    finally:
+        os.close(target)
+    # A print() should reach the file when it happens, not when a block buffer fills.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
 
 
-def scope_environ(scope: Mapping[str, Any]) -> dict[str, Any]:
-    """The CGI-style keys the access log atoms read, from an ASGI HTTP scope."""
-    client = scope.get("client") or ("-", "")
-    query = scope.get("query_string", b"").decode("latin-1")
-    raw_path = scope.get("raw_path") or scope.get("path", "").encode()
-    environ: dict[str, Any] = {
-        "REMOTE_ADDR": client[0],
-        "REQUEST_METHOD": scope.get("method", "-"),
-        "PATH_INFO": scope.get("path", ""),
-        "QUERY_STRING": query,
-        "RAW_URI": raw_path.decode("latin-1") + (f"?{query}" if query else ""),
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
-    }
-    for name, value in scope.get("headers", ()):
-        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-        text = value.decode("latin-1")
-        environ[key] = f"{environ[key]},{text}" if key in environ else text
-    return environ
+def _apply_log_config(cfg: Any) -> bool:
+    """Apply the log config, if one is set; say whether one was."""
+    name = next((n for n in LOG_CONFIG_SETTINGS if cfg.values[n]), None)
+    if name is None:
+        return False
+    value = cfg.values[name]
+    where = f"setting '{name}' from {cfg.sources[name]}"
+    try:
+        if name == "logconfig":
+            parser = configparser.ConfigParser()
+            if not parser.read(value, encoding="utf-8"):
+                raise OSError(f"cannot read {value}")
+            _alias_ini_loggers(parser)
+            logging.config.fileConfig(parser, disable_existing_loggers=False)
+            return True
+        if name == "logconfig_json":
+            with open(value, encoding="utf-8") as stream:
+                value = json.load(stream)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+        config = {"version": 1, "disable_existing_loggers": False, **value}
+        config["loggers"] = _alias_dict_loggers(config.get("loggers", {}))
+        logging.config.dictConfig(config)
+        return True
+    except Exception as err:  # noqa: BLE001 - logging.config raises anything from user input
+        raise LogConfigError(f"{where}: cannot apply it: {type(err).__name__}: {err}") from None
+
+
+def _alias_dict_loggers(loggers: dict[str, Any]) -> dict[str, Any]:
+    renamed = {}
+    for name, settings in loggers.items():
+        ours = GUNICORN_LOGGERS.get(name)
+        renamed[ours if ours is not None and ours not in loggers else name] = settings
+    return renamed
+
+
+def _alias_ini_loggers(parser: configparser.ConfigParser) -> None:
+    names = {parser.get(s, "qualname", fallback="") for s in parser.sections() if s.startswith("logger_")}
+    for section in parser.sections():
+        if section.startswith("logger_"):
+            ours = GUNICORN_LOGGERS.get(parser.get(section, "qualname", fallback=""))
+            if ours is not None and ours not in names:
+                parser.set(section, "qualname", ours)

@@ -35,6 +35,9 @@ class ServerProcess:
         inherited = {k: v for k, v in os.environ.items() if k not in OUTSIDE_SETTINGS}
         self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_file = tempfile.NamedTemporaryFile(prefix="clusterserve-", suffix=".log", delete=False)
+        # Where the error log is read from: the server's stdout and stderr, unless a test
+        # sends the error log elsewhere (errorlog, a log config) and points this there.
+        self.log_path = Path(self.log_file.name)
         self.proc: subprocess.Popen[bytes] | None = None
         self.host = ""
         self.port = 0
@@ -113,7 +116,10 @@ class ServerProcess:
     # -- log -----------------------------------------------------------------
 
     def log(self) -> str:
-        return Path(self.log_file.name).read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 10.0,
                      after: int = 0) -> re.Match[str]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import process, sockets
+from clusterserve import access_log, process, sockets
 from clusterserve.app import AppLoadError, parse_app_spec
 from clusterserve.config import types
 from clusterserve.control.statsd import parse_statsd_address
@@ -79,6 +79,19 @@ def _directory(raw: Any) -> str | None:
     if not os.path.isdir(path):
         raise ValueError(f"no such directory: {value!r}")
     return path
+
+
+def _existing_file(raw: Any) -> str | None:
+    value = types.optional_text(raw)
+    if value is None:
+        return None
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value!r}")
+    return os.path.abspath(value)  # a HUP re-reads it from wherever chdir left the arbiter
+
+
+def _access_log_format(raw: Any) -> str:
+    return access_log.check_format(types.text(raw))
 
 
 def _account(resolve: Callable[[str], int]) -> types.Parser:
@@ -376,11 +389,29 @@ SETTINGS: tuple[Setting, ...] = (
             "Error log level: " + ", ".join(LOG_LEVELS) + ".", metavar="LEVEL"),
     Setting("errorlog", "Logging", ("--error-logfile", "--log-file"), types.text, "-",
             "Error log file; - is stderr.", metavar="FILE"),
+    Setting("capture_output", "Logging", ("--capture-output",), types.boolean, False,
+            "Send the stdout and stderr of the arbiter and workers (print(), stray "
+            "tracebacks) to the errorlog file; no effect when errorlog is -.", kind=SWITCH),
+    Setting("logconfig", "Logging", ("--log-config",), _existing_file, None,
+            "A logging.config.fileConfig (INI) file, applied after errorlog and loglevel "
+            "so that what it configures wins. Loggers: clusterserve (error log), "
+            "clusterserve.access; gunicorn.error and gunicorn.access are accepted as aliases.",
+            metavar="FILE"),
+    Setting("logconfig_json", "Logging", ("--log-config-json",), _existing_file, None,
+            "A logging.config.dictConfig file in JSON; wins over logconfig.", metavar="FILE"),
+    Setting("logconfig_dict", "Logging", (), types.mapping, {},
+            "A logging.config.dictConfig dictionary (config file only); wins over "
+            "logconfig and logconfig_json."),
     Setting("accesslog", "Logging", ("--access-logfile",), types.optional_text, None,
-            "Access log file; - is stdout. Off unless set.", metavar="FILE"),
-    Setting("access_log_format", "Logging", ("--access-logformat",), types.text,
+            "Access log file; - is stdout. Off unless set (or a log config routes "
+            "clusterserve.access).", metavar="FILE"),
+    Setting("access_log_format", "Logging", ("--access-logformat",), _access_log_format,
             '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
-            "Access log line, with gunicorn's atoms.", metavar="FORMAT"),
+            "Access log line, with gunicorn's atoms (see docs/observability.md).",
+            metavar="FORMAT"),
+    Setting("access_log_json", "Logging", ("--access-log-json",), types.boolean, False,
+            "Write the access log as JSON lines with named fields instead of "
+            "access_log_format (see docs/observability.md).", kind=SWITCH),
     # -- Control and metrics ----------------------------------------------
     Setting("control_socket", "Control", ("--control-socket",), _control_socket_path, None,
             "Unix socket for `clusterserve ctl` (status, reload, scale, stop). Off unless set.",

@@ -179,6 +179,10 @@ def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
             values["interface"] == "asgi" or WORKER_CLASSES[values["worker_class"]] == "asgi"):
         raise ConfigError(f"setting 'proxy_protocol' from {sources['proxy_protocol']}: the ASGI "
                           "worker (uvicorn) cannot read PROXY protocol headers; only WSGI apps can")
+    if values["access_log_json"] and values["accesslog"] is None and not any(
+            values[name] for name in ("logconfig", "logconfig_json", "logconfig_dict")):
+        raise ConfigError(f"setting 'access_log_json' from {sources['access_log_json']}: "
+                          "the access log is off; set accesslog (--access-logfile) too")
     if values["dispatch"] == "reuseport":
         where = f"setting 'dispatch' from {sources['dispatch']}"
         problem = reuseport.check_platform()

@@ -105,6 +105,12 @@ def string_list(item: Parser = text, *, comma_separated: bool = False) -> Parser
     return parse
 
 
+def mapping(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table (a dict), got {raw!r}")
+    return dict(raw)
+
+
 def env_assignment(raw: Any) -> str:
     value = text(raw)
     if "=" not in value or value.startswith("="):

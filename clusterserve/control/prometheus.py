@@ -18,8 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from clusterserve.control.exchange import ExchangeServer
 from clusterserve.control.request_stats import DURATION_BUCKETS, STATUS_CLASSES
-from clusterserve.control.status import RESTART_REASONS, ServerStatus
+from clusterserve.control.status import ServerStatus
 from clusterserve.poller import Poller
+from clusterserve.worker_exits import RESTART_REASONS
 
 PATH = "/metrics"
 

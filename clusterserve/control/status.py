@@ -30,14 +30,6 @@ class WorkerView(Protocol):
     stats: RequestStats
 
 
-# Why workers are replaced, as ``restarts`` counts them.
-RESTART_REASONS = frozenset({
-    "reload",  # a new generation is ready (SIGHUP, ctl reload)
-    "max_requests", "stuck_request", "asked",  # the worker asked to retire
-    "max_worker_memory",
-    "timeout",  # no heartbeat for `timeout` seconds
-    "crash", "exit", "boot_error",  # it died on its own
-})
 
 
 @dataclass

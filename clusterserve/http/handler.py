@@ -10,12 +10,13 @@ from typing import Any
 
 import h11
 
+from clusterserve.access_log import AccessLog, RequestRecord
 from clusterserve.hooks import run_hook
 from clusterserve.http.body import RequestBody
 from clusterserve.http.connection import HttpConnection, HttpError, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
 from clusterserve.http.response import ClientGone, FileWrapper, LengthMismatch, Response
-from clusterserve.logs import RequestRecord, log, write_access
+from clusterserve.logs import log
 
 # Unread request body a keep-alive connection may skip over; more and it closes.
 MAX_DISCARD = 64 * 1024
@@ -27,7 +28,7 @@ class RequestContext:
 
     app: Callable[..., Any]
     info: ServerInfo
-    access_log_format: str | None
+    access_log: AccessLog | None
     keepalive: bool
     is_stopping: Callable[[], bool]
     worker: Any
@@ -111,8 +112,8 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
     status = response.status or "500"
     if ctx.worker.request_stats is not None:
         ctx.worker.request_stats.record(int(status[:3]), duration)
-    if ctx.access_log_format is not None:
-        write_access(ctx.access_log_format, RequestRecord(
+    if ctx.access_log is not None:
+        ctx.access_log.write(RequestRecord(
             environ=environ, status=status, response_headers=response.headers,
             body_bytes=response.body_bytes, started=started_wall, duration=duration,
             pid=ctx.worker.pid))

@@ -23,8 +23,11 @@ import uvicorn
 from clusterserve import tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
-from clusterserve.logs import RequestRecord, log, scope_environ, write_access
+from clusterserve import access_log
+from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
+from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
+from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 if TYPE_CHECKING:
@@ -85,9 +88,10 @@ class RequestStatsMiddleware:
 class AccessLogMiddleware:
     """Writes one access log line per HTTP request, with the WSGI worker's atoms."""
 
-    def __init__(self, app: Any, fmt: str) -> None:
+    def __init__(self, app: Any, writer: AccessLog) -> None:
         self.app = app
-        self.fmt = fmt
+        self.writer = writer
+        self.flush_due = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -108,10 +112,17 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            write_access(self.fmt, RequestRecord(
+            self.writer.write(RequestRecord(
                 environ=scope_environ(scope), status=str(response["status"]),
                 response_headers=response["headers"], body_bytes=response["bytes"],
                 started=started_wall, duration=time.perf_counter() - started, pid=os.getpid()))
+            if self.writer.unflushed and not self.flush_due:
+                self.flush_due = True
+                asyncio.get_running_loop().call_later(access_log.FLUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self.flush_due = False
+        self.writer.flush()
 
 
 class LifespanStartupFailed(Exception):
@@ -143,8 +154,9 @@ class AsgiServer(uvicorn.Server):
         self.config.load()
         cfg = self.worker.cfg
         self.config.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
-        if cfg.accesslog is not None:
-            self.config.loaded_app = AccessLogMiddleware(self.config.loaded_app, cfg.access_log_format)
+        writer = access_log.from_settings(cfg)
+        if writer is not None:
+            self.config.loaded_app = AccessLogMiddleware(self.config.loaded_app, writer)
         if self.worker.request_stats is not None:
             self.config.loaded_app = RequestStatsMiddleware(self.config.loaded_app,
                                                             self.worker.request_stats)
@@ -193,8 +205,8 @@ class AsgiServer(uvicorn.Server):
         self.worker.requests_served = self.server_state.total_requests
         max_requests = self.worker.max_requests
         if max_requests and self.server_state.total_requests >= max_requests:
-            self.worker.ask_to_retire(f"served {self.server_state.total_requests} requests (max_requests)",
-                                      "max_requests")
+            self.worker.ask_to_retire(Why(ExitReason.MAX_REQUESTS,
+                                          f"served {self.server_state.total_requests} requests"))
         return should_exit
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

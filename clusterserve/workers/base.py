@@ -26,6 +26,7 @@ from clusterserve.control.request_stats import RequestStats
 from clusterserve.control.statsd import StatsdClient
 from clusterserve.hooks import run_hook
 from clusterserve.sockets import Listener
+from clusterserve.worker_exits import Why
 
 # Imported here, in the arbiter, so that a worker that drops privileges does
 # not need to read the installation to find its own code.
@@ -148,8 +149,7 @@ class Worker:
 
     def reopen_logs(self) -> None:
         """SIGUSR1 (forwarded by the arbiter): reopen log files, as logrotate expects."""
-        cfg = self.cfg
-        logs.configure(cfg.loglevel, cfg.errorlog, cfg.accesslog)
+        logs.reopen_files()
 
     def abort(self) -> None:
         """SIGABRT: the arbiter saw no heartbeat for ``timeout`` seconds."""
@@ -157,15 +157,12 @@ class Worker:
         raise SystemExit(1)
 
 
-    def ask_to_retire(self, reason: str, kind: str) -> None:
-        """Ask the arbiter for a replacement; it sends SIGTERM once that one is ready.
-
-        ``kind`` names the reason for metrics: ``max_requests`` or ``stuck_request``.
-        """
+    def ask_to_retire(self, why: Why) -> None:
+        """Ask the arbiter for a replacement; it sends SIGTERM once that one is ready."""
         if not self.retire_requested:
             self.retire_requested = True
-            self.log.info("worker %s asks to retire: %s", self.pid, reason)
-            self.channel.send(RETIRE, reason=reason, why=kind)
+            self.log.info("worker %s asks to retire; reason: %s", self.pid, why)
+            self.channel.send(RETIRE, reason=why.reason.value, detail=why.detail)
 
     def heartbeat(self, accepted: int, open_connections: int, in_flight: int) -> None:
         """Tell the arbiter this worker is alive, with its counts for status and metrics."""
@@ -202,6 +199,7 @@ def resolve_interface(cfg: Config, app: Callable[..., Any]) -> str:
 
 
 def _flush_stdio() -> None:
+    logs.flush_all()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

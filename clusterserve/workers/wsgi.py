@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from clusterserve import tls
+from clusterserve import access_log, tls
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
@@ -35,6 +35,7 @@ from clusterserve.http.response import FileWrapper
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
+from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class WsgiServer:
                             file_wrapper=FileWrapper, url_scheme="https" if tls_context else "http",
                             secure_scheme_headers=cfg.secure_scheme_headers,
                             keep_underscores=cfg.header_map == "dangerous"),
-            access_log_format=cfg.access_log_format if cfg.accesslog is not None else None,
+            access_log=access_log.from_settings(cfg),
             keepalive=cfg.keepalive > 0,
             is_stopping=lambda: self.stopping,
             worker=worker,
@@ -93,6 +94,7 @@ class WsgiServer:
         self.stop_deadline = float("inf")
         self.stuck: set[HttpConnection] = set()  # in the app for longer than `timeout`
         self.stuck_after = float(cfg.timeout) or float("inf")
+        self.access_flushed_at = 0.0
 
     # -- the loop ---------------------------------------------------------
 
@@ -115,10 +117,23 @@ class WsgiServer:
                 next_heartbeat = now + self.worker.heartbeat_interval
             self._expire_waiting(now)
             self._find_stuck(now)
-            self.poller.poll(max(0.0, min(next_heartbeat, self.stop_deadline) - now))
+            wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now))
+            self.poller.poll(max(0.0, wake - now))
             self.acceptor.flush()
         self._heartbeat()  # final counts, for the exit log line
         self.pool.shutdown(wait=False)
+
+    def _flush_access_log(self, now: float) -> float:
+        """Flush the access lines the app threads wrote, at most every FLUSH_DELAY
+        seconds; return when the next flush is due."""
+        access = self.context.access_log
+        if access is None or not access.unflushed:
+            return float("inf")
+        if now >= self.access_flushed_at + access_log.FLUSH_DELAY:
+            access.flush()
+            self.access_flushed_at = now
+            return float("inf")
+        return self.access_flushed_at + access_log.FLUSH_DELAY
 
     def _heartbeat(self) -> None:
         self.worker.heartbeat(self.acceptor.accepted, len(self.connections), self.in_app)
@@ -283,9 +298,9 @@ class WsgiServer:
         for connection in self.connections - self.waiting - self.stuck:
             if connection.phase is Phase.IN_APP and now - connection.app_started > self.stuck_after:
                 self.stuck.add(connection)
-                self.worker.ask_to_retire(
-                    f"a request from {connection.peer} has run for more than {self.stuck_after:g}s",
-                    "stuck_request")
+                self.worker.ask_to_retire(Why(
+                    ExitReason.STUCK_REQUEST,
+                    f"a request from {connection.peer} has run for more than {self.stuck_after:g}s"))
 
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
@@ -347,7 +362,7 @@ class WsgiServer:
             self._advance(connection)  # a pipelined request may be buffered already
         self._start_ready()
         if self.worker.max_requests and self.worker.requests_served >= self.worker.max_requests:
-            self.worker.ask_to_retire(f"served {self.worker.requests_served} requests (max_requests)",
-                                      "max_requests")
+            self.worker.ask_to_retire(Why(ExitReason.MAX_REQUESTS,
+                                          f"served {self.worker.requests_served} requests"))
         if self._has_room():
             self.acceptor.resume()

@@ -88,7 +88,7 @@ def test_max_requests_retires_and_replaces_the_worker(start_server, dispatch, ap
                           workers=1)
     pids = {server.get("/")[2].split()[-1] for _ in range(3)}
     assert len(pids) == 1
-    server.wait_for_log(r"served 3 requests \(max_requests\)")
+    server.wait_for_log(r"reason: max_requests \(served 3 requests\)")
     server.wait_ready(2)  # the replacement is ready before the old worker stops
     (old,) = pids
     server.wait_for_log(rf"pid {int(old)}\) exited with code 0")
@@ -167,6 +167,7 @@ def test_a_worker_over_max_worker_memory_is_replaced(start_server, dispatch):
     (old,) = server.workers()
     for _ in range(2):
         assert server.get("/")[0] == 200
-    server.wait_for_log(rf"pid {old}\) will be replaced: RSS \d+ MiB is above max_worker_memory 95 MiB")
+    server.wait_for_log(rf"pid {old}\) will be replaced; reason: max_worker_memory "
+                        r"\(RSS \d+ MiB is above 95 MiB\)")
     server.wait_for_log(rf"pid {old}\) exited with code 0")
     assert old not in server.workers() and len(server.workers()) == 1

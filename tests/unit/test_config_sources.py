@@ -506,3 +506,27 @@ def test_describe_has_every_setting_with_its_source(cwd):
             assert setting.name not in by_name
         else:
             assert setting.name in by_name
+
+
+# -- logging settings ---------------------------------------------------------------------
+
+
+def test_logconfig_dict_is_a_toml_table(cwd):
+    write(cwd / "clusterserve.toml", """
+        [logconfig_dict.loggers.clusterserve]
+        level = "DEBUG"
+    """)
+    cfg = load(APP)
+    assert cfg.logconfig_dict == {"loggers": {"clusterserve": {"level": "DEBUG"}}}
+    assert cfg.sources["logconfig_dict"] == "config file clusterserve.toml"
+
+
+def test_logconfig_dict_must_be_a_table(cwd):
+    write(cwd / "clusterserve.toml", 'logconfig_dict = "logging.ini"\n')
+    assert config_error(APP) == ("setting 'logconfig_dict' from config file clusterserve.toml: "
+                                 "expected a table (a dict), got 'logging.ini'")
+
+
+def test_log_config_files_are_made_absolute(cwd):
+    (cwd / "logging.ini").write_text("")
+    assert load(APP, "--log-config", "logging.ini").logconfig == str(cwd / "logging.ini")

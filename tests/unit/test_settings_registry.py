@@ -55,6 +55,10 @@ GUNICORN_REFERENCE = {
                           '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'),
     "errorlog": (("--error-logfile", "--log-file"), "-"),
     "loglevel": (("--log-level",), "info"),
+    "capture_output": (("--capture-output",), False),
+    "logconfig": (("--log-config",), None),
+    "logconfig_json": (("--log-config-json",), None),
+    "logconfig_dict": ((), {}),
     "certfile": (("--certfile",), None),
     "keyfile": (("--keyfile",), None),
     "ca_certs": (("--ca-certs",), None),
@@ -94,6 +98,7 @@ OWN_SETTINGS = {
     "limit_request_body": (("--limit-request-body",), 0),
     "server_header": (("--no-server-header",), True),
     "date_header": (("--no-date-header",), True),
+    "access_log_json": (("--access-log-json",), False),
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
