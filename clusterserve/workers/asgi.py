@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from clusterserve import tls
+from clusterserve import access_log, tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
-from clusterserve import access_log
 from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
 from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
@@ -59,38 +58,14 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
     )
 
 
-class RequestStatsMiddleware:
-    """Records each HTTP request's status and duration for metrics."""
+class ObservingMiddleware:
+    """Watches each HTTP request's response for the access log and for metrics; either
+    may be off (the middleware is left out when both are)."""
 
-    def __init__(self, app: Any, stats: RequestStats) -> None:
-        self.app = app
-        self.stats = stats
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def observe(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observe)
-        finally:
-            self.stats.record(status, time.perf_counter() - started)
-
-
-class AccessLogMiddleware:
-    """Writes one access log line per HTTP request, with the WSGI worker's atoms."""
-
-    def __init__(self, app: Any, writer: AccessLog) -> None:
+    def __init__(self, app: Any, writer: AccessLog | None, stats: RequestStats | None) -> None:
         self.app = app
         self.writer = writer
+        self.stats = stats
         self.flush_due = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -99,12 +74,14 @@ class AccessLogMiddleware:
             return
         started_wall, started = time.time(), time.perf_counter()
         response: dict[str, Any] = {"status": 500, "headers": [], "bytes": 0}
+        keep_headers = self.writer is not None
 
         async def observe(message: Any) -> None:
             if message["type"] == "http.response.start":
                 response["status"] = message["status"]
-                response["headers"] = [(k.decode("latin-1"), v.decode("latin-1"))
-                                       for k, v in message.get("headers", ())]
+                if keep_headers:
+                    response["headers"] = [(k.decode("latin-1"), v.decode("latin-1"))
+                                           for k, v in message.get("headers", ())]
             elif message["type"] == "http.response.body":
                 response["bytes"] += len(message.get("body", b""))
             await send(message)
@@ -112,16 +89,25 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            self.writer.write(RequestRecord(
-                environ=scope_environ(scope), status=str(response["status"]),
-                response_headers=response["headers"], body_bytes=response["bytes"],
-                started=started_wall, duration=time.perf_counter() - started, pid=os.getpid()))
-            if self.writer.unflushed and not self.flush_due:
-                self.flush_due = True
-                asyncio.get_running_loop().call_later(access_log.FLUSH_DELAY, self._flush)
+            duration = time.perf_counter() - started
+            if self.stats is not None:
+                self.stats.record(response["status"], duration)
+            if self.writer is not None:
+                self._log(scope, response, started_wall, duration)
+
+    def _log(self, scope: Any, response: dict[str, Any], started: float, duration: float) -> None:
+        assert self.writer is not None
+        self.writer.write(RequestRecord(
+            environ=scope_environ(scope), status=str(response["status"]),
+            response_headers=response["headers"], body_bytes=response["bytes"],
+            started=started, duration=duration, pid=os.getpid()))
+        if self.writer.unflushed and not self.flush_due:
+            self.flush_due = True
+            asyncio.get_running_loop().call_later(access_log.FLUSH_DELAY, self._flush)
 
     def _flush(self) -> None:
         self.flush_due = False
+        assert self.writer is not None
         self.writer.flush()
 
 
@@ -155,11 +141,9 @@ class AsgiServer(uvicorn.Server):
         cfg = self.worker.cfg
         self.config.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
         writer = access_log.from_settings(cfg)
-        if writer is not None:
-            self.config.loaded_app = AccessLogMiddleware(self.config.loaded_app, writer)
-        if self.worker.request_stats is not None:
-            self.config.loaded_app = RequestStatsMiddleware(self.config.loaded_app,
-                                                            self.worker.request_stats)
+        if writer is not None or self.worker.request_stats is not None:
+            self.config.loaded_app = ObservingMiddleware(self.config.loaded_app, writer,
+                                                         self.worker.request_stats)
         self.lifespan = self.config.lifespan_class(self.config)
         await self.startup()
         if not self.should_exit:

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""What the access log costs: hello-world requests per second with it off, on, and as JSON.
+"""What observing costs: hello-world requests per second with nothing on, the access log
+(text, JSON), Prometheus metrics and statsd.
 
 Run from the repository root, with the project's venv, on a quiet machine:
 
-    .venv/bin/python bench/access_log_cost.py            # 5 rounds of 3 s per variant
-    .venv/bin/python bench/access_log_cost.py --reps 3 --duration 2
+    .venv/bin/python bench/observability_cost.py            # 5 rounds of 3 s per variant
+    .venv/bin/python bench/observability_cost.py --reps 3 --duration 2
 
-Six servers (WSGI and ASGI, each with the access log off, in gunicorn's
-default format, and as JSON lines; one worker each, the log written to a
-file in a temporary directory) run side by side on 127.0.0.1 and take
+Ten servers (WSGI and ASGI, each with nothing on, the access log in
+gunicorn's default format, the access log as JSON lines, ``--metrics-bind``,
+and ``--statsd-host`` pointed at a UDP socket this script holds; one worker
+each, logs written to files in a temporary directory) run side by side on
+127.0.0.1 and take
 turns, in a rotating order, under ``wrk -t1 -c16`` with keep-alive (or a
 bounded Python keep-alive client when ``wrk`` is not installed).  Besides
 requests per second it reads the worker's CPU time from ``/proc``: CPU
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -33,21 +37,23 @@ from bench.dispatch import cpu_and_switches, python_rps, wrk_rps  # noqa: E402
 from tests.harness import ServerProcess, running  # noqa: E402
 
 APPS = {"wsgi": "bench.apps:app", "asgi": "bench.apps:asgi_app"}
-ACCESS = {
+VARIANTS = {
     "off": [],
-    "text": ["--access-logfile", "{dir}/{name}.log"],
-    "json": ["--access-logfile", "{dir}/{name}.log", "--access-log-json"],
+    "access log": ["--access-logfile", "{dir}/{name}.log"],
+    "access log JSON": ["--access-logfile", "{dir}/{name}.log", "--access-log-json"],
+    "metrics": ["--metrics-bind", "127.0.0.1:0"],
+    "statsd": ["--statsd-host", "{statsd}"],
 }
 
 
-def start_all(stack: ExitStack, directory: str) -> dict[tuple[str, str], ServerProcess]:
+def start_all(stack: ExitStack, directory: str, statsd: str) -> dict[tuple[str, str], ServerProcess]:
     servers = {}
     for interface, app in APPS.items():
-        for access, extra in ACCESS.items():
-            name = f"{interface}-{access}"
+        for variant, extra in VARIANTS.items():
+            name = f"{interface}-{variant}".replace(" ", "-")
             args = [app, "-w", "1", "--interface", interface,
-                    *(part.format(dir=directory, name=name) for part in extra)]
-            servers[interface, access] = stack.enter_context(running(args, workers=1))
+                    *(part.format(dir=directory, name=name, statsd=statsd) for part in extra)]
+            servers[interface, variant] = stack.enter_context(running(args, workers=1))
     return servers
 
 
@@ -119,26 +125,28 @@ def main() -> None:
         loadgen = "wrk" if shutil.which("wrk") else "python"
     rps: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="access-log-cost-") as directory, ExitStack() as stack:
-        servers = start_all(stack, directory)
+    with tempfile.TemporaryDirectory(prefix="observability-cost-") as directory, ExitStack() as stack:
+        daemon = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        daemon.bind(("127.0.0.1", 0))  # a statsd daemon that never reads: datagrams are dropped
+        servers = start_all(stack, directory, f"127.0.0.1:{daemon.getsockname()[1]}")
         order = list(servers)
         for rep in range(options.reps):
             for key in order[rep % len(order):] + order[:rep % len(order)]:
                 one_rps, one_cpu = measure(servers[key], options.duration, loadgen)
                 rps.setdefault(key, []).append(one_rps)
                 cpu.setdefault(key, []).append(one_cpu)
-                print(f"round {rep + 1}: {key[0]} access log {key[1]}: {one_rps:,.0f} req/s, "
+                print(f"round {rep + 1}: {key[0]} {key[1]}: {one_rps:,.0f} req/s, "
                       f"{one_cpu:.0f} µs CPU/request", file=sys.stderr)
     print(f"\nload: {loadgen}, -t1 -c16 keep-alive, {options.duration:g} s x {options.reps} rounds, "
           "one worker; medians\n")
-    print("| interface | access log | req/s | vs off | worker CPU µs/request | added µs |")
+    print("| interface | on | req/s | vs off | worker CPU µs/request | added µs |")
     print("|---|---|---:|---:|---:|---:|")
     for interface in APPS:
         base_rps = statistics.median(rps[interface, "off"])
         base_cpu = statistics.median(cpu[interface, "off"])
-        for access in ACCESS:
-            r, c = statistics.median(rps[interface, access]), statistics.median(cpu[interface, access])
-            print(f"| {interface} | {access} | {r:,.0f} | {(r / base_rps - 1) * 100:+.1f} % | "
+        for variant in VARIANTS:
+            r, c = statistics.median(rps[interface, variant]), statistics.median(cpu[interface, variant])
+            print(f"| {interface} | {variant} | {r:,.0f} | {(r / base_rps - 1) * 100:+.1f} % | "
                   f"{c:.1f} | {c - base_cpu:+.1f} |")
 
 
