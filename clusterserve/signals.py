@@ -52,14 +52,18 @@ def _wake_only(signum: int, frame: object) -> None:
 
 
 class SignalQueue:
-    def __init__(self, poller: Poller, signals: Iterable[int], on_signal: Callable[[int], None]) -> None:
+    def __init__(self, poller: Poller, signals: Iterable[int], on_signal: Callable[[int], None],
+                 at_once: Callable[[int], None] | None = None) -> None:
+        """``on_signal`` runs from the loop; ``at_once``, if given, also runs the moment
+        the signal arrives (in the main thread, between two bytecodes of whatever runs)."""
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         self._on_signal = on_signal
         signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        handler = _wake_only if at_once is None else (lambda signum, frame: at_once(signum))
         for sig in signals:
-            signal.signal(sig, _wake_only)
+            signal.signal(sig, handler)
         poller.add(self._reader.fileno(), self._deliver)
 
     def _deliver(self) -> None:

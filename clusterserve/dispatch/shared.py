@@ -92,8 +92,9 @@ class SharedAcceptor:
 
     def accept_queued(self) -> None:
         """Accept what waits on the listeners now, as room allows (the worker calls it
-        when a thread frees up, before the next poll)."""
-        if not self.closed:
+        when a thread frees up, before the next poll).  While the listeners are watched
+        the next poll reports them anyway, so only a paused acceptor looks."""
+        if not self.closed and not self.accepting:
             for sock in list(self._sockets):
                 self._accept_all(sock)
 
