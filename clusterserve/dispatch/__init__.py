@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 
 def make_acceptor(worker: Worker, poller: Any, on_connection: Callable[[socket.socket, Any], None],
-                  has_room: Callable[[], bool], can_hold: Callable[[], bool]) -> Acceptor:
+                  has_room: Callable[[], bool], can_hold: Callable[[], bool],
+                  accept_batch: int = 0) -> Acceptor:
     """The worker-side acceptor for the configured dispatch mode."""
     from clusterserve.dispatch.reuseport import ReuseportAcceptor
     from clusterserve.dispatch.round_robin import ChannelAcceptor
@@ -39,5 +40,5 @@ def make_acceptor(worker: Worker, poller: Any, on_connection: Callable[[socket.s
     if mode == "round-robin":
         return ChannelAcceptor(worker.channel, on_connection, has_room, can_hold)
     if mode == "reuseport":
-        return ReuseportAcceptor(worker.listeners, poller, on_connection, has_room)
-    return SharedAcceptor(worker.listeners, poller, on_connection, has_room)
+        return ReuseportAcceptor(worker.listeners, poller, on_connection, has_room, accept_batch)
+    return SharedAcceptor(worker.listeners, poller, on_connection, has_room, accept_batch)

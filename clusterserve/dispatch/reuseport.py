@@ -150,8 +150,8 @@ class ReuseportAcceptor(SharedAcceptor):
 
     def __init__(self, listeners: list[Listener], poller: Poller,
                  on_connection: Callable[[socket.socket, Any], None],
-                 has_room: Callable[[], bool]) -> None:
-        super().__init__(listeners, poller, on_connection, has_room)
+                 has_room: Callable[[], bool], accept_batch: int = 0) -> None:
+        super().__init__(listeners, poller, on_connection, has_room, accept_batch)
         self._lent: dict[int, list[socket.socket]] = {}
 
     def on_message(self, message: Message) -> None:

@@ -26,7 +26,13 @@ class SharedAcceptor:
         poller: Poller,
         on_connection: OnConnection,
         has_room: Callable[[], bool],
+        accept_batch: int = 0,
     ) -> None:
+        """``accept_batch``: the most connections one wake-up takes (0: until the queue
+        is empty or the worker has no room).  A worker that serves each request as it
+        accepts it takes one: the rest stay queued for whichever worker polls next,
+        rather than waiting behind its requests."""
+        self._accept_batch = accept_batch
         self._sockets = [listener.sock for listener in listeners]
         for sock in self._sockets:
             sock.setblocking(False)
@@ -114,7 +120,9 @@ class SharedAcceptor:
         pass
 
     def _accept_all(self, listener: socket.socket, ignore_room: bool = False) -> None:
-        while ignore_room or self._has_room():
+        taken = 0
+        while ignore_room or (self._has_room() and not 0 < self._accept_batch <= taken):
+            taken += 1
             try:
                 conn, peer = listener.accept()
             except (BlockingIOError, InterruptedError):

@@ -100,8 +100,10 @@ class WsgiServer:
         self.inline_since: float | None = None  # when the request running on the loop started
         self.progress_at = time.monotonic()  # the loop's last turn or finished request
         self.starting = False  # _start_ready is running (an inline request may call back in)
+        # Without a pool a connection's first request runs as it is accepted: take one
+        # connection per wake-up, leaving the rest to workers that are free now.
         self.acceptor = make_acceptor(worker, self.poller, self._on_connection, self._has_room,
-                                      self._can_hold)
+                                      self._can_hold, accept_batch=1 if self.pool is None else 0)
         self.stopping = False
         self.stop_signalled = False  # SIGTERM arrived; the loop may not have seen it yet
         self.stop_deadline = float("inf")
