@@ -44,7 +44,7 @@ import pytest
 
 from clusterserve.config.settings import BY_NAME
 from clusterserve.config.sources import load_config
-from tests.harness import ROOT, wait_until
+from tests.harness import ROOT, children_of, wait_until
 
 DOCKER = ROOT / "deploy" / "docker"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -317,13 +317,6 @@ def as_image_user() -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def real_uid(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
@@ -351,12 +344,12 @@ class Container:
         ok = wait_until(lambda: self.err().count(" ready, serving ") >= workers or self.proc.poll() is not None,
                         timeout=START)
         assert ok and self.proc.poll() is None, f"not ready (exit {self.proc.poll()}):\n{self.err()}"
-        (self.arbiter,) = children(self.proc.pid)
+        (self.arbiter,) = children_of(self.proc.pid)
 
     def close(self) -> None:
         # SIGKILL to the namespace's PID 1 ends every process in it. (unshare's
         # --kill-child does not reach it: the uid switch clears the parent-death signal.)
-        for pid in [self.arbiter] if self.arbiter else children(self.proc.pid):
+        for pid in [self.arbiter] if self.arbiter else children_of(self.proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -388,7 +381,7 @@ def test_image_start_command_as_pid_1_non_root_serves_and_stops_on_term():
         assert re.search(r"\[1\] \[INFO\] Starting clusterserve", err), err  # PID 1 in there
         assert f"Listening at: http://0.0.0.0:{env['PORT']} (1)" in err
         uid, _ = image_user()
-        arbiter_workers = children(container.arbiter)
+        arbiter_workers = children_of(container.arbiter)
         assert len(arbiter_workers) == workers
         assert {real_uid(pid) for pid in [container.arbiter, *arbiter_workers]} == {uid}
         with urllib.request.urlopen(f"http://127.0.0.1:{env['PORT']}/", timeout=20) as response:
@@ -677,7 +670,7 @@ def test_service_runs_as_systemd_would_start_it_on_its_socket(tmp_path):
         assert [m.splitlines()[0] for m in seen] == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
     finally:
         if proc.poll() is None:
-            for pid in [proc.pid, *children(proc.pid)]:
+            for pid in [proc.pid, *children_of(proc.pid)]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
