@@ -6,8 +6,9 @@ objects with a ``kind``.  End of file means the other side is gone.
 
 Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``, ``retire`` (asks
 for a replacement, after which the arbiter stops it); in
-``round-robin`` mode also ``room`` (whether it takes connections now), ``ack`` /
-``decline`` for each connection passed to it, ``closed`` (how many connections it closed) and ``handback`` (a
+``round-robin`` mode also ``report`` (once per loop turn, what changed: the
+connections it took, how many it closed, whether it has room now),
+``decline`` for a connection it cannot hold, and ``handback`` (a
 connection it took but will not serve, with its descriptor).
 Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor,
 and ``may_hand_back`` just before a SIGTERM that retires only this worker;
@@ -33,11 +34,9 @@ BOOT_ERROR = "boot_error"
 HEARTBEAT = "heartbeat"
 RETIRE = "retire"
 CONNECTION = "connection"
-ACK = "ack"
+REPORT = "report"
 DECLINE = "decline"
-CLOSED = "closed"
 HANDBACK = "handback"
-ROOM = "room"
 MAY_HAND_BACK = "may_hand_back"
 ADOPT = "adopt"
 RELEASE = "release"

@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterserve.channel import (
-    ACK,
-    CLOSED,
     CONNECTION,
     DECLINE,
     HANDBACK,
     MAY_HAND_BACK,
-    ROOM,
+    REPORT,
     Channel,
     Message,
 )
@@ -148,21 +146,21 @@ class RoundRobinDispatcher:
         seat = self._seats.get(pid)
         if seat is None:
             return False
-        if message.kind == ACK:
-            for conn_id in message.fields.get("ids", ()):
+        if message.kind == REPORT:
+            fields = message.fields
+            for conn_id in fields.get("taken", ()):
                 conn = seat.sent.pop(conn_id, None)
                 if conn is not None:
                     conn.close()
                     seat.open += 1
+            seat.open = max(0, seat.open - int(fields.get("closed", 0)))
+            if "free" in fields:
+                seat.has_room = bool(fields["free"])
         elif message.kind == DECLINE:
             conn = seat.sent.pop(int(message.fields["id"]), None)
             if conn is not None:
                 self._queue.appendleft(conn)
             seat.has_room = False
-        elif message.kind == CLOSED:
-            seat.open = max(0, seat.open - int(message.fields.get("count", 1)))
-        elif message.kind == ROOM:
-            seat.has_room = bool(message.fields["free"])
         elif message.kind == HANDBACK:
             seat.open = max(0, seat.open - len(message.fds))
             self._queue.extendleft(socket.socket(fileno=fd) for fd in message.fds)
@@ -183,7 +181,7 @@ class RoundRobinDispatcher:
             seat = self._seats[seat_pid]
             conn = self._queue.popleft()
             conn_id = next(self._ids)
-            if seat.channel.send(CONNECTION, fds=[conn.fileno()], id=conn_id):
+            if seat.channel.send(CONNECTION, fds=[conn.fileno()], id=conn_id, family=conn.family):
                 seat.sent[conn_id] = conn
             else:
                 self._queue.appendleft(conn)
@@ -264,7 +262,11 @@ class ChannelAcceptor:
             self._channel.send(DECLINE, id=conn_id)
             self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise
             return
-        conn = socket.socket(fileno=message.fds[0])
+        # With the family given, the socket needs no getsockopt calls to find it out.
+        family = message.fields.get("family")
+        conn = socket.socket(family, socket.SOCK_STREAM, 0, message.fds[0]) \
+            if family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX) \
+            else socket.socket(fileno=message.fds[0])
         try:
             peer = conn.getpeername()
         except OSError:
@@ -285,13 +287,18 @@ class ChannelAcceptor:
         return self.may_hand_back and self._channel.send(HANDBACK, fds=[conn.fileno()])
 
     def flush(self) -> None:
-        """Send what changed since the last loop turn: acknowledgements, closes, room."""
-        if self._acked and self._channel.send(ACK, ids=self._acked):
-            self._acked = []
-        if self._closed_since_report > 0:
-            if self._channel.send(CLOSED, count=self._closed_since_report):
-                self._closed_since_report = 0
+        """Report what changed since the last loop turn, in one message: the connections
+        taken (the arbiter then closes its copies), how many closed, and room."""
+        report: dict[str, Any] = {}
+        if self._acked:
+            report["taken"] = self._acked
+        if self._closed_since_report:
+            report["closed"] = self._closed_since_report
         free = not self.closed and (self._offer_room or self._has_room())
         self._offer_room = False
-        if free != self._said_free and self._channel.send(ROOM, free=free):
+        if free != self._said_free:
+            report["free"] = free
+        if report and self._channel.send(REPORT, **report):
+            self._acked = []
+            self._closed_since_report = 0
             self._said_free = free
