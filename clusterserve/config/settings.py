@@ -248,7 +248,8 @@ SETTINGS: tuple[Setting, ...] = (
             "App interface: auto inspects the callable (coroutine functions are ASGI).",
             metavar="auto|wsgi|asgi"),
     Setting("threads", "Worker processes", ("--threads",), types.integer(1), 1,
-            "App threads per worker. Idle connections never hold a thread.", metavar="INT"),
+            "App threads per worker (WSGI); with 1, requests run on the worker's loop thread. "
+            "Idle connections never hold a thread.", metavar="INT"),
     Setting("worker_connections", "Worker processes", ("--worker-connections",),
             types.integer(1), 1000,
             "Maximum open connections per worker; a full worker stops accepting.",
