@@ -97,14 +97,11 @@ class Spec:
     kind: str          # "clusterserve" or "gunicorn"
     interface: str     # "wsgi" or "asgi"
     args: tuple[str, ...]
-    usr2: bool = True
-    usr2_note: str = ""
 
 
 SPECS = [
     *[Spec(f"clusterserve-{iface}-{mode}", f"clusterserve {iface.upper()} `{mode}`", "clusterserve", iface,
-           ("--dispatch", mode), usr2=mode != "reuseport",
-           usr2_note="refused in reuseport mode (README: not supported yet; HUP works)" if mode == "reuseport" else "")
+           ("--dispatch", mode))
       for iface in ("wsgi", "asgi") for mode in ("shared", "round-robin", "reuseport")],
     Spec("gunicorn-sync", "gunicorn `-k sync`", "gunicorn", "wsgi", ("-k", "sync")),
     Spec("gunicorn-gthread", "gunicorn `-k gthread`", "gunicorn", "wsgi", ("-k", "gthread")),
@@ -803,9 +800,6 @@ def tables(data: dict[str, Any]) -> str:
     for spec in SPECS:
         entry = summary.get(f"usr2/{spec.name}")
         if entry is None:
-            ran = {r["server"] for r in data["runs"]}
-            if not spec.usr2 and spec.name in ran and any(k.startswith("usr2/") for k in summary):
-                lines.append(f"| {spec.label} | – | – | – | – | – | – | {spec.usr2_note} | – |")
             continue
         took = [r["upgrade_took"] for r in data["runs"]
                 if r["scenario"] == "usr2" and r["server"] == spec.name and "upgrade_took" in r]
@@ -907,8 +901,7 @@ def main() -> int:
     for rep in range(args.reps):
         for scenario in args.scenarios:
             order = names[rep % len(names):] + names[:rep % len(names)]  # rotate: each server leads once
-            plan += [(rep, scenario, name) for name in order
-                     if scenario != "usr2" or SPEC_BY_NAME[name].usr2]
+            plan += [(rep, scenario, name) for name in order]
     runs: list[dict[str, Any]] = []
     began = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
