@@ -94,6 +94,10 @@ def remote_user(environ: Mapping[str, Any]) -> str | None:
     return decoded.split(":", 1)[0] or None
 
 
+def _micros(record: RequestRecord) -> int:
+    return round(record.duration * 1_000_000)
+
+
 ATOMS: dict[str, Atom] = {
     "h": _environ_atom("REMOTE_ADDR"),
     "l": lambda record: "-",
@@ -109,10 +113,11 @@ ATOMS: dict[str, Atom] = {
     "b": lambda record: str(record.body_bytes) if record.body_bytes else "-",
     "f": _environ_atom("HTTP_REFERER"),
     "a": _environ_atom("HTTP_USER_AGENT"),
-    "T": lambda record: int(record.duration),
-    "M": lambda record: int(record.duration * 1000),
-    "D": lambda record: int(record.duration * 1_000_000),
-    "L": lambda record: f"{record.duration:.6f}",
+    # All four from the same whole microseconds, as gunicorn takes them from one timedelta.
+    "T": lambda record: _micros(record) // 1_000_000,
+    "M": lambda record: _micros(record) // 1000,
+    "D": _micros,
+    "L": lambda record: f"{_micros(record) // 1_000_000}.{_micros(record) % 1_000_000:06d}",
     "p": lambda record: f"<{record.pid}>",
 }
 
