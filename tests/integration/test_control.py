@@ -139,10 +139,10 @@ def test_metrics_count_requests_by_status_class(observed):
 
 
 def test_in_flight_requests_are_seen(observed):
-    slow = threading.Thread(target=get, args=(observed, "/sleep?seconds=3"))
+    slow = threading.Thread(target=get, args=(observed, "/sleep?seconds=4"))
     slow.start()
     try:
-        assert wait_until(lambda: status_of(observed.control)["totals"]["in_flight"] == 1, timeout=2.5)
+        assert wait_until(lambda: status_of(observed.control)["totals"]["in_flight"] == 1, timeout=3.5)
         assert scrape(observed.metrics_port)[("clusterserve_requests_in_flight", ())] == 1
     finally:
         slow.join(timeout=10)
