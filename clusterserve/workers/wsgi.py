@@ -97,8 +97,9 @@ class WsgiServer:
         self.wake_writer.setblocking(False)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app") \
             if self.threads > 1 else None  # None: requests run on the loop thread
-        self.inline_since: float | None = None  # when the request running on the loop started
+        self.inline: HttpConnection | None = None  # its request runs on the loop thread now
         self.progress_at = time.monotonic()  # the loop's last turn or finished request
+        self.heartbeat_at = 0.0  # the last heartbeat, sent by the loop or the watchdog
         self.starting = False  # _start_ready is running (an inline request may call back in)
         # Without a pool a connection's first request runs as it is accepted: take one
         # connection per wake-up, leaving the rest to workers that are free now.
@@ -154,6 +155,7 @@ class WsgiServer:
         return self.access_flushed_at + access_log.FLUSH_DELAY
 
     def _heartbeat(self) -> None:
+        self.heartbeat_at = time.monotonic()
         self.worker.heartbeat(self.acceptor.accepted, len(self.connections), self.in_app)
 
     def _finished(self) -> bool:
@@ -179,7 +181,7 @@ class WsgiServer:
         stop or an abort does not wait for the request to end."""
         if signum == signal.SIGTERM:
             self.stop_signalled = True
-        elif self.inline_since is not None and signum != signal.SIGUSR1:
+        elif self.inline is not None and signum != signal.SIGUSR1:
             self._on_signal(signum)  # raises SystemExit out of the app
 
     def _on_channel(self) -> None:
@@ -337,11 +339,17 @@ class WsgiServer:
         """A request in the app for longer than ``timeout`` retires the worker (after a
         replacement is ready and the other requests are done): it cannot be interrupted."""
         for connection in self.connections - self.waiting - self.stuck:
-            if connection.phase is Phase.IN_APP and now - connection.app_started > self.stuck_after:
+            if connection.phase is Phase.IN_APP and self._is_stuck(connection, now):
                 self.stuck.add(connection)
-                self.worker.ask_to_retire(Why(
-                    ExitReason.STUCK_REQUEST,
-                    f"a request from {connection.peer} has run for more than {self.stuck_after:g}s"))
+                self._retire_for(connection)
+
+    def _is_stuck(self, connection: HttpConnection, now: float) -> bool:
+        return now - connection.app_started > self.stuck_after
+
+    def _retire_for(self, connection: HttpConnection) -> None:
+        self.worker.ask_to_retire(Why(
+            ExitReason.STUCK_REQUEST,
+            f"a request from {connection.peer} has run for more than {self.stuck_after:g}s"))
 
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
@@ -378,27 +386,27 @@ class WsgiServer:
     def _run_inline(self, connection: HttpConnection, request: h11.Request) -> None:
         """Without a pool: serve one request on the loop thread, then take the connection back."""
         self.acceptor.flush()  # round-robin: "no room" (and the acks) before the loop blocks
-        self.inline_since = connection.app_started
+        self.inline = connection
         try:
             keep = self._serve(connection, request)
         finally:
-            self.inline_since = None
+            self.inline = None
             self.progress_at = time.monotonic()
         self._take_back([(connection, keep)])
 
     def _watch_inline_requests(self) -> None:
-        """The watchdog thread (no pool): while a request runs on the loop thread, send the
-        heartbeats the loop cannot, and ask to retire when the request is stuck."""
+        """The watchdog thread (no pool): when the loop is busy with requests and its
+        heartbeat is due, send it, and ask to retire when the request is stuck.  A loop
+        that neither serves nor turns gets no heartbeat: the arbiter then aborts it."""
         interval = self.worker.heartbeat_interval
         while not self.stopping or self.connections:
             time.sleep(interval)
-            since, now = self.inline_since, time.monotonic()
-            if since is None and now - self.progress_at > interval:
-                continue  # the loop is not in a request and not turning: no heartbeat
-            self._heartbeat()
-            if since is not None and now - since > self.stuck_after:
-                self.worker.ask_to_retire(Why(
-                    ExitReason.STUCK_REQUEST, f"a request has run for more than {self.stuck_after:g}s"))
+            connection, now = self.inline, time.monotonic()
+            busy = connection is not None or now - self.progress_at <= interval
+            if busy and now - self.heartbeat_at >= interval:
+                self._heartbeat()
+            if connection is not None and self._is_stuck(connection, now):
+                self._retire_for(connection)
 
     def _on_app_finished(self) -> None:
         try:
