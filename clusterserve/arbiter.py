@@ -817,23 +817,24 @@ class Arbiter:
         requests.add(self.gone_workers_requests)
         for handle in self.workers.values():
             requests.add(handle.stats)
-        if self.handed_over:
-            state = "handed over"
-        elif self.state is State.RUNNING and self.reload is not None:
-            state = "reloading"
-        else:
-            state = self.state.value
         return ServerStatus(
             pid=self.pid, version=__version__, app=self.cfg.wsgi_app or "",
-            dispatch=self.cfg.dispatch, state=state, generation=self.generation,
+            dispatch=self.cfg.dispatch, state=self._state_name(), generation=self.generation,
             uptime=round(time.monotonic() - self.started, 1), workers_wanted=self.num_workers,
             queued=self.dispatcher.queued if self.dispatcher is not None else None,
             workers=worker_statuses(self.workers.values()), restarts=dict(self.restarts),
             requests=requests)
 
+    def _state_name(self) -> str:
+        if self.handed_over:
+            return "handed over"
+        if self.state is State.RUNNING and self.reload is not None:
+            return "reloading"
+        return self.state.value
+
     def _check_running(self, command: str) -> None:
         if self.state is not State.RUNNING or self.handed_over:
-            raise ValueError(f"{command} refused: the server is {self.status().state}")
+            raise ValueError(f"{command} refused: the server is {self._state_name()}")
 
     def start_reload(self) -> str:
         self._check_running("reload")

@@ -87,7 +87,7 @@ def format_status(status: dict[str, Any]) -> str:
              f"{w['last_heartbeat']:.1f}s ago", _mib(w["rss"])) for w in status["workers"]]
     totals = status["totals"]
     rows.append(("total", "", "", "", f"{totals['workers']} workers", str(totals["connections"]),
-                 str(sum(w["accepted"] for w in status["workers"])), str(totals["requests"]),
+                 str(totals["accepted"]), str(totals["requests"]),
                  str(totals["in_flight"]), "", _mib(totals["rss"])))
     widths = [max(len(row[i]) for row in (columns, *rows)) for i in range(len(columns))]
     for row in (columns, *rows):

@@ -45,7 +45,7 @@ class _StatusCollector:
             "end of the response.", buckets=list(zip(bounds, totals.cumulative_buckets())),
             sum_value=totals.duration_sum)
         yield GaugeMetricFamily("clusterserve_requests_in_flight", "Requests in the app now.",
-                                value=sum(w.in_flight for w in status.workers))
+                                value=status.in_flight)
         yield _per_worker(status, "clusterserve_worker_connections",
                           "Connections each worker has open.", GaugeMetricFamily,
                           lambda w: w.connections)

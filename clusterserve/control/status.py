@@ -62,6 +62,10 @@ class ServerStatus:
     restarts: dict[str, int]  # workers replaced, by reason
     requests: RequestStats = field(repr=False)  # every request since start, by every worker
 
+    @property
+    def in_flight(self) -> int:
+        return sum(w.in_flight for w in self.workers)
+
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["workers"] = [asdict(worker) for worker in self.workers]
@@ -69,8 +73,9 @@ class ServerStatus:
         data["totals"] = {
             "workers": len(self.workers),
             "connections": sum(w.connections for w in self.workers),
+            "accepted": sum(w.accepted for w in self.workers),
             "requests": sum(w.requests for w in self.workers),
-            "in_flight": sum(w.in_flight for w in self.workers),
+            "in_flight": self.in_flight,
             "rss": sum(w.rss or 0 for w in self.workers),
         }
         return data
