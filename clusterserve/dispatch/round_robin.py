@@ -263,10 +263,7 @@ class ChannelAcceptor:
             self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise
             return
         # With the family given, the socket needs no getsockopt calls to find it out.
-        family = message.fields.get("family")
-        conn = socket.socket(family, socket.SOCK_STREAM, 0, message.fds[0]) \
-            if family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX) \
-            else socket.socket(fileno=message.fds[0])
+        conn = socket.socket(int(message.fields["family"]), socket.SOCK_STREAM, 0, message.fds[0])
         try:
             peer = conn.getpeername()
         except OSError:
