@@ -44,10 +44,6 @@ class RequestStats:
         if self._sink is not None:
             self._sink.request(status, seconds)
 
-    @property
-    def count(self) -> int:
-        return sum(self.buckets)
-
     def cumulative_buckets(self) -> list[int]:
         """Counts of requests at most as long as each bound, then the total (``+Inf``)."""
         total, counts = 0, []
