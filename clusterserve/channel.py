@@ -6,8 +6,9 @@ objects with a ``kind``.  End of file means the other side is gone.
 
 Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``, ``retire`` (asks
 for a replacement, after which the arbiter stops it); in
-``round-robin`` mode also ``report`` (once per loop turn, what changed: the
-connections it took, how many it closed, whether it has room now),
+``round-robin`` mode also ``report`` (the connections it took, before it
+reads them; and once per loop turn, how many it closed and whether it has
+room now),
 ``decline`` for a connection it cannot hold, and ``handback`` (a
 connection it took but will not serve, with its descriptor).
 Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import array
 import json
+import select
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +67,18 @@ class Channel:
 
     def send(self, kind: str, fds: Sequence[int] = (), **fields: Any) -> bool:
         """Send without blocking; False if the peer is gone or its queue is full."""
+        return self._send(json.dumps({"kind": kind, **fields}).encode(), fds)
+
+    def send_waiting(self, kind: str, timeout: float, **fields: Any) -> bool:
+        """Send, waiting up to ``timeout`` seconds for room if the peer's queue is full."""
         payload = json.dumps({"kind": kind, **fields}).encode()
+        if self._send(payload, ()):
+            return True
+        waiter = select.poll()
+        waiter.register(self.sock.fileno(), select.POLLOUT)
+        return bool(waiter.poll(timeout * 1000)) and self._send(payload, ())
+
+    def _send(self, payload: bytes, fds: Sequence[int]) -> bool:
         try:
             # socket.send_fds/recv_fds would be simpler, but before Python 3.13
             # they drop their flags argument, and MSG_DONTWAIT with them.

@@ -2,7 +2,7 @@
 
 Each mode has an acceptor on the worker's side with the same small
 interface (``resume``, ``pause``, ``accept_queued``, ``close``,
-``on_message``, ``connection_closed``, ``hand_back``, ``flush``, ``accepted``), so the WSGI
+``on_messages``, ``connection_closed``, ``hand_back``, ``flush``, ``accepted``), so the WSGI
 and ASGI workers serve every mode with the same code.
 
 A worker gives two answers about its load.  ``has_room``: it would serve a

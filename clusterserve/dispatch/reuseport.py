@@ -154,12 +154,13 @@ class ReuseportAcceptor(SharedAcceptor):
         super().__init__(listeners, poller, on_connection, has_room, accept_batch)
         self._lent: dict[int, list[socket.socket]] = {}
 
-    def on_message(self, message: Message) -> None:
-        if message.kind == ADOPT:
-            sockets = [socket.socket(fileno=fd) for fd in message.fds]
-            self._lent[int(message.fields["slot"])] = sockets
-            self.add_sockets(sockets)
-        elif message.kind == RELEASE:
-            self.remove_sockets(self._lent.pop(int(message.fields["slot"]), []))
-        else:
-            super().on_message(message)
+    def on_messages(self, messages: list[Message]) -> None:
+        for message in messages:
+            if message.kind == ADOPT:
+                sockets = [socket.socket(fileno=fd) for fd in message.fds]
+                self._lent[int(message.fields["slot"])] = sockets
+                self.add_sockets(sockets)
+            elif message.kind == RELEASE:
+                self.remove_sockets(self._lent.pop(int(message.fields["slot"]), []))
+            else:
+                super().on_messages([message])

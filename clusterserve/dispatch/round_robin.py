@@ -6,9 +6,9 @@ connection's descriptor to a worker over the worker's channel
 unacknowledged connections, round-robin among equals, and skips workers
 that have said they have no room, are retiring, or are late on their
 heartbeat.  As in Node.js ``cluster``, the worker acknowledges each
-connection (or declines it) and the arbiter keeps its copy until then, so
-a connection passed to a worker that declines or dies goes to another
-worker.  When no worker has room, connections wait in a bounded queue;
+connection (or declines it), before it reads a byte of it, and the arbiter
+keeps its copy until then, so a connection passed to a worker that
+declines or dies goes to another worker.  When no worker has room, connections wait in a bounded queue;
 when the queue is full the arbiter stops accepting and the kernel's
 backlog holds the rest.
 
@@ -36,6 +36,8 @@ from clusterserve.channel import (
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.sockets import Listener
+
+ACK_WAIT = 5.0  # seconds a worker waits for room on its channel to acknowledge connections
 
 
 @dataclass
@@ -208,8 +210,9 @@ class ChannelAcceptor:
     room.  A connection that crosses a "no room" report on its way is still
     taken if the worker can hold it (``can_hold``: below
     ``worker_connections``, not closing): declining it would only bounce it
-    between busy workers.  Acknowledgements, close counts and room changes
-    go out once per loop turn (``flush``), not once per connection.
+    between busy workers.  The connections of one read from the channel are
+    acknowledged in one message, before any of them is read; close counts
+    and room changes go out once per loop turn (``flush``).
     """
 
     def __init__(self, channel: Channel, on_connection: Callable[[socket.socket, Any], None],
@@ -242,26 +245,44 @@ class ChannelAcceptor:
         (``can_hold``) and waits in line with the requests of this worker's connections."""
         self._offer_room = True
 
-    def on_message(self, message: Message) -> None:
+    def on_messages(self, messages: list[Message]) -> None:
+        """Take what the arbiter sent, acknowledging every connection before reading it.
+
+        The arbiter passes a connection it has no acknowledgement for to
+        another worker when this one dies; had this worker read the request
+        already, the next one would wait for a request that never comes.
+        """
+        taken = [pair for message in messages if (pair := self._take(message)) is not None]
+        if not taken:
+            return
+        if self._channel.send_waiting(REPORT, ACK_WAIT, taken=self._acked):
+            self._acked = []
+        else:
+            log.warning("the arbiter has not read its channel for %.0f s", ACK_WAIT)
+        for conn, peer in taken:
+            self._on_connection(conn, peer)
+
+    def _take(self, message: Message) -> tuple[socket.socket, Any] | None:
+        """The connection a message passes, if this worker keeps it."""
         if message.kind == MAY_HAND_BACK:
             self.may_hand_back = True
-            return
+            return None
         if message.kind != CONNECTION:
             for fd in message.fds:
                 socket.close(fd)
-            return
+            return None
         conn_id = message.fields["id"]
         for fd in message.fds[1:]:
             socket.close(fd)
         if not message.fds:
-            return
+            return None
         # Once closing, take what the arbiter still passes (it stopped choosing
         # us; these were on their way) rather than bounce it back at a stop.
         if not self.closed and not self._can_hold():
             socket.close(message.fds[0])
             self._channel.send(DECLINE, id=conn_id)
             self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise
-            return
+            return None
         # With the family given, the socket needs no getsockopt calls to find it out.
         conn = socket.socket(int(message.fields["family"]), socket.SOCK_STREAM, 0, message.fds[0])
         try:
@@ -270,7 +291,7 @@ class ChannelAcceptor:
             peer = None
         self._acked.append(conn_id)
         self.accepted += 1
-        self._on_connection(conn, peer)
+        return conn, peer
 
     def connection_closed(self) -> None:
         self._closed_since_report += 1

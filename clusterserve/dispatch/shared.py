@@ -106,9 +106,10 @@ class SharedAcceptor:
 
     # Dispatch-mode hooks the worker calls; the shared socket needs none of them.
 
-    def on_message(self, message: Message) -> None:
-        for fd in message.fds:
-            socket.close(fd)
+    def on_messages(self, messages: list[Message]) -> None:
+        for message in messages:
+            for fd in message.fds:
+                socket.close(fd)
 
     def connection_closed(self) -> None:
         pass

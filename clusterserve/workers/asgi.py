@@ -226,8 +226,7 @@ class AsgiServer(uvicorn.Server):
             asyncio.get_running_loop().remove_reader(self.worker.channel.fileno())
             self.begin_stop("the arbiter is gone")
             return
-        for message in messages:
-            self.acceptor.on_message(message)
+        self.acceptor.on_messages(messages)
         self.acceptor.flush()
 
     # -- connections ------------------------------------------------------------

@@ -190,8 +190,7 @@ class WsgiServer:
             self.poller.remove(self.worker.channel.fileno())
             self.begin_stop("the arbiter is gone")
             return
-        for message in messages:
-            self.acceptor.on_message(message)
+        self.acceptor.on_messages(messages)
         self.acceptor.flush()
 
     def begin_stop(self, reason: str) -> None:
