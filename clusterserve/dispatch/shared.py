@@ -9,7 +9,7 @@ the listeners while it has no room, leaving new connections to the others.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from clusterserve.channel import Message
 from clusterserve.logs import log
@@ -67,13 +67,16 @@ class SharedAcceptor:
 
         Taking the queue (to answer with ``Connection: close``) matters when the
         whole server stops: connections left in a listen queue are reset when
-        the last copy of the socket closes.
+        the last copy of the socket closes.  All of it is accepted before any
+        is served: served one by one as accepted, a queue that clients keep
+        filling would hold a retiring worker for as long as they do.
         """
         self.pause()
         self.closed = True
-        for sock in self._sockets:
-            self._accept_all(sock, ignore_room=True)
+        queued = [pair for sock in self._sockets for pair in self._queued(sock)]
         self.remove_sockets(list(self._sockets))
+        for conn, peer in queued:
+            self._take(conn, peer)
 
     def add_sockets(self, sockets: list[socket.socket]) -> None:
         """Accept on more listening sockets (lent ones, in reuseport mode)."""
@@ -120,10 +123,23 @@ class SharedAcceptor:
     def flush(self) -> None:
         pass
 
-    def _accept_all(self, listener: socket.socket, ignore_room: bool = False) -> None:
-        taken = 0
-        while ignore_room or (self._has_room() and not 0 < self._accept_batch <= taken):
-            taken += 1
+    def _accept_all(self, listener: socket.socket) -> None:
+        """Accept while there is room, up to ``accept_batch`` connections."""
+        if not self._has_room():
+            return
+        for taken, (conn, peer) in enumerate(self._queued(listener), 1):
+            self._take(conn, peer)
+            if taken == self._accept_batch or not self._has_room():
+                return
+
+    def _take(self, conn: socket.socket, peer: object) -> None:
+        self.accepted += 1
+        self._on_connection(conn, peer)
+
+    @staticmethod
+    def _queued(listener: socket.socket) -> Iterator[tuple[socket.socket, object]]:
+        """Accept from ``listener``, as the caller asks, until its queue is empty."""
+        while True:
             try:
                 conn, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -135,5 +151,4 @@ class SharedAcceptor:
                 # for other workers rather than spin.
                 log.warning("accept failed: %s", err)
                 return
-            self.accepted += 1
-            self._on_connection(conn, peer)
+            yield conn, peer

@@ -136,7 +136,8 @@ class WsgiServer:
             self._expire_waiting(now)
             self._find_stuck(now)
             wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now))
-            self.poller.poll(max(0.0, wake - now))
+            self.poller.poll(0.0 if self._can_start() else max(0.0, wake - now))
+            self._start_ready()
             self.acceptor.flush()
         self._heartbeat()  # final counts, for the exit log line
         if self.pool is not None:
@@ -301,12 +302,20 @@ class WsgiServer:
 
     def _start_ready(self) -> None:
         """Hand complete requests to free app threads (or run them here, without a pool),
-        in the order their heads completed."""
+        in the order their heads completed.
+
+        Only those ready now: without a pool, each request that ends can make more
+        ready (a connection accepted, a pipelined request), and serving those too
+        would keep the loop from signals, deadlines and its other connections for
+        as long as clients keep coming.  They go at the next loop turn.
+        """
         if self.starting:
-            return  # the end of an inline request: the loop below takes what it added
+            return  # the end of an inline request: what it added waits for the next turn
         self.starting = True
         try:
-            while self.ready and self.in_app < self.threads:
+            for _ in range(len(self.ready)):
+                if self.in_app >= self.threads:
+                    break
                 connection, request = self.ready.popleft()
                 connection.start_blocking()
                 self.in_app += 1
@@ -318,6 +327,9 @@ class WsgiServer:
             self.starting = False
         if not self._has_room():
             self.acceptor.pause()
+
+    def _can_start(self) -> bool:
+        return bool(self.ready) and self.in_app < self.threads
 
     def _refuse(self, connection: HttpConnection, err: HttpError) -> None:
         log.debug("refusing request from %s: %s %s", connection.peer, err.status, err)

@@ -188,6 +188,9 @@ def test_no_request_fails_during_reloads_and_scaling(start_server, tmp_path, dis
         if step == "HUP":
             generations.append(before)
             server.wait_for_log(f"reload done, generation {len(generations) + 1} serves", timeout=15)
+        if step != "TTIN":  # retired workers leave while new connections keep coming
+            expected = 1 if step == "TTOU" else 2
+            assert wait_until(lambda: len(server.workers()) == expected, timeout=5), server.log()
     time.sleep(0.6)
     for client in clients:
         client.stop.set()
