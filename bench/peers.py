@@ -116,11 +116,12 @@ class Server:
         return [part.format(**values) for part in self.argv] + list(extra)
 
 
-def _cs(name: str, interface: str, mode: str) -> Server:
-    return Server(name, interface, f"clusterserve {interface.upper()} {mode}",
+def _cs(name: str, interface: str, mode: str, http: str = "") -> Server:
+    """clusterserve in one dispatch mode; ``http`` names a non-default WSGI parser."""
+    return Server(name, interface, f"clusterserve {interface.upper()} {mode}" + (f", {http}" if http else ""),
                   ("{python}", "-m", "clusterserve", "{app}", "-w", "{workers}", "--dispatch", mode,
-                   "-b", f"{HOST}:{{port}}", "--log-level", "warning"),
-                  modules=("clusterserve",) + (("uvloop", "httptools") if interface == "asgi" else ()),
+                   "-b", f"{HOST}:{{port}}", "--log-level", "warning") + (("--http", http) if http else ()),
+                  modules=("clusterserve",) + (("uvloop", "httptools") if interface == "asgi" or http else ()),
                   clusterserve=True)
 
 
@@ -129,6 +130,7 @@ SERVERS: tuple[Server, ...] = (
     _cs("cs-wsgi-shared", "wsgi", "shared"),
     _cs("cs-wsgi-round-robin", "wsgi", "round-robin"),
     _cs("cs-wsgi-reuseport", "wsgi", "reuseport"),
+    _cs("cs-wsgi-shared-httptools", "wsgi", "shared", http="httptools"),
     Server("gunicorn-sync", "wsgi", "gunicorn sync", _GUNICORN + ("-k", "sync", "{app}"), ("gunicorn",)),
     Server("gunicorn-gthread", "wsgi", "gunicorn gthread", _GUNICORN + ("-k", "gthread", "{app}"), ("gunicorn",)),
     Server("granian-wsgi", "wsgi", "granian WSGI",
@@ -1252,11 +1254,12 @@ def targets(data: dict[str, Any]) -> list[dict[str, str]]:
         rows.append({"target": title, "measured": measured, "verdict": verdict})
 
     modes = ("shared", "round-robin", "reuseport")
-    for mode in modes:
-        compare(f"WSGI hello keep-alive, {mode}: ≥ 2× gunicorn gthread", "hello", f"cs-wsgi-{mode}",
+    wsgi_variants = [(mode, f"cs-wsgi-{mode}") for mode in modes] + [("shared, httptools", "cs-wsgi-shared-httptools")]
+    for variant, server in wsgi_variants:
+        compare(f"WSGI hello keep-alive, {variant}: ≥ 2× gunicorn gthread", "hello", server,
                 "gunicorn-gthread", 2.0)
-    for mode in modes:
-        compare(f"WSGI hello keep-alive, {mode}: on par with granian WSGI", "hello", f"cs-wsgi-{mode}",
+    for variant, server in wsgi_variants:
+        compare(f"WSGI hello keep-alive, {variant}: on par with granian WSGI", "hello", server,
                 "granian-wsgi", PAR)
     for mode in modes:
         compare(f"ASGI hello, {mode}: on par with uvicorn httptools + uvloop", "hello", f"cs-asgi-{mode}",

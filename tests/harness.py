@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables of the test runner's own environment that would change the server's settings.
+# The HTTP implementation every server of this run uses (.ci/run runs the WSGI tests with each).
+HTTP_UNDER_TEST = os.environ.get("CLUSTERSERVE_TEST_HTTP", "")
 OUTSIDE_SETTINGS = ("CLUSTERSERVE_CMD_ARGS", "WEB_CONCURRENCY", "PORT", "FORWARDED_ALLOW_IPS")
 LISTENING = re.compile(r"Listening at: (?:https?://(\S+):(\d+)|unix:\S+) ")
 
@@ -31,6 +33,8 @@ class ServerProcess:
     def __init__(self, args: Sequence[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None,
                  bind: str | None = "127.0.0.1:0") -> None:
         self.args = list(args) + (["-b", bind] if bind else [])
+        if HTTP_UNDER_TEST:
+            self.args += ["--http", HTTP_UNDER_TEST]
         self.cwd = cwd
         inherited = {k: v for k, v in os.environ.items() if k not in OUTSIDE_SETTINGS}
         self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}

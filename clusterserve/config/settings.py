@@ -247,6 +247,10 @@ SETTINGS: tuple[Setting, ...] = (
             types.choice(("auto", "wsgi", "asgi")), "auto",
             "App interface: auto inspects the callable (coroutine functions are ASGI).",
             metavar="auto|wsgi|asgi"),
+    Setting("http", "Worker processes", ("--http",), types.choice(("auto", "h11", "httptools")),
+            "auto", "HTTP/1.1 implementation: h11, or httptools (faster; needs the standard "
+            "extra). auto is h11 for WSGI apps and httptools, when installed, for ASGI apps.",
+            metavar="auto|h11|httptools"),
     Setting("threads", "Worker processes", ("--threads",), types.integer(1), 1,
             "App threads per worker (WSGI); with 1, requests run on the worker's loop thread. "
             "Idle connections never hold a thread.", metavar="INT"),
@@ -435,9 +439,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated key:value tags added to every statsd metric (DogStatsD).",
             metavar="TAGS"),
     # -- ASGI (uvicorn) ---------------------------------------------------
-    Setting("http", "ASGI (uvicorn)", ("--http",), types.choice(("auto", "h11", "httptools")),
-            "auto", "HTTP protocol implementation of the ASGI worker (httptools is faster; "
-            "auto picks it when installed).", metavar="auto|h11|httptools"),
     Setting("loop", "ASGI (uvicorn)", ("--loop",), types.choice(("auto", "asyncio", "uvloop")),
             "auto", "Event loop of the ASGI worker (auto picks uvloop when installed).",
             metavar="auto|asyncio|uvloop"),

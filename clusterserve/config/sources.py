@@ -175,6 +175,9 @@ def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(f"{where}: no such file: {values['env_file']!r}")
         if importlib.util.find_spec("dotenv") is None:
             raise ConfigError(f"{where}: needs python-dotenv (pip install 'clusterserve[standard]')")
+    if values["http"] == "httptools" and importlib.util.find_spec("httptools") is None:
+        raise ConfigError(f"setting 'http' from {sources['http']}: httptools is not installed "
+                          "(pip install 'clusterserve[standard]')")
     if values["proxy_protocol"] != "off" and (
             values["interface"] == "asgi" or WORKER_CLASSES[values["worker_class"]] == "asgi"):
         raise ConfigError(f"setting 'proxy_protocol' from {sources['proxy_protocol']}: the ASGI "

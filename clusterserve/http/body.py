@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import h11
-
+from clusterserve.http.codec import END
 from clusterserve.http.connection import HttpConnection
-
-CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
 
 
 class RequestBody:
-    """A file-like reader over the h11 body events of one request.
+    """A file-like reader over the body of one request, as the codec decodes it.
 
     The first read answers ``Expect: 100-continue``; reads return b"" at
     the end of the body, so ``wsgi.input_terminated`` holds.
@@ -22,7 +19,7 @@ class RequestBody:
         self._connection = connection
         self._buffer = bytearray()
         self._finished = False
-        self._asked_to_continue = connection.h11.they_are_waiting_for_100_continue
+        self._asked_to_continue = connection.codec.expects_continue
         self._read_started = False
 
     @property
@@ -40,16 +37,14 @@ class RequestBody:
             return False
         conn = self._connection
         self._read_started = True
-        if conn.h11.they_are_waiting_for_100_continue:
-            conn.send(CONTINUE)
-        event = conn.next_event()
-        if isinstance(event, h11.Data):
-            self._buffer += event.data
-            return True
-        if isinstance(event, h11.EndOfMessage):
+        if conn.codec.expects_continue:
+            conn.send(conn.codec.continue_response())
+        data = conn.next_body()
+        if data is END:
             self._finished = True
             return False
-        raise ConnectionError("client closed the connection before sending the whole body")
+        self._buffer += data
+        return True
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

@@ -1,4 +1,4 @@
-"""One client connection: its socket and its h11 state machine.
+"""One client connection: its socket and its HTTP codec (h11 or httptools).
 
 A connection lives in two places in turn.  While it waits for a request
 head it belongs to the worker's event loop, which reads without blocking
@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import h11
-
+from clusterserve.http.codec import END, NEED_DATA, Codec, Marker, RequestHead
 from clusterserve.http.errors import HttpError
-from clusterserve.http.head_checks import ChunkedBodyCheck, HeadEnd, check_head
+from clusterserve.http.head_checks import HeadEnd, check_head
 
 RECV_SIZE = 65536
 # What a limit of 0 stands for: gunicorn's ceilings (its MAX_REQUEST_LINE,
@@ -67,13 +66,13 @@ class HeadLimits:
             return MAX_HEAD
         return self.line + 2 + self.fields * (self.field_size + 2) + 2
 
-    def check(self, request: h11.Request) -> None:
+    def check(self, request: RequestHead) -> None:
         line_length = len(request.method) + len(request.target) + len(b"  HTTP/1.1")
         if line_length > self.line:
             raise HttpError(414, f"request line longer than {self.line} bytes")
         if len(request.headers) > (self.fields or MAX_FIELDS):
             raise HttpError(431, f"more than {self.fields or MAX_FIELDS} header fields")
-        for name, value in request.headers.raw_items():
+        for name, value in request.headers:
             if len(name) + len(value) + 2 > self.field_size:
                 raise HttpError(431, f"header field larger than {self.field_size} bytes")
             if self.refuse_underscores and b"_" in name and name.upper() not in FORWARDER_HEADERS:
@@ -107,12 +106,13 @@ class Phase(enum.Enum):
 
 
 class HttpConnection:
-    def __init__(self, sock: socket.socket, peer: Any, limits: HeadLimits, io_timeout: float) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, limits: HeadLimits, io_timeout: float,
+                 codec: type[Codec]) -> None:
         self.sock = sock
         self.peer = peer
         self.limits = limits
         self.io_timeout = io_timeout
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self.codec = codec(limits.max_head)
         self.phase = Phase.WAITING_FOR_HEAD
         self.received_any = False  # bytes of the current request have arrived
         self.served = 0  # requests answered on this connection
@@ -121,7 +121,6 @@ class HttpConnection:
         self._local_address: Any = None
         self.deadline = 0.0
         self.head_end = HeadEnd()
-        self.chunks: ChunkedBodyCheck | None = None  # the current request's chunked body
         self.body_received = 0  # bytes of the current request's body so far
 
     def fileno(self) -> int:
@@ -130,7 +129,7 @@ class HttpConnection:
     # -- event loop side: never blocks --------------------------------
 
     def read_available(self) -> None:
-        """Read what the socket has now into h11 (end of file included)."""
+        """Read what the socket has now into the codec (end of file included)."""
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -144,41 +143,35 @@ class HttpConnection:
         if data:
             self.received_any = True
             self.head_end.feed(data)
-        self.h11.receive_data(data)
+        self.codec.receive(data)
 
-    def next_request(self) -> h11.Request | None:
-        """The complete request head if h11 has one; None if more bytes are needed.
+    def next_request(self) -> RequestHead | None:
+        """The complete request head if there is one; None if more bytes are needed.
 
         Raises ``HttpError`` for a malformed or over-limit head and
         ``ConnectionResetError`` when the client closed an idle connection.
         """
-        chunked = False
-        if self.head_end.end >= 0 and self.h11.their_state is h11.IDLE:
-            chunked = check_head(self.h11.trailing_data[0][:self.head_end.end])
+        if self.head_end.end >= 0 and self.codec.awaiting_head:
+            check_head(self.codec.pending[:self.head_end.end])
         try:
-            event = self.h11.next_event()
-        except h11.RemoteProtocolError as err:
-            raise self._refusal(err) from None
-        if event is h11.NEED_DATA:
+            request = self.codec.next_head()
+        except HttpError as err:
+            raise self._refine(err) from None
+        if request is None:
             return None
-        if isinstance(event, h11.Request):
-            self.limits.check(event)
-            self.body_received = 0
-            self.head_end.reset(b"")
-            self.chunks = ChunkedBodyCheck() if chunked else None
-            if self.chunks:
-                self.chunks.feed(self.h11.trailing_data[0])
-            return event
-        raise ConnectionResetError("client closed the connection")
+        self.limits.check(request)
+        self.body_received = 0
+        self.head_end.reset(b"")
+        return request
 
-    def _refusal(self, err: h11.RemoteProtocolError) -> HttpError:
-        status = err.error_status_hint
-        if status == 431:
-            pending, _ = self.h11.trailing_data
-            line_end = pending.find(b"\n")  # the head is too large: is its first line?
+    def _refine(self, err: HttpError) -> HttpError:
+        """A head too large is a request line too long (414) if its first line is."""
+        if err.status == 431:
+            pending = self.codec.pending
+            line_end = pending.find(b"\n")
             if line_end < 0 or line_end > self.limits.line + 1:
                 return HttpError(414, f"request line longer than {self.limits.line} bytes")
-        return HttpError(status if 400 <= status < 600 else 400, str(err))
+        return err
 
     # -- app thread side: blocking, bounded by io_timeout ---------------
 
@@ -191,33 +184,31 @@ class HttpConnection:
         """After a response: the event loop owns the connection again."""
         self.served += 1
         self.phase = Phase.WAITING_FOR_HEAD
-        pending = self.h11.trailing_data[0]  # a pipelined request, maybe
+        pending = self.codec.pending  # a pipelined request, maybe
         self.received_any = bool(pending)
         self.head_end.reset(pending)
 
-    def next_event(self) -> Any:
-        """The next body event, reading from the socket as needed."""
+    def next_body(self) -> bytes | Marker:
+        """The next body bytes or ``END``, reading from the socket as needed."""
         while True:
-            event = self.h11.next_event()
-            if isinstance(event, h11.Data):
-                self.body_received += len(event.data)
+            data = self.codec.next_body()
+            if data is END:
+                return END
+            if data is not NEED_DATA:
+                self.body_received += len(data)
                 self.limits.check_body_size(self.body_received)
-            if event is not h11.NEED_DATA:
-                return event
+                return data
             try:
-                data = self._recv_waiting()
+                received = self._recv_waiting()
             except TimeoutError:
                 raise HttpError(408, f"no request body bytes for {self.io_timeout:g}s") from None
             except OSError:
-                data = b""
-            if self.chunks:
-                self.chunks.feed(data)
-            self.h11.receive_data(data)
+                received = b""
+            self.codec.receive(received)
 
-    def send(self, event: Any, *, hold: bool = False) -> None:
-        """Write an h11 event; ``hold`` keeps it to go out with the next write
+    def send(self, data: bytes, *, hold: bool = False) -> None:
+        """Write bytes from the codec; ``hold`` keeps them to go out with the next write
         (a response head with its first body bytes: one send, one packet)."""
-        data = self.h11.send(event) or b""
         if hold:
             self._held += data
             return
@@ -278,7 +269,7 @@ class HttpConnection:
         return self._local_address
 
     def send_raw(self, data: bytes) -> None:
-        """Best-effort write of bytes outside h11 (error responses)."""
+        """Best-effort write of bytes outside the codec (error responses)."""
         try:
             self.send_all(data)
         except OSError:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import h11
 
 from clusterserve import __version__
+from clusterserve.http.codec import RequestHead
 from clusterserve.http.forwarded import apply_proxy_headers
 from clusterserve.logs import log
 
@@ -108,7 +108,7 @@ def _split_host(host_header: str, scheme: str) -> tuple[str, str]:
 
 
 def build_environ(
-    request: h11.Request,
+    request: RequestHead,
     sock_name: Any,
     peer: Any,
     info: ServerInfo,
@@ -150,7 +150,7 @@ def build_environ(
         "wsgi.file_wrapper": info.file_wrapper,
     }
     script_name_header = None
-    for raw_name, raw_value in request.headers.raw_items():
+    for raw_name, raw_value in request.headers:
         name = raw_name.decode("latin-1").upper()
         value = raw_value.decode("latin-1")
         if "_" in name:

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import h11
-
 from clusterserve.access_log import AccessLog, RequestRecord
 from clusterserve.hooks import run_hook
 from clusterserve.http.body import RequestBody
+from clusterserve.http.codec import RequestHead
 from clusterserve.http.connection import HttpConnection, HttpError, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
 from clusterserve.http.response import ClientGone, FileWrapper, LengthMismatch, Response
@@ -57,7 +56,7 @@ class HookRequest:
                    environ["QUERY_STRING"], (int(major or 1), int(minor or 1)), headers)
 
 
-def serve_request(connection: HttpConnection, request: h11.Request, ctx: RequestContext) -> bool:
+def serve_request(connection: HttpConnection, request: RequestHead, ctx: RequestContext) -> bool:
     """Run the app for ``request`` and send its response.
 
     Returns True when the connection can take another request.
@@ -92,7 +91,7 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
         log.debug("client %s went away during the response", environ.get("REMOTE_ADDR"))
     except LengthMismatch as err:
         log.error("%s %s: %s; connection closed", environ["REQUEST_METHOD"], environ["RAW_URI"], err)
-    except (HttpError, h11.RemoteProtocolError, ConnectionError) as err:
+    except (HttpError, ConnectionError) as err:
         # The request body was malformed or cut short while the app read it.
         log.info("bad request body from %s: %s", environ.get("REMOTE_ADDR"), err)
         if not response.headers_sent:
@@ -125,19 +124,16 @@ def serve_request(connection: HttpConnection, request: h11.Request, ctx: Request
 
 
 def _ready_for_next(connection: HttpConnection, body: RequestBody) -> bool:
-    """Finish reading this request and reset h11 for the next one, if possible."""
-    conn = connection.h11
-    if conn.our_state is not h11.DONE:
+    """Finish reading this request and reset the codec for the next one, if possible."""
+    codec = connection.codec
+    if not codec.reusable:
         return False
-    if conn.their_state is h11.SEND_BODY:
+    if codec.body_unread:
         if body.withheld:
             return False  # the client has not sent the body; it expects us to close
         try:
             if not body.discard(MAX_DISCARD):
                 return False
-        except (HttpError, ConnectionError, h11.RemoteProtocolError):
+        except (HttpError, ConnectionError):
             return False
-    if conn.their_state is not h11.DONE:
-        return False
-    conn.start_next_cycle()
-    return True
+    return codec.start_next_cycle()

@@ -8,8 +8,8 @@ obsolete line folding, bare LF line ends, control characters in values, a
 ``Content-Length``, whitespace after a chunk size, a bare CR in a chunk
 extension, framing fields in the trailers.  It also leaves the version and
 the form of the request target to the server.  ``check_head`` runs on a
-complete head before h11 sees it, ``ChunkedBodyCheck`` follows a chunked
-body alongside h11; both refuse with an ``HttpError``.
+complete head before the codec sees it, ``ChunkedBodyCheck`` follows a
+chunked body; both refuse with an ``HttpError``.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ _FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|content-ty
                              re.IGNORECASE)
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _ABSOLUTE_FORM = re.compile(rb"https?://[^/?#]", re.IGNORECASE)
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 # RFC 9112 section 7.1: chunk-size [ chunk-ext ], BWS only around ";" and "=".
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (_TOKEN, _TOKEN, _QUOTED))
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (TOKEN, TOKEN, _QUOTED))
 # Fields a trailer must not carry (RFC 9110 section 6.5.1): the framing and
 # routing the head has settled already, which a proxy might merge back in.
 FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
@@ -71,8 +71,8 @@ class HeadEnd:
         self._tail = data[-2:] if len(data) > 1 else self._tail[-1:] + data
 
 
-def check_head(head: bytes) -> bool:
-    """Refuse a head that h11 would accept but should not; True if its body is chunked.
+def check_head(head: bytes) -> None:
+    """Refuse a head that h11 or llhttp would accept but should not.
 
     ``head`` runs up to and including the blank line that ends it.
     """
@@ -96,7 +96,7 @@ def check_head(head: bytes) -> bool:
     check_content_length(lengths)
     if content_types > 1:
         raise HttpError(400, "more than one Content-Type")
-    return check_transfer_coding(codings, version, bool(lengths))
+    check_transfer_coding(codings, version, bool(lengths))
 
 
 def _list_items(value: bytes) -> list[bytes]:
@@ -163,15 +163,15 @@ def check_content_length(lengths: list[bytes]) -> None:
         raise HttpError(400, "Content-Length is not a number")
 
 
-def check_transfer_coding(codings: list[bytes], version: bytes, has_length: bool) -> bool:
-    """True for a chunked body; refuse framing that cannot be read one way only.
+def check_transfer_coding(codings: list[bytes], version: bytes, has_length: bool) -> None:
+    """Refuse framing that cannot be read one way only; chunked alone passes.
 
     RFC 9112 section 6.1: chunked must come last and once; with Content-Length
     or on HTTP/1.0 the framing is ambiguous (request smuggling), so 400.  Any
     other coding is one this server does not decode: 501.
     """
     if not codings:
-        return False
+        return
     if has_length:
         raise HttpError(400, "both Content-Length and Transfer-Encoding")
     if version != b"HTTP/1.1":
@@ -180,15 +180,15 @@ def check_transfer_coding(codings: list[bytes], version: bytes, has_length: bool
         raise HttpError(400, "chunked must be the last transfer coding, and only once")
     if len(codings) > 1:
         raise HttpError(501, f"unsupported transfer coding {codings[0].decode('latin-1')!r}")
-    return True
 
 
 class ChunkedBodyCheck:
-    """Follows a chunked body on the raw bytes as they arrive, alongside h11.
+    """Follows a chunked body on the raw bytes as they arrive: checks it, and decodes it.
 
     Checks each chunk-size line strictly (h11 takes whitespace after the
     size and anything after a ``;``), the CRLF after each chunk's data, and
-    the trailer lines; passes over chunk data without looking at it.
+    the trailer lines.  The h11 codec only checks (h11 decodes); the
+    httptools codec takes the decoded data too.
     """
 
     MAX_LINE = 4096
@@ -199,21 +199,31 @@ class ChunkedBodyCheck:
         self._state = "size"  # then "data-end", "trailer", "done"
         self._error: HttpError | None = None
 
+    @property
+    def done(self) -> bool:
+        """The last chunk and the trailers have arrived."""
+        return self._state == "done"
+
     def feed(self, data: bytes) -> None:
         """Check the next bytes; once refused, every later call refuses too."""
+        self.decode(data)
+
+    def decode(self, data: bytes) -> tuple[list[bytes], int]:
+        """Check the next bytes: the chunk data in them, and how many were the body's."""
         if self._error is None:
             try:
-                self._feed(data)
+                return self._feed(data)
             except HttpError as err:
                 self._error = err
-        if self._error is not None:
-            raise self._error
+        raise self._error
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> tuple[list[bytes], int]:
+        pieces = []
         pos, size = 0, len(data)
         while pos < size and self._state != "done":
             if self._skip:
                 step = min(self._skip, size - pos)
+                pieces.append(data[pos:pos + step])
                 self._skip -= step
                 pos += step
                 continue
@@ -222,12 +232,13 @@ class ChunkedBodyCheck:
                 self._line += data[pos:]
                 if len(self._line) > self.MAX_LINE:
                     raise HttpError(400, "chunk line too long")
-                return
+                return pieces, size
             self._line += data[pos:end + 1]
             pos = end + 1
             line = bytes(self._line)
             self._line.clear()
             self._on_line(line)
+        return pieces, pos
 
     def _on_line(self, line: bytes) -> None:
         if not line.endswith(b"\r\n") or b"\r" in line[:-2]:

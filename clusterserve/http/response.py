@@ -10,8 +10,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-import h11
-
+from clusterserve.http.codec import RequestHead
 from clusterserve.http.connection import HttpConnection
 
 SERVER_HEADER = (b"server", b"clusterserve")
@@ -78,7 +77,7 @@ class FileWrapper:
 
 
 class _FileSlice:
-    """A body chunk that h11 frames without copying; written with sendfile."""
+    """A body chunk that the codec frames without copying; written with sendfile."""
 
     def __init__(self, file: Any, offset: int, count: int) -> None:
         self.file, self.offset, self.count = file, offset, count
@@ -107,9 +106,9 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
 
 
 class Response:
-    """One response, written through h11 on the connection's socket."""
+    """One response, framed by the connection's codec and written on its socket."""
 
-    def __init__(self, connection: HttpConnection, request: h11.Request,
+    def __init__(self, connection: HttpConnection, request: RequestHead,
                  keep_alive: Callable[[], bool], *, server_header: bool = True,
                  date_header: bool = True) -> None:
         self._connection = connection
@@ -171,14 +170,13 @@ class Response:
             headers.append(SERVER_HEADER)
         if self._close_asked or not self._keep_alive():
             headers.append((b"connection", b"close"))
-        event = h11.Response(status_code=int(self.status[:3]), reason=self.status[4:].encode("latin-1"),
-                             headers=headers)
+        head = self._connection.codec.response_head(code, self.status[4:].encode("latin-1"), headers)
         self.headers_sent = True
-        self._send(event, hold=True)
+        self._send(head, hold=True)
 
-    def _send(self, event: Any, hold: bool = False) -> None:
+    def _send(self, data: bytes, hold: bool = False) -> None:
         try:
-            self._connection.send(event, hold=hold)
+            self._connection.send(data, hold=hold)
         except OSError as err:
             raise ClientGone(str(err)) from None
 
@@ -193,10 +191,10 @@ class Response:
         if self._length is not None and self.body_bytes + len(data) > self._length:
             fits = self._length - self.body_bytes
             if fits:
-                self._send(h11.Data(data=data[:fits]))
+                self._send(self._connection.codec.response_body(data[:fits]))
                 self.body_bytes += fits
             raise LengthMismatch(f"the app sent more than its Content-Length of {self._length} bytes")
-        self._send(h11.Data(data=data))
+        self._send(self._connection.codec.response_body(data))
         self.body_bytes += len(data)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
@@ -215,11 +213,11 @@ class Response:
         if self._bodiless or count == 0:
             return True
         conn = self._connection
-        parts = conn.h11.send_with_data_passthrough(h11.Data(data=_FileSlice(wrapper.filelike, offset, count)))
+        parts = conn.codec.response_passthrough(_FileSlice(wrapper.filelike, offset, count))
         try:
             conn.flush()  # the held head goes first
             with conn.blocking():
-                for part in parts or ():
+                for part in parts:
                     if isinstance(part, _FileSlice):
                         conn.sock.sendfile(part.file, part.offset, part.count)
                     else:
@@ -235,4 +233,4 @@ class Response:
         if self._length is not None and self.body_bytes < self._length:
             raise LengthMismatch(f"the app sent {self.body_bytes} of the {self._length} bytes "
                                  "its Content-Length announced")
-        self._send(h11.EndOfMessage())
+        self._send(self._connection.codec.response_end())

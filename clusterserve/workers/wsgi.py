@@ -31,10 +31,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import h11
 
 from clusterserve import access_log, tls
 from clusterserve.dispatch import make_acceptor
+from clusterserve.http.codec import RequestHead, codec_factory
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
 from clusterserve.http.handler import RequestContext, serve_request
@@ -62,6 +62,7 @@ class WsgiServer:
         self.io_timeout = float(cfg.timeout) or DEFAULT_IO_TIMEOUT
         self.head_timeout = float(cfg.header_timeout)
         self.max_connections = cfg.worker_connections
+        self.codec = codec_factory(cfg.http)  # h11 unless httptools is asked for by name
         self.limits = HeadLimits(cfg.limit_request_line, cfg.limit_request_fields,
                                  cfg.limit_request_field_size, body=cfg.limit_request_body,
                                  refuse_underscores=cfg.header_map == "refuse")
@@ -89,7 +90,7 @@ class WsgiServer:
         self.poller = Poller()
         self.connections: set[HttpConnection] = set()  # every open connection
         self.waiting: set[HttpConnection] = set()  # owned by the loop
-        self.ready: deque[tuple[HttpConnection, h11.Request]] = deque()  # complete heads, in order
+        self.ready: deque[tuple[HttpConnection, RequestHead]] = deque()  # complete heads, in order
         self.in_app = 0  # requests on an app thread
         self.finished: queue.SimpleQueue[tuple[HttpConnection, bool]] = queue.SimpleQueue()
         self.wake_reader, self.wake_writer = socket.socketpair()
@@ -234,7 +235,7 @@ class WsgiServer:
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
-        connection = HttpConnection(sock, peer, self.limits, self.io_timeout)
+        connection = HttpConnection(sock, peer, self.limits, self.io_timeout, self.codec)
         self.connections.add(connection)
         opening = self.opening_policy.opening_for(sock, peer)
         if opening is not None:
@@ -287,7 +288,7 @@ class WsgiServer:
         except HttpError as err:
             self._refuse(connection, err)
             return
-        except (ConnectionResetError, h11.LocalProtocolError):
+        except ConnectionResetError:
             self._close(connection)
             return
         if request is None:
@@ -378,7 +379,7 @@ class WsgiServer:
 
     # -- app threads -----------------------------------------------------------
 
-    def _serve(self, connection: HttpConnection, request: h11.Request) -> bool:
+    def _serve(self, connection: HttpConnection, request: RequestHead) -> bool:
         """Serve one request; True if the connection can take another."""
         try:
             return serve_request(connection, request, self.context)
@@ -386,7 +387,7 @@ class WsgiServer:
             log.exception("unexpected error serving a request")
             return False
 
-    def _run_request(self, connection: HttpConnection, request: h11.Request) -> None:
+    def _run_request(self, connection: HttpConnection, request: RequestHead) -> None:
         """On an app thread: serve one request, then hand the connection back."""
         self.finished.put((connection, self._serve(connection, request)))
         try:
@@ -394,7 +395,7 @@ class WsgiServer:
         except BlockingIOError:
             pass  # the loop has wake-ups pending already
 
-    def _run_inline(self, connection: HttpConnection, request: h11.Request) -> None:
+    def _run_inline(self, connection: HttpConnection, request: RequestHead) -> None:
         """Without a pool: serve one request on the loop thread, then take the connection back."""
         self.acceptor.flush()  # round-robin: "no room" (and the acks) before the loop blocks
         self.inline = connection
