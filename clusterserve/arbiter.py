@@ -65,6 +65,9 @@ FAST_STOP_GRACE = 5.0
 HEALTHY_UPTIME = 5.0
 MAX_BACKOFF = 30.0
 TICK = 1.0
+# While only connections and their acknowledgements flow, housekeeping (reaping,
+# heartbeats, respawns) runs this often rather than after every loop turn.
+HOUSEKEEPING_EVERY = 0.1
 # In round-robin mode, a worker this late on its heartbeat gets no new connections.
 LATE_HEARTBEAT = 2.0
 MIB = 1024 * 1024
@@ -152,6 +155,8 @@ class Arbiter:
         self.statsd: StatsdClient | None = None
         self.restarts: Counter[str] = Counter()  # workers replaced, by reason
         self.gone_workers_requests = RequestStats()  # the last totals of every exited worker
+        self.worker_news = False  # a worker said something that housekeeping should act on
+        self.next_housekeeping = 0.0
 
     # -- start and run --------------------------------------------------
 
@@ -162,8 +167,9 @@ class Arbiter:
                 return self.exit_code
             while self.state is not State.DONE:
                 try:
-                    self.poller.poll(self._poll_timeout())
-                    self._tick()
+                    news = self.poller.poll(self._poll_timeout())
+                    if news or self.worker_news or time.monotonic() >= self.next_housekeeping:
+                        self._tick()
                 except Exception:
                     if self.state is not State.RUNNING:
                         raise
@@ -339,7 +345,7 @@ class Arbiter:
         if self.slots is not None:
             for slot in self.slots.lent():
                 arbiter_end.send(ADOPT, fds=slot.fds, slot=slot.number)
-        self.poller.add(arbiter_end.fileno(), lambda: self._on_worker_message(handle))
+        self.poller.add(arbiter_end.fileno(), lambda: self._on_worker_message(handle), routine=True)
         self.log.info("Booting worker %d with pid %d", handle.age, pid)
         return handle
 
@@ -381,11 +387,13 @@ class Arbiter:
         messages = handle.channel.receive()
         if messages is None:
             self.poller.remove(handle.channel.fileno())
+            self.worker_news = True
             return
         now = time.monotonic()
         for message in messages:
             if self.dispatcher is not None and self.dispatcher.on_message(handle.pid, message):
                 continue
+            self.worker_news = self.worker_news or message.kind != HEARTBEAT
             if message.kind == HEARTBEAT:
                 handle.last_heartbeat = now
                 handle.requests = _count(message.fields.get("requests"))
@@ -772,6 +780,8 @@ class Arbiter:
     def _tick(self) -> None:
         self._reap()
         now = time.monotonic()
+        self.worker_news = False
+        self.next_housekeeping = now + HOUSEKEEPING_EVERY
         for endpoint in (self.control, self.metrics):
             if endpoint is not None:
                 endpoint.expire(now)

@@ -20,14 +20,18 @@ EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 class Poller:
     def __init__(self) -> None:
         self._callbacks: dict[int, Callback] = {}
+        self._routine: set[int] = set()
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._selector = None if self._epoll else selectors.DefaultSelector()
 
     def add(self, fd: int, callback: Callback, *, exclusive: bool = False,
-            writable: bool = False) -> None:
+            writable: bool = False, routine: bool = False) -> None:
         """Call ``callback`` whenever ``fd`` is readable (or closed by the peer); with
-        ``writable``, whenever it can take more output instead."""
+        ``writable``, whenever it can take more output instead.  A ``routine`` descriptor
+        carries steady traffic that ``poll`` does not count as news."""
         self._callbacks[fd] = callback
+        if routine:
+            self._routine.add(fd)
         if self._epoll is not None:
             events = select.EPOLLOUT if writable else select.EPOLLIN
             self._epoll.register(fd, events | (EXCLUSIVE if exclusive else 0))
@@ -37,6 +41,7 @@ class Poller:
     def remove(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is None:
             return
+        self._routine.discard(fd)
         if self._epoll is not None:
             self._epoll.unregister(fd)
         else:
@@ -45,19 +50,26 @@ class Poller:
     def __contains__(self, fd: int) -> bool:
         return fd in self._callbacks
 
-    def poll(self, timeout: float | None) -> None:
-        """Wait up to ``timeout`` seconds and run the callbacks of ready descriptors."""
+    def poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds and run the callbacks of ready descriptors.
+
+        True if there is news: the wait timed out, or a descriptor that is
+        not ``routine`` was ready.
+        """
         try:
             if self._epoll is not None:
                 ready = [fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]
             else:
                 ready = [key.fd for key, _ in self._selector.select(timeout)]
         except InterruptedError:
-            return
+            return True
+        news = not ready
         for fd in ready:
+            news = news or fd not in self._routine
             callback = self._callbacks.get(fd)
             if callback is not None:
                 callback()
+        return news
 
     def close(self) -> None:
         self._callbacks.clear()

@@ -18,6 +18,7 @@ backlog holds the rest.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +41,23 @@ from clusterserve.sockets import Listener
 ACK_WAIT = 5.0  # seconds a worker waits for room on its channel to acknowledge connections
 
 
+@dataclass(slots=True)
+class Passing:
+    """A connection the arbiter accepted, on its way to a worker.
+
+    Only its descriptor: wrapping it in a ``socket.socket`` would cost a
+    ``getsockname`` (CPython's check of a descriptor it is given) and an
+    object per connection, for nothing the arbiter does with it.
+    """
+
+    fd: int
+    family: int
+    peer: Any  # the client's address from accept (None: the worker asks the kernel)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 @dataclass
 class Seat:
     """The arbiter's view of one worker's load."""
@@ -47,7 +65,7 @@ class Seat:
     channel: Channel
     open: int = 0
     has_room: bool = True
-    sent: dict[int, socket.socket] = field(default_factory=dict)  # unacknowledged, by id
+    sent: dict[int, Passing] = field(default_factory=dict)  # unacknowledged, by id
 
     @property
     def load(self) -> int:
@@ -65,7 +83,7 @@ class RoundRobinDispatcher:
         for sock in self._listeners:
             sock.setblocking(False)
         self._poller = poller
-        self._queue: deque[socket.socket] = deque()
+        self._queue: deque[Passing] = deque()
         self._queue_limit = queue_limit
         self._seats: dict[int, Seat] = {}  # by worker pid, in fork order
         self._ids = itertools.count(1)
@@ -109,7 +127,7 @@ class RoundRobinDispatcher:
             return
         for sock in self._listeners:
             if on:
-                self._poller.add(sock.fileno(), lambda s=sock: self._accept_all(s))
+                self._poller.add(sock.fileno(), lambda s=sock: self._accept_all(s), routine=True)
             else:
                 self._poller.remove(sock.fileno())
         self._accepting = on
@@ -120,9 +138,11 @@ class RoundRobinDispatcher:
 
     def _accept(self, listener: socket.socket, bounded: bool) -> None:
         """Accept until the listen queue is empty or, if ``bounded``, ours is full."""
+        family = listener.family
+        with_peer = family in (socket.AF_INET, socket.AF_INET6)  # JSON can carry those
         while not bounded or len(self._queue) < self._queue_limit:
             try:
-                conn, _ = listener.accept()
+                fd, peer = listener._accept()  # what accept() wraps in a socket object
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionAbortedError:
@@ -130,7 +150,7 @@ class RoundRobinDispatcher:
             except OSError as err:
                 log.warning("accept failed: %s", err)
                 break
-            self._queue.append(conn)
+            self._queue.append(Passing(fd, family, peer if with_peer else None))
 
     # -- workers -------------------------------------------------------------
 
@@ -165,7 +185,8 @@ class RoundRobinDispatcher:
             seat.has_room = False
         elif message.kind == HANDBACK:
             seat.open = max(0, seat.open - len(message.fds))
-            self._queue.extendleft(socket.socket(fileno=fd) for fd in message.fds)
+            family, peer = int(message.fields["family"]), message.fields.get("peer")
+            self._queue.extendleft(Passing(fd, family, peer) for fd in message.fds)
         else:
             return False
         return True
@@ -183,7 +204,7 @@ class RoundRobinDispatcher:
             seat = self._seats[seat_pid]
             conn = self._queue.popleft()
             conn_id = next(self._ids)
-            if seat.channel.send(CONNECTION, fds=[conn.fileno()], id=conn_id, family=conn.family):
+            if seat.channel.send(CONNECTION, fds=[conn.fd], id=conn_id, family=conn.family, peer=conn.peer):
                 seat.sent[conn_id] = conn
             else:
                 self._queue.appendleft(conn)
@@ -283,12 +304,17 @@ class ChannelAcceptor:
             self._channel.send(DECLINE, id=conn_id)
             self._said_free = False  # the arbiter reads a decline as "no room" until told otherwise
             return None
-        # With the family given, the socket needs no getsockopt calls to find it out.
+        # With the family given, the socket needs no getsockopt calls to find it out,
+        # and with the peer's address, no getpeername.
         conn = socket.socket(int(message.fields["family"]), socket.SOCK_STREAM, 0, message.fds[0])
-        try:
-            peer = conn.getpeername()
-        except OSError:
-            peer = None
+        peer = message.fields.get("peer")
+        if peer is not None:
+            peer = tuple(peer)  # JSON made the address tuple a list
+        else:
+            try:
+                peer = conn.getpeername()
+            except OSError:
+                peer = None
         self._acked.append(conn_id)
         self.accepted += 1
         return conn, peer
@@ -296,13 +322,17 @@ class ChannelAcceptor:
     def connection_closed(self) -> None:
         self._closed_since_report += 1
 
-    def hand_back(self, conn: socket.socket) -> bool:
+    def hand_back(self, conn: socket.socket, peer: Any) -> bool:
         """Give an untouched connection back to the arbiter for another worker.
 
         The arbiter counts it as closed; the caller must not report it again.  Only
         when the arbiter said so: at a full stop nobody would take it.
         """
-        return self.may_hand_back and self._channel.send(HANDBACK, fds=[conn.fileno()])
+        if not self.may_hand_back:
+            return False
+        with_peer = conn.family in (socket.AF_INET, socket.AF_INET6)
+        return self._channel.send(HANDBACK, fds=[conn.fileno()], family=conn.family,
+                                  peer=peer if with_peer else None)
 
     def flush(self) -> None:
         """Report what changed since the last loop turn, in one message: the connections

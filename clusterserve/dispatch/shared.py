@@ -117,7 +117,7 @@ class SharedAcceptor:
     def connection_closed(self) -> None:
         pass
 
-    def hand_back(self, conn: socket.socket) -> bool:
+    def hand_back(self, conn: socket.socket, peer: object) -> bool:
         return False
 
     def flush(self) -> None:

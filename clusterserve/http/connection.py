@@ -261,8 +261,7 @@ class HttpConnection:
         finally:
             self.sock.settimeout(0.0)
 
-    @property
-    def local_address(self) -> Any:
+    def get_local_address(self) -> Any:
         """The address the client connected to (asked of the kernel once per connection)."""
         if self._local_address is None:
             self._local_address = self.sock.getsockname()

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -109,7 +110,7 @@ def _split_host(host_header: str, scheme: str) -> tuple[str, str]:
 
 def build_environ(
     request: RequestHead,
-    sock_name: Any,
+    local_address: Callable[[], Any],
     peer: Any,
     info: ServerInfo,
     body: Any,
@@ -125,7 +126,6 @@ def build_environ(
         parts = urlsplit(target)
         path, query = parts.path or "/", parts.query
     remote_addr, remote_port = _peer_address(peer)
-    server_name, server_port = _server_address(sock_name)
 
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method.decode("ascii"),
@@ -135,8 +135,8 @@ def build_environ(
         "RAW_URI": target,
         "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        "SERVER_NAME": server_name,
-        "SERVER_PORT": server_port,
+        "SERVER_NAME": "",  # from Host, or else the address the client connected to (below)
+        "SERVER_PORT": "",
         "REMOTE_ADDR": remote_addr,
         "REMOTE_PORT": remote_port,
         "wsgi.version": (1, 0),
@@ -175,6 +175,8 @@ def build_environ(
         environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
             environ["HTTP_HOST"], environ["wsgi.url_scheme"]
         )
+    else:  # HTTP/1.0 without Host: ask the kernel (a system call saved on every other request)
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_address(local_address())
     script_name = script_name_header if trusted and script_name_header else os.environ.get("SCRIPT_NAME", "")
     if script_name:
         script_name = script_name.rstrip("/")

@@ -64,7 +64,7 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
     started_wall, started = time.time(), time.perf_counter()
     body = RequestBody(connection)
     try:
-        environ = build_environ(request, connection.local_address, connection.peer,
+        environ = build_environ(request, connection.get_local_address, connection.peer,
                                 ctx.info, body, ctx.errors)
     except HttpError as err:
         connection.send_raw(error_response(err.status, err.detail))

@@ -218,7 +218,7 @@ class WsgiServer:
                 continue
             if connection.served:
                 self._close(connection)  # idle keep-alive: clients expect such closes
-            elif opening is None and self.acceptor.hand_back(connection.sock):
+            elif opening is None and self.acceptor.hand_back(connection.sock, connection.peer):
                 self._close(connection, handed_back=True)  # another worker will serve it
             else:
                 # A new connection whose request has not arrived yet: closing it
