@@ -133,15 +133,21 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called a second time without exc_info")
-        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+        if (not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " "
+                or _CONTROL.search(status)):
             raise ValueError(f"status must be a str like '200 OK', got {status!r}")
         kept = []
+        lengths = 0
         for name, value in headers:
             check_header(name, value)
             lower = name.lower()
             if lower in HOP_BY_HOP:
                 self._close_asked |= lower == "connection" and "close" in value.lower()
                 continue
+            if lower == "content-length":
+                lengths += 1
+                if not value.strip().isdigit() or lengths > 1:
+                    raise ValueError(f"one Content-Length of digits only, got {value!r}")
             kept.append((name, value))
         self.status = status
         self.headers = kept
@@ -161,7 +167,7 @@ class Response:
         code = int(self.status[:3])
         self._bodiless = self._is_head or code in BODILESS_STATUSES
         for name, value in self.headers:
-            if name.lower() == "content-length" and value.strip().isdigit():
+            if name.lower() == "content-length":
                 self._length = 0 if self._bodiless else int(value)
         headers = _encode_headers(self.headers)
         if self._date_header and not self._has_header("date"):
@@ -204,7 +210,7 @@ class Response:
             return False
         offset, count = file_range
         for name, value in self.headers:
-            if name.lower() == "content-length" and value.strip().isdigit():
+            if name.lower() == "content-length":
                 count = min(count, int(value))
                 break
         else:

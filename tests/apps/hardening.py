@@ -74,9 +74,13 @@ def headers(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         "crlf-name": [("X-Split\r\nSet-Cookie", "evil=1")],
         "space-name": [("X Split", "a")],
         "server": [("Server", "mine"), ("Date", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        "length-twice": [("Content-Length", "99")],
         "none": [],
     }
-    return _plain(start_response, b"headers\n", extra=cases[_query(environ).get("case", "none")])
+    case = _query(environ).get("case", "none")
+    if case == "crlf-status":
+        return _plain(start_response, b"headers\n", "200 OK\r\nSet-Cookie: evil=1")
+    return _plain(start_response, b"headers\n", extra=cases[case])
 
 
 def bodiless(environ: dict[str, Any], start_response: Any) -> list[bytes]:
