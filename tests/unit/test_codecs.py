@@ -60,25 +60,23 @@ def test_keep_alive_response_and_a_pipelined_request(codec):
     assert codec.next_head().target == b"/second"
 
 
-def test_a_body_by_content_length_arrives_in_pieces(codec):
-    codec.receive(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+BODIES = {  # the head's framing field and first bytes, what they decode to, then the rest
+    "content-length": (b"Content-Length: 10\r\n\r\nhello", b"hello", b"world", b"world"),
+    "chunked": (b"Transfer-Encoding: chunked\r\n\r\n5\r\nhel", b"hel",
+                b"lo\r\n6;x=y\r\n world\r\n0\r\nTrailer: 1\r\n\r\n", b"lo world"),
+}
+
+
+@pytest.mark.parametrize("framing", BODIES)
+def test_a_body_arrives_in_pieces_and_a_pipelined_request_follows(codec, framing):
+    first, first_data, rest, rest_data = BODIES[framing]
+    codec.receive(b"POST / HTTP/1.1\r\nHost: t\r\n" + first)
     codec.next_head()
     assert codec.body_unread
-    assert body_of(codec) == (b"hello", NEED_DATA)
-    codec.receive(b"world" + GET)
-    assert body_of(codec) == (b"world", END)
+    assert body_of(codec) == (first_data, NEED_DATA)
+    codec.receive(rest + GET)
+    assert body_of(codec) == (rest_data, END)
     assert not codec.body_unread
-    respond(codec)
-    assert codec.start_next_cycle()
-    assert codec.next_head().target == b"/a?b=1"
-
-
-def test_a_chunked_body_is_decoded(codec):
-    codec.receive(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
-    codec.next_head()
-    assert body_of(codec) == (b"hel", NEED_DATA)
-    codec.receive(b"lo\r\n6;x=y\r\n world\r\n0\r\nTrailer: 1\r\n\r\n" + GET)
-    assert body_of(codec) == (b"lo world", END)
     respond(codec)
     assert codec.start_next_cycle()
     assert codec.next_head().target == b"/a?b=1"
