@@ -1,1 +1,1 @@
-"""HTTP/1.1 on h11 for the WSGI worker: connections, environ, body, response."""
+"""HTTP/1.1 for the WSGI worker: connections and their codec (h11 or httptools), environ, body, response."""

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-
 from clusterserve import __version__
 from clusterserve.http.codec import RequestHead
 from clusterserve.http.forwarded import apply_proxy_headers

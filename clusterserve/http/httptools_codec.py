@@ -47,7 +47,7 @@ def _tokens(value: bytes) -> list[bytes]:
 class _HeadParser:
     """httptools callbacks for one head."""
 
-    __slots__ = ("url", "headers")
+    __slots__ = ("headers", "url")
 
     def __init__(self) -> None:
         self.url = b""

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-
 from clusterserve import access_log, tls
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.codec import RequestHead, codec_factory

@@ -24,7 +24,7 @@ def tcp_pair():
 def test_a_connection_is_acknowledged_before_the_worker_reads_it(tcp_pair):
     """Were the worker killed after reading the request but before acknowledging, the
     arbiter would pass the connection on and the client would wait for ever."""
-    client, accepted = tcp_pair
+    _, accepted = tcp_pair
     arbiter_end, worker_end = Channel.pair()
     reports_seen_at_take = []
 
