@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import grp
 import os
 import pwd
 import signal
 
 PR_SET_PDEATHSIG = 1
+# The C library the interpreter runs on, opened once in the arbiter: finding it by
+# name (ctypes.util.find_library) runs ldconfig and cost each new worker 1.2 MiB.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def set_title(title: str) -> None:
@@ -27,13 +29,9 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
     It fires when the forking *thread* exits and is cleared by setuid, so
     call it after dropping privileges, in a child forked from the main thread.
     """
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except AttributeError:  # not Linux
         return
 
 
