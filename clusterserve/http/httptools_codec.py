@@ -64,6 +64,7 @@ class HttptoolsCodec:
     def __init__(self, max_head: int) -> None:
         self._max_head = max_head
         self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer searched for the end of a head
         self._closed = False  # the client closed its side
         self._theirs = _State.IDLE
         self._ours = _State.IDLE
@@ -106,8 +107,11 @@ class HttptoolsCodec:
     def next_head(self) -> RequestHead | None:
         if self._theirs is not _State.IDLE:
             raise ConnectionResetError("a request head asked for in the middle of a request")
-        match = HEAD_END.search(self._buffer)
+        # From where the last search stopped (less the 2 bytes a match could start
+        # with): a head that arrives a byte at a time is not scanned again each time.
+        match = HEAD_END.search(self._buffer, max(0, self._scanned - 2))
         if match is None:
+            self._scanned = len(self._buffer)
             if len(self._buffer) > self._max_head:
                 raise refusal(431, "Receive buffer too long")
             if not self._closed:
@@ -118,6 +122,7 @@ class HttptoolsCodec:
         end = match.end()
         head = self._parse(bytes(self._buffer[:end]))
         del self._buffer[:end]
+        self._scanned = 0
         return head
 
     def _parse(self, raw: bytes) -> RequestHead:

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 # Without a `timeout` setting, the bound on one blocking read or write.
 DEFAULT_IO_TIMEOUT = 30.0
+# How often a busy loop looks for expired head deadlines and stuck requests.
+DEADLINE_CHECK_EVERY = 0.1
 
 
 class WsgiServer:
@@ -123,7 +125,7 @@ class WsgiServer:
         self.worker.report_ready()
         if self.pool is None:
             threading.Thread(target=self._watch_inline_requests, name="watchdog", daemon=True).start()
-        next_heartbeat = 0.0
+        next_heartbeat = next_deadline_check = 0.0
         while not self._finished():
             now = self.progress_at = time.monotonic()
             if now >= self.stop_deadline:
@@ -133,8 +135,10 @@ class WsgiServer:
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.worker.heartbeat_interval
-            self._expire_waiting(now)
-            self._find_stuck(now)
+            if now >= next_deadline_check:  # seconds-long deadlines: not every turn under load
+                self._expire_waiting(now)
+                self._find_stuck(now)
+                next_deadline_check = now + DEADLINE_CHECK_EVERY
             wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now))
             self.poller.poll(0.0 if self._can_start() else max(0.0, wake - now))
             self._start_ready()

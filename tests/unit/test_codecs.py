@@ -45,6 +45,14 @@ def test_a_partial_head_needs_more_bytes(codec):
     assert codec.next_head().target == b"/a?b=1"
 
 
+def test_a_head_that_arrives_a_byte_at_a_time(codec):
+    for byte in GET[:-1]:
+        codec.receive(bytes([byte]))
+        assert codec.next_head() is None
+    codec.receive(GET[-1:])
+    assert codec.next_head().target == b"/a?b=1"
+
+
 def test_any_token_is_a_method(codec):
     codec.receive(b"-BLARGH / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert codec.next_head().method == b"-BLARGH"
