@@ -18,7 +18,7 @@ from typing import Any
 import httptools
 
 from clusterserve.http.codec import END, NEED_DATA, Marker, RequestHead, refusal
-from clusterserve.http.head_checks import HEAD_END, TOKEN, ChunkedBodyCheck
+from clusterserve.http.head_checks import TOKEN, ChunkedBodyCheck, HeadEnd
 
 _CONTINUE = b"HTTP/1.1 100 \r\n\r\n"
 _METHOD = re.compile(TOKEN)
@@ -64,7 +64,7 @@ class HttptoolsCodec:
     def __init__(self, max_head: int) -> None:
         self._max_head = max_head
         self._buffer = bytearray()
-        self._scanned = 0  # bytes of the buffer searched for the end of a head
+        self._head_end = HeadEnd()  # found as bytes arrive: a head sent bytewise is not rescanned
         self._closed = False  # the client closed its side
         self._theirs = _State.IDLE
         self._ours = _State.IDLE
@@ -99,6 +99,8 @@ class HttptoolsCodec:
     def receive(self, data: bytes) -> None:
         if data:
             self._buffer += data
+            if self._theirs is _State.IDLE:
+                self._head_end.feed(data)
         else:
             self._closed = True
 
@@ -107,11 +109,8 @@ class HttptoolsCodec:
     def next_head(self) -> RequestHead | None:
         if self._theirs is not _State.IDLE:
             raise ConnectionResetError("a request head asked for in the middle of a request")
-        # From where the last search stopped (less the 2 bytes a match could start
-        # with): a head that arrives a byte at a time is not scanned again each time.
-        match = HEAD_END.search(self._buffer, max(0, self._scanned - 2))
-        if match is None:
-            self._scanned = len(self._buffer)
+        end = self._head_end.end
+        if end < 0:
             if len(self._buffer) > self._max_head:
                 raise refusal(431, "Receive buffer too long")
             if not self._closed:
@@ -119,10 +118,8 @@ class HttptoolsCodec:
             if self._buffer:
                 raise refusal(400, "peer unexpectedly closed the connection in the middle of a head")
             raise ConnectionResetError("client closed the connection")
-        end = match.end()
         head = self._parse(bytes(self._buffer[:end]))
         del self._buffer[:end]
-        self._scanned = 0
         return head
 
     def _parse(self, raw: bytes) -> RequestHead:
@@ -272,6 +269,7 @@ class HttptoolsCodec:
         if self._ours is not _State.DONE or self._theirs is not _State.DONE:
             return False
         self._theirs = self._ours = _State.IDLE
+        self._head_end.reset(bytes(self._buffer))  # a pipelined head may be here already
         self._framing = _Framing.NONE
         self._expects_continue = False
         return True
