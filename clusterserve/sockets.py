@@ -11,9 +11,32 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
+
+from clusterserve.logs import log
 
 SYSTEMD_FIRST_FD = 3
+Accepted = TypeVar("Accepted")
+
+
+def accept_until_empty(accept: Callable[[], Accepted]) -> Iterator[Accepted]:
+    """Call a non-blocking listener's ``accept`` (or ``_accept``) as the caller asks,
+    until its queue is empty: one policy for every dispatch mode's accept loop."""
+    while True:
+        try:
+            accepted = accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionAbortedError:
+            continue  # that client gave up while queued; the next may not have
+        except OSError as err:
+            # Out of descriptors (EMFILE) or similar: leave the rest queued (for
+            # other workers) rather than spin.
+            log.warning("accept failed: %s", err)
+            return
+        yield accepted
 
 
 class BindError(Exception):

@@ -36,9 +36,15 @@ from clusterserve.channel import (
 )
 from clusterserve.logs import log
 from clusterserve.poller import Poller
-from clusterserve.sockets import Listener
+from clusterserve.sockets import Listener, accept_until_empty
 
 ACK_WAIT = 5.0  # seconds a worker waits for room on its channel to acknowledge connections
+
+
+def _peer_to_pass(family: int, peer: Any) -> Any:
+    """The client's address as a channel message can carry it (JSON): a TCP one, else None
+    (the receiving worker then asks the kernel)."""
+    return peer if family in (socket.AF_INET, socket.AF_INET6) else None
 
 
 @dataclass(slots=True)
@@ -139,18 +145,13 @@ class RoundRobinDispatcher:
     def _accept(self, listener: socket.socket, bounded: bool) -> None:
         """Accept until the listen queue is empty or, if ``bounded``, ours is full."""
         family = listener.family
-        with_peer = family in (socket.AF_INET, socket.AF_INET6)  # JSON can carry those
-        while not bounded or len(self._queue) < self._queue_limit:
-            try:
-                fd, peer = listener._accept()  # what accept() wraps in a socket object
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionAbortedError:
-                continue
-            except OSError as err:
-                log.warning("accept failed: %s", err)
-                break
-            self._queue.append(Passing(fd, family, peer if with_peer else None))
+        if bounded and len(self._queue) >= self._queue_limit:
+            return
+        # listener._accept: what accept() wraps in a socket object
+        for fd, peer in accept_until_empty(listener._accept):
+            self._queue.append(Passing(fd, family, _peer_to_pass(family, peer)))
+            if bounded and len(self._queue) >= self._queue_limit:
+                return
 
     # -- workers -------------------------------------------------------------
 
@@ -330,9 +331,8 @@ class ChannelAcceptor:
         """
         if not self.may_hand_back:
             return False
-        with_peer = conn.family in (socket.AF_INET, socket.AF_INET6)
         return self._channel.send(HANDBACK, fds=[conn.fileno()], family=conn.family,
-                                  peer=peer if with_peer else None)
+                                  peer=_peer_to_pass(conn.family, peer))
 
     def flush(self) -> None:
         """Report what changed since the last loop turn, in one message: the connections

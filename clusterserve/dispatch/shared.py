@@ -9,12 +9,11 @@ the listeners while it has no room, leaving new connections to the others.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from clusterserve.channel import Message
-from clusterserve.logs import log
 from clusterserve.poller import Poller
-from clusterserve.sockets import Listener
+from clusterserve.sockets import Listener, accept_until_empty
 
 OnConnection = Callable[[socket.socket, object], None]
 
@@ -73,7 +72,7 @@ class SharedAcceptor:
         """
         self.pause()
         self.closed = True
-        queued = [pair for sock in self._sockets for pair in self._queued(sock)]
+        queued = [pair for sock in self._sockets for pair in accept_until_empty(sock.accept)]
         self.remove_sockets(list(self._sockets))
         for conn, peer in queued:
             self._take(conn, peer)
@@ -127,7 +126,7 @@ class SharedAcceptor:
         """Accept while there is room, up to ``accept_batch`` connections."""
         if not self._has_room():
             return
-        for taken, (conn, peer) in enumerate(self._queued(listener), 1):
+        for taken, (conn, peer) in enumerate(accept_until_empty(listener.accept), 1):
             self._take(conn, peer)
             if taken == self._accept_batch or not self._has_room():
                 return
@@ -135,20 +134,3 @@ class SharedAcceptor:
     def _take(self, conn: socket.socket, peer: object) -> None:
         self.accepted += 1
         self._on_connection(conn, peer)
-
-    @staticmethod
-    def _queued(listener: socket.socket) -> Iterator[tuple[socket.socket, object]]:
-        """Accept from ``listener``, as the caller asks, until its queue is empty."""
-        while True:
-            try:
-                conn, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue  # that client gave up while queued; the next may not have
-            except OSError as err:
-                # Out of descriptors (EMFILE) or similar: leave the rest queued
-                # for other workers rather than spin.
-                log.warning("accept failed: %s", err)
-                return
-            yield conn, peer
