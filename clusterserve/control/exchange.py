@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from clusterserve.logs import log
 from clusterserve.poller import Poller
+from clusterserve.sockets import accept_until_empty
 
 # ``reply(request so far)`` returns the whole reply once the request is complete, else None.
 Replier = Callable[[bytes], "bytes | None"]
@@ -47,14 +48,7 @@ class ExchangeServer:
         poller.add(listener.fileno(), self._accept)
 
     def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                log.warning("control: accept failed: %s", err)
-                return
+        for sock, _ in accept_until_empty(self.listener.accept):
             if len(self.open) >= MAX_CLIENTS:
                 sock.close()
                 continue
