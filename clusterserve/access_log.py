@@ -21,6 +21,7 @@ from typing import Any
 
 from clusterserve import logs
 from clusterserve.logs import access_log, access_log_enabled, log
+from clusterserve.second_cache import SecondCache
 
 
 @dataclass(slots=True)
@@ -63,23 +64,8 @@ def _status_code(record: RequestRecord) -> str:
     return record.status.split(None, 1)[0]
 
 
-class _SecondCache:
-    """strftime once a second: a busy worker logs many requests in the same second."""
-
-    def __init__(self, render: Callable[[float], str]) -> None:
-        self.render = render
-        self.second = -1
-        self.text = ""
-
-    def __call__(self, when: float) -> str:
-        second = int(when)
-        if second != self.second:
-            self.text, self.second = self.render(second), second
-        return self.text
-
-
-_clf_time = _SecondCache(lambda second: time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
-_iso_time = _SecondCache(lambda second: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+_clf_time = SecondCache(lambda second: time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
+_iso_time = SecondCache(lambda second: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
 
 
 def remote_user(environ: Mapping[str, Any]) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from clusterserve.http.codec import RequestHead
 from clusterserve.http.connection import HttpConnection
+from clusterserve.second_cache import SecondCache
 
 SERVER_HEADER = (b"server", b"clusterserve")
 # Hop-by-hop headers (RFC 9110 section 7.6.1) belong to the connection this
@@ -32,19 +33,8 @@ class LengthMismatch(Exception):
     """The app sent a body shorter or longer than its Content-Length."""
 
 
-class _DateCache:
-    """The Date header, formatted once per second."""
-
-    second = -1
-    value = b""
-
-    @classmethod
-    def now(cls) -> bytes:
-        second = int(time.time())
-        if second != cls.second:
-            cls.value = formatdate(second, usegmt=True).encode("ascii")
-            cls.second = second
-        return cls.value
+# The Date header's value, formatted once a second.
+_date = SecondCache(lambda second: formatdate(second, usegmt=True).encode("ascii"))
 
 
 class FileWrapper:
@@ -171,7 +161,7 @@ class Response:
                 self._length = 0 if self._bodiless else int(value)
         headers = _encode_headers(self.headers)
         if self._date_header and not self._has_header("date"):
-            headers.append((b"date", _DateCache.now()))
+            headers.append((b"date", _date(time.time())))
         if self._server_header and not self._has_header("server"):
             headers.append(SERVER_HEADER)
         if self._close_asked or not self._keep_alive():
