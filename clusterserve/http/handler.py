@@ -15,6 +15,7 @@ from clusterserve.http.codec import RequestHead
 from clusterserve.http.connection import HttpConnection, HttpError, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
 from clusterserve.http.response import ClientGone, FileWrapper, LengthMismatch, Response
+from clusterserve.http.response_headers import InvalidResponseHeader
 from clusterserve.logs import log
 
 # Unread request body a keep-alive connection may skip over; more and it closes.
@@ -98,6 +99,11 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
             status = err.status if isinstance(err, HttpError) else 400
             response.status = f"{status} {HTTPStatus(status).phrase}"
             connection.send_raw(error_response(status, str(err)))
+    except InvalidResponseHeader as err:
+        log.error("%s %s: %s; answered 500", environ["REQUEST_METHOD"], environ["RAW_URI"], err)
+        if not response.headers_sent:
+            response.status = "500 Internal Server Error"
+            connection.send_raw(error_response(500))
     except Exception:  # noqa: BLE001 - any app error becomes a 500
         log.exception("Error handling request %s %s", environ["REQUEST_METHOD"], environ["RAW_URI"])
         if not response.headers_sent:

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
-from email.utils import formatdate
 from typing import Any
 
 from clusterserve.http.codec import RequestHead
 from clusterserve.http.connection import HttpConnection
-from clusterserve.second_cache import SecondCache
+from clusterserve.http.response_headers import SERVER_HEADER, check_status, clean_header, http_date
 
-SERVER_HEADER = (b"server", b"clusterserve")
 # Hop-by-hop headers (RFC 9110 section 7.6.1) belong to the connection this
 # server manages, not to the app: dropped from its response, as gunicorn does.
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade"))
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-# Control characters other than HTAB: CR or LF in a value would split the response.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 BODILESS_STATUSES = (204, 304)
 
 
@@ -31,10 +25,6 @@ class ClientGone(Exception):
 
 class LengthMismatch(Exception):
     """The app sent a body shorter or longer than its Content-Length."""
-
-
-# The Date header's value, formatted once a second.
-_date = SecondCache(lambda second: formatdate(second, usegmt=True).encode("ascii"))
 
 
 class FileWrapper:
@@ -76,21 +66,6 @@ class _FileSlice:
         return self.count
 
 
-def check_header(name: Any, value: Any) -> None:
-    """Refuse what would corrupt the response head: a name that is not a token,
-    a value with CR, LF or another control character, text outside latin-1."""
-    if not isinstance(name, str) or not isinstance(value, str):
-        raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
-    if not _TOKEN.fullmatch(name):
-        raise ValueError(f"invalid response header name {name!r}")
-    if _CONTROL.search(value):
-        raise ValueError(f"control character (CR, LF, ...) in response header {name}: {value!r}")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError(f"response header {name} is not latin-1: {value!r}") from None
-
-
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
@@ -123,20 +98,18 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called a second time without exc_info")
-        if (not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " "
-                or _CONTROL.search(status)):
-            raise ValueError(f"status must be a str like '200 OK', got {status!r}")
+        check_status(status)
         kept = []
         lengths = 0
         for name, value in headers:
-            check_header(name, value)
+            value = clean_header(name, value)
             lower = name.lower()
             if lower in HOP_BY_HOP:
                 self._close_asked |= lower == "connection" and "close" in value.lower()
                 continue
             if lower == "content-length":
                 lengths += 1
-                if not value.strip().isdigit() or lengths > 1:
+                if not value.isdigit() or lengths > 1:
                     raise ValueError(f"one Content-Length of digits only, got {value!r}")
             kept.append((name, value))
         self.status = status
@@ -161,7 +134,7 @@ class Response:
                 self._length = 0 if self._bodiless else int(value)
         headers = _encode_headers(self.headers)
         if self._date_header and not self._has_header("date"):
-            headers.append((b"date", _date(time.time())))
+            headers.append((b"date", http_date(time.time())))
         if self._server_header and not self._has_header("server"):
             headers.append(SERVER_HEADER)
         if self._close_asked or not self._keep_alive():

@@ -23,6 +23,7 @@ import uvicorn
 from clusterserve import access_log, tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
+from clusterserve.http.response_headers import HeaderRuleMiddleware
 from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
 from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
@@ -52,9 +53,9 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
         backlog=cfg.backlog,
         timeout_keep_alive=cfg.keepalive,
         timeout_graceful_shutdown=cfg.graceful_timeout,
-        server_header=False,  # uvicorn's would say "uvicorn"
-        date_header=cfg.date_header,
-        headers=[("server", "clusterserve")] if cfg.server_header else [],
+        # HeaderRuleMiddleware adds Date and Server, unless the app sent its own.
+        server_header=False,
+        date_header=False,
     )
 
 
@@ -139,6 +140,8 @@ class AsgiServer(uvicorn.Server):
     async def _run(self) -> None:
         self.config.load()
         cfg = self.worker.cfg
+        self.config.loaded_app = HeaderRuleMiddleware(
+            self.config.loaded_app, server_header=cfg.server_header, date_header=cfg.date_header)
         self.config.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
         writer = access_log.from_settings(cfg)
         if writer is not None or self.worker.request_stats is not None:

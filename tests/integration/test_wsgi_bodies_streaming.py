@@ -172,15 +172,19 @@ def test_connection_close_from_the_app_closes_the_connection(server):
         assert conn.closed_within(2.0)
 
 
-@pytest.mark.parametrize("case", ["crlf-value", "lf-value", "crlf-name", "space-name", "crlf-status",
-                                  "length-twice"])
-def test_cr_lf_or_bad_names_in_response_headers_get_a_500_never_a_split(server, case):
+HEADER_REFUSED = r"response header( name)? '[^']+'.*; answered 500"
+APP_ERROR = r"Error handling request GET /headers\?case="
+
+
+@pytest.mark.parametrize(("case", "logged"), [
+    ("crlf-value", HEADER_REFUSED), ("lf-value", HEADER_REFUSED), ("crlf-name", HEADER_REFUSED),
+    ("space-name", HEADER_REFUSED), ("crlf-status", APP_ERROR + r"[\s\S]*status must be"),
+    ("length-twice", APP_ERROR + r"[\s\S]*one Content-Length")])
+def test_cr_lf_or_bad_names_in_response_headers_get_a_500_never_a_split(server, case, logged):
     mark = len(server.log())
     with Conn(server) as conn:
         raw = conn.get(f"/headers?case={case}")
         assert raw.status == 500
         assert "set-cookie" not in raw.headers and "x-split" not in raw.headers
         assert b"evil" not in raw.body
-    server.wait_for_log(r"Error handling request GET /headers\?case=" + case, after=mark)
-    server.wait_for_log(r"ValueError: (control character|invalid response header name|status must be"
-                        r"|one Content-Length)", after=mark)
+    server.wait_for_log(logged, after=mark)
