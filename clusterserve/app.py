@@ -25,6 +25,10 @@ class AppLoadError(Exception):
     """The app could not be loaded; the message says why and names the app."""
 
 
+class InterfaceMismatch(AppLoadError):
+    """The settings serve the app as one interface, and its signature says it is the other."""
+
+
 @dataclass(frozen=True)
 class AppSpec:
     module: str
@@ -106,6 +110,56 @@ def detect_interface(app: Callable[..., Any]) -> str:
         return "asgi"
     call = getattr(app, "__call__", None)
     return "asgi" if asyncio.iscoroutinefunction(call) else "wsgi"
+
+
+def _call_signature(app: Callable[..., Any]) -> inspect.Signature | None:
+    """How the server would call ``app``; None when Python cannot say (builtins, C types)."""
+    try:
+        return inspect.signature(app)
+    except (TypeError, ValueError):
+        return None
+
+
+def evident_interface(app: Callable[..., Any]) -> str | None:
+    """'asgi' or 'wsgi' when the callable leaves no doubt, else None.
+
+    ASGI when it is a coroutine function (or has an async ``__call__``); WSGI
+    when it is a plain callable that requires exactly two positional arguments
+    (``environ, start_response``), which no ASGI app, version 2 or 3, takes.
+    Classes, ``*args`` wrappers and anything else are left undecided.
+    """
+    if not inspect.isclass(app) and detect_interface(app) == "asgi":
+        return "asgi"
+    signature = None if inspect.isclass(app) else _call_signature(app)
+    if signature is None:
+        return None
+    positional = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    if any(p.kind is p.VAR_POSITIONAL for p in positional):
+        return None
+    required = [p for p in positional if p.default is p.empty]
+    return "wsgi" if len(required) == 2 and len(positional) == 2 else None
+
+
+def looks_like_factory(app: Callable[..., Any]) -> bool:
+    """The callable can be called with no arguments at all, as an app factory is.
+
+    Decided by the signature only: calling a factory can have side effects.
+    """
+    signature = _call_signature(app)
+    if signature is None:
+        return False
+    return all(p.kind is not p.VAR_POSITIONAL and (p.default is not p.empty or p.kind is p.VAR_KEYWORD)
+               for p in signature.parameters.values())
+
+
+def factory_warning(cfg: Any, app: Callable[..., Any]) -> str | None:
+    """The warning for an app that looks like a factory given without ``--factory``."""
+    if cfg.factory or not looks_like_factory(app):
+        return None
+    return (f"app {cfg.wsgi_app!r} takes no arguments, as an app factory does; it is served "
+            "as it is, so every request will fail: give --factory (setting 'factory') to "
+            "call it once and serve what it returns")
 
 
 def prepare_environment(cfg: Any) -> None:

@@ -52,10 +52,12 @@ from clusterserve.signals import SignalQueue
 from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
                                   bind_reuseport, parse_address)
 from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, unasked
-from clusterserve.workers.base import EXIT_BOOT_ERROR, Worker, resolve_interface
+from clusterserve.workers.base import EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR, Worker, resolve_interface
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+# A worker that failed to boot exits with one of these: its app cannot load, or a setting contradicts it.
+BOOT_ERROR_CODES = (EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR)
 
 # A worker killed for a missed heartbeat gets this long after SIGABRT before SIGKILL.
 ABORT_GRACE = 2.0
@@ -302,6 +304,14 @@ class Arbiter:
     def _preload(self) -> bool:
         try:
             self.app = app_loader.load_configured_app(self.cfg)
+            warning = app_loader.factory_warning(self.cfg, self.app)
+            if warning is not None:
+                self.log.warning("%s", warning)
+            resolve_interface(self.cfg, self.app)
+        except app_loader.InterfaceMismatch as err:
+            self.log.error("%s", err)
+            self.exit_code = EXIT_CONFIG_ERROR
+            return False
         except Exception as err:  # noqa: BLE001 - report the user's error and stop
             self.log.exception("cannot load app %r: %s", self.cfg.wsgi_app, err)
             self.exit_code = EXIT_BOOT_ERROR
@@ -459,7 +469,7 @@ class Arbiter:
         if not handle.retiring:
             self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
         run_hook(self.cfg, "child_exit", self, handle)
-        if handle.why is None and (handle.boot_error is not None or code == EXIT_BOOT_ERROR):
+        if handle.why is None and (handle.boot_error is not None or code in BOOT_ERROR_CODES):
             # The worker logged the whole error; its last line says enough here.
             handle.why = Why(ExitReason.BOOT_ERROR, _last_line(handle.boot_error) if handle.boot_error
                              else "the app failed to load")
@@ -477,7 +487,7 @@ class Arbiter:
             self.log.error("%s", line)
             if not self.ever_ready:
                 self.log.error("Shutting down: the app cannot be loaded")
-                self.exit_code = EXIT_BOOT_ERROR
+                self.exit_code = code if code in BOOT_ERROR_CODES else EXIT_BOOT_ERROR
                 self._begin_stop(graceful=False)
                 return
         else:

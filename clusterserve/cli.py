@@ -33,7 +33,15 @@ def check_config(cfg: Config) -> int:
         return EXIT_APP
     from clusterserve.workers.base import resolve_interface
 
-    print(f"# app {cfg.wsgi_app!r} loads and is served as {resolve_interface(cfg, app).upper()}")
+    warning = app_loader.factory_warning(cfg, app)
+    if warning is not None:
+        print(f"clusterserve: warning: {warning}", file=sys.stderr)
+    try:
+        interface = resolve_interface(cfg, app)
+    except app_loader.InterfaceMismatch as err:
+        print(f"clusterserve: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"# app {cfg.wsgi_app!r} loads and is served as {interface.upper()}")
     return 0
 
 

@@ -245,7 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
             "WSGI; asgi and uvicorn.workers.UvicornWorker serve ASGI.", metavar="CLASS"),
     Setting("interface", "Worker processes", ("--interface",),
             types.choice(("auto", "wsgi", "asgi")), "auto",
-            "App interface: auto inspects the callable (coroutine functions are ASGI).",
+            "App interface: auto inspects the callable (coroutine functions are ASGI). A worker "
+            "class or interface that contradicts an evidently WSGI or ASGI app is refused.",
             metavar="auto|wsgi|asgi"),
     Setting("http", "Worker processes", ("--http",), types.choice(("auto", "h11", "httptools")),
             "auto", "HTTP/1.1 implementation: h11, or httptools (faster; needs the standard "

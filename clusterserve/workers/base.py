@@ -36,6 +36,7 @@ from clusterserve.workers.wsgi import WsgiServer
 # Exit codes the arbiter understands.
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
+EXIT_CONFIG_ERROR = 2  # a setting contradicts the app: a configuration error, as at start-up
 
 # Until its server installs its own handlers, a booting worker dies at once on
 # a stop signal (nothing is in flight yet) and ignores the arbiter-only ones.
@@ -46,6 +47,10 @@ IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1
 
 class BootError(Exception):
     """The app could not be loaded or is of an interface this worker cannot serve."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BOOT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Worker:
@@ -94,7 +99,7 @@ class Worker:
         except (BootError, LifespanStartupFailed) as err:
             self.channel.send(BOOT_ERROR, error=str(err))
             self.log.error("worker %s failed to boot: %s", self.pid, err)
-            code = EXIT_BOOT_ERROR
+            code = err.exit_code if isinstance(err, BootError) else EXIT_BOOT_ERROR
         except SystemExit as err:
             code = err.code if isinstance(err.code, int) else 1
         except BaseException:  # noqa: BLE001 - report anything before dying
@@ -131,7 +136,13 @@ class Worker:
                     f"cannot load app {self.cfg.wsgi_app!r}:\n{traceback.format_exc().rstrip()}"
                 ) from None
             gc.collect()
-        self.interface = resolve_interface(self.cfg, app)
+            warning = app_loader.factory_warning(self.cfg, app)
+            if warning is not None:
+                self.log.warning("%s", warning)
+        try:
+            self.interface = resolve_interface(self.cfg, app)
+        except app_loader.InterfaceMismatch as err:
+            raise BootError(str(err), exit_code=EXIT_CONFIG_ERROR) from None
         if self.interface == "asgi" and self.cfg.proxy_protocol != "off":
             raise BootError("setting 'proxy_protocol': the ASGI worker (uvicorn) cannot read PROXY "
                             "protocol headers; only WSGI apps can")
@@ -187,15 +198,27 @@ def _request_stats(cfg: Config) -> RequestStats | None:
     return RequestStats() if cfg.metrics_bind else None
 
 
-def resolve_interface(cfg: Config, app: Callable[..., Any]) -> str:
-    """The interface to serve: the setting, else the worker class, else detection."""
+def resolve_interface(cfg: Config, app: Callable[..., Any] | None) -> str:
+    """The interface to serve: the setting, else the worker class, else detection.
+
+    Raises ``InterfaceMismatch`` when the setting or the worker class says one
+    interface and the app's signature leaves no doubt that it is the other.
+    """
     from clusterserve.config.settings import WORKER_CLASSES
 
     if cfg.interface != "auto":
-        return cfg.interface
-    if WORKER_CLASSES[cfg.worker_class] == "asgi":
-        return "asgi"
-    return app_loader.detect_interface(app)
+        chosen, source = cfg.interface, f"--interface {cfg.interface}"
+    elif WORKER_CLASSES[cfg.worker_class] == "asgi":
+        chosen, source = "asgi", f"worker class {cfg.worker_class!r}"
+    else:
+        assert app is not None, "detection needs the app"
+        return app_loader.detect_interface(app)
+    evident = app_loader.evident_interface(app) if app is not None else None
+    if evident is not None and evident != chosen:
+        raise app_loader.InterfaceMismatch(
+            f"setting 'interface': app {cfg.wsgi_app!r} is a {evident.upper()} app, but {source} "
+            f"serves it as {chosen.upper()}; remove that, or give --interface {evident}")
+    return chosen
 
 
 def _flush_stdio() -> None:

@@ -14,8 +14,11 @@ import pytest
 from clusterserve.app import (
     AppLoadError,
     AppSpec,
+    InterfaceMismatch,
     detect_interface,
+    evident_interface,
     load_app,
+    looks_like_factory,
     parse_app_spec,
     prepare_import_path,
 )
@@ -296,14 +299,89 @@ def test_detect_interface(app, interface):
     assert detect_interface(app) == interface
 
 
+class Asgi2Class:
+    """An ASGI 2 app: called with the scope, its instance is called with receive and send."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        pass
+
+
+def wrapped(*args, **kwargs):
+    """What a decorator without functools.wraps leaves: nothing tells the interface."""
+    return wsgi_function(*args, **kwargs)
+
+
+def fastapi_style_factory():
+    return asgi_function
+
+
+def flask_style_factory(config=None, **overrides):
+    return wsgi_function
+
+
+@pytest.mark.parametrize("app,interface", [
+    (wsgi_function, "wsgi"),
+    (basic.app, "wsgi"),
+    (WsgiObject(), "wsgi"),
+    (Handlers().wsgi, "wsgi"),
+    (functools.partial(wsgi_function), "wsgi"),
+    (asgi_function, "asgi"),
+    (AsgiObject(), "asgi"),
+    (Handlers().asgi, "asgi"),
+    (functools.partial(asgi_function), "asgi"),
+    (WsgiClass, None),  # classes are left undecided: ASGI 2 apps are classes too
+    (AsgiAwaitableClass, None),
+    (Asgi2Class, None),
+    (wrapped, None),
+    (functools.partial(wsgi_function, {}), None),  # one argument left: not WSGI's two
+    (fastapi_style_factory, None),
+    (print, None),
+], ids=lambda v: getattr(v, "__qualname__", type(v).__name__) if not isinstance(v, str) else str(v))
+def test_evident_interface_decides_only_when_the_signature_leaves_no_doubt(app, interface):
+    assert evident_interface(app) == interface
+
+
+@pytest.mark.parametrize("app,factory", [
+    (fastapi_style_factory, True),
+    (flask_style_factory, True),
+    (basic.create_app, True),
+    (wsgi_function, False),
+    (asgi_function, False),
+    (wrapped, False),  # *args: it may take anything
+    (WsgiClass, False),
+    (Asgi2Class, False),
+    (WsgiObject(), False),
+    (print, False),
+], ids=lambda v: getattr(v, "__qualname__", type(v).__name__) if not isinstance(v, bool) else str(v))
+def test_a_factory_is_told_by_its_signature_without_calling_it(app, factory):
+    assert looks_like_factory(app) is factory
+
+
 @pytest.mark.parametrize("argv,app,interface", [
     ([], wsgi_function, "wsgi"),
     ([], asgi_function, "asgi"),
-    (["--interface", "asgi"], wsgi_function, "asgi"),
-    (["--interface", "wsgi"], asgi_function, "wsgi"),
-    (["-k", "uvicorn.workers.UvicornWorker"], wsgi_function, "asgi"),
+    (["--interface", "asgi"], Asgi2Class, "asgi"),
+    (["--interface", "asgi"], wrapped, "asgi"),
+    (["--interface", "wsgi"], wrapped, "wsgi"),
+    (["-k", "uvicorn.workers.UvicornWorker"], Asgi2Class, "asgi"),
+    (["-k", "uvicorn.workers.UvicornWorker"], asgi_function, "asgi"),
     (["-k", "gthread"], asgi_function, "asgi"),
 ])
 def test_interface_setting_and_worker_class_override_detection(argv, app, interface):
     cfg = load_config([*argv, "tests.apps.basic:app"], environ={})
     assert resolve_interface(cfg, app) == interface
+
+
+@pytest.mark.parametrize("argv,app", [
+    (["--interface", "asgi"], wsgi_function),
+    (["--interface", "wsgi"], asgi_function),
+    (["-k", "uvicorn.workers.UvicornWorker"], basic.app),
+    (["-k", "uvicorn_worker.UvicornWorker"], WsgiObject()),
+])
+def test_a_setting_that_contradicts_an_evident_interface_is_refused_naming_interface(argv, app):
+    cfg = load_config([*argv, "tests.apps.basic:app"], environ={})
+    with pytest.raises(InterfaceMismatch, match="setting 'interface'.*--interface"):
+        resolve_interface(cfg, app)
