@@ -43,16 +43,18 @@ class GunicornProcess(ServerProcess):
         self.env.pop("GUNICORN_CMD_ARGS", None)
 
 
-def validated(app: str) -> str:
-    """The app spec that serves ``app`` wrapped in wsgiref.validate.validator."""
-    return f"tests.frameworks.apps.validated:validated({app!r})"
+def validated(app: str, excused: Sequence[str] = ()) -> str:
+    """The app spec that serves ``app`` wrapped in wsgiref.validate.validator, with the
+    app's own faults of ``excused`` (see tests/frameworks/apps/validated.py) let through."""
+    return f"tests.frameworks.apps.validated:validated({', '.join(map(repr, (app, *excused)))})"
 
 
 @contextmanager
 def serve(kind: str, app: str, *, cwd: Path = ROOT, env: dict[str, str] | None = None,
-          ready_path: str = "/") -> Iterator[ServerProcess]:
+          ready_path: str = "/", excused: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """Serve ``app`` (a ``module:attribute`` or ``module:factory()`` spec) by ``kind``.
 
+    ``excused`` names the framework's faults that the validator lets through.
     Yields once every worker answers ``ready_path``. Afterwards stops the server with TERM,
     expects exit code 0 and a log without faults, and kills whatever is left.
     """
@@ -60,7 +62,7 @@ def serve(kind: str, app: str, *, cwd: Path = ROOT, env: dict[str, str] | None =
     if kind == GUNICORN:
         server: ServerProcess = GunicornProcess([app, *common, "-k", "sync"], cwd=cwd, env=env)
     elif kind == VALIDATOR:
-        server = ServerProcess([validated(app), *common, "--threads", "4"], cwd=cwd, env=env)
+        server = ServerProcess([validated(app, excused), *common, "--threads", "4"], cwd=cwd, env=env)
     else:
         server = ServerProcess([app, *common, "--threads", "4", "--dispatch", kind], cwd=cwd, env=env)
     try:
