@@ -2,7 +2,8 @@
 
 The session and ``flash`` through a login and a logout, ``set_cookie``,
 ``send_file`` (whole, conditional, ranged), ``stream_with_context`` reaching
-the client while it is produced, and a 5 MB upload through ``request.files``.
+the client while it is produced, and a 5 MB upload through ``request.files``
+(with a Content-Length, and in a chunked body).
 Once per server (clusterserve per dispatch mode, under wsgiref.validate, gunicorn).
 """
 
@@ -116,3 +117,18 @@ def test_five_megabyte_upload_through_request_files(browser):
     assert response.json() == {"filename": "big.bin", "size": len(UPLOAD),
                                "sha256": hashlib.sha256(UPLOAD).hexdigest(), "note": "five megabytes"}
     assert browser.post("/upload", data={"note": "no file"}).status_code == 400
+
+
+def test_five_megabyte_upload_in_a_chunked_body(browser):
+    """As ``curl -H 'Transfer-Encoding: chunked' -F file=@...`` sends it: no Content-Length."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nchunked\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + UPLOAD + f"\r\n--{boundary}--\r\n".encode()
+    pieces = (body[i:i + 65536] for i in range(0, len(body), 65536))
+    response = browser.post("/upload", content=pieces,
+                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 200, response.text
+    assert response.json() == {"filename": "big.bin", "size": len(UPLOAD),
+                               "sha256": hashlib.sha256(UPLOAD).hexdigest(), "note": "chunked"}

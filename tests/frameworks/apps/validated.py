@@ -4,6 +4,12 @@ Served as ``tests.frameworks.apps.validated:validated('package.module:app')``
 (or ``'package.module:create_app()'`` for a factory). Every WSGIWarning is
 written to stderr each time, so a test reads them all from the server's log.
 
+The validator wraps the app's iterable in its own, so the server never sees
+the ``wsgi.file_wrapper`` object a framework returns (Django's ``FileResponse``,
+Flask's ``send_file``, Falcon's ``resp.stream``, Bottle's ``static_file``) and
+iterates it instead of using ``sendfile``: this run checks that fallback, the
+runs without the validator check the file wrapper's own path.
+
 The validator checks both sides of PEP 3333. Where a framework breaks a rule
 of the app's side, the app is excused by name: a shim between the validator
 and the app makes the app's call one the validator accepts, so every check
