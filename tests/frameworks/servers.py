@@ -7,6 +7,7 @@ and gunicorn's sync worker, the reference the same flows must pass on.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import DISPATCH_MODES
-from tests.harness import HTTP_UNDER_TEST, ROOT, ServerProcess
+from tests.harness import HTTP_UNDER_TEST, ROOT, ServerProcess, wait_until
 
 VALIDATOR = "validator"
 GUNICORN = "gunicorn"
@@ -100,6 +101,31 @@ def base_url(server: ServerProcess) -> str:
 def client(server: ServerProcess) -> httpx.Client:
     """A client that keeps cookies, as a browser does; redirects are followed by hand."""
     return httpx.Client(base_url=base_url(server), timeout=30.0)
+
+
+def open_files_under(server: ServerProcess, directory: Path) -> list[str]:
+    """Files under ``directory`` that a worker of ``server`` holds open (read from /proc)."""
+    held = []
+    for pid in server.workers():
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                target = os.readlink(descriptor)
+            except OSError:
+                continue
+            if target.startswith(f"{directory}/"):
+                held.append(target)
+    return held
+
+
+def assert_files_closed(server: ServerProcess, directory: Path) -> None:
+    """Every file the app opened under ``directory`` is closed soon after its response:
+    the server called ``close()`` on the iterable (or the file wrapper)."""
+    assert wait_until(lambda: not open_files_under(server, directory), timeout=5), \
+        open_files_under(server, directory)
 
 
 def assert_no_faults(server: ServerProcess, since: int = 0) -> None:

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.frameworks.servers import client, no_new_faults, serve
+from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,7 +61,7 @@ def test_sign_the_guestbook_and_come_back_recognised(browser):
     assert "Welcome back" not in browser.get("/").text
 
 
-def test_static_file_whole_conditional_ranged_and_head(browser):
+def test_static_file_whole_conditional_ranged_and_head(browser, site, files):
     whole = browser.get("/static/photo.jpg")
     assert whole.status_code == 200
     assert whole.headers["content-type"] == "image/jpeg"
@@ -78,6 +78,7 @@ def test_static_file_whole_conditional_ranged_and_head(browser):
 
     head = browser.head("/static/photo.jpg")
     assert (head.status_code, head.headers["content-length"], head.content) == (200, str(len(STATIC)), b"")
+    assert_files_closed(site, files)
 
 
 def test_upload_through_request_files_then_served_as_static(browser):

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.frameworks.django_project import ADMIN_PASSWORD, ADMIN_USER
-from tests.frameworks.servers import client, no_new_faults, serve
+from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,7 +133,7 @@ def test_post_without_the_csrf_token_is_forbidden(browser):
     assert "CSRF verification failed" in forbidden.text
 
 
-def test_file_upload_then_download_through_file_response(browser):
+def test_file_upload_then_download_through_file_response(browser, site, django_project):
     content = os.urandom(UPLOAD_SIZE)
     digest = hashlib.sha256(content).hexdigest()
     token = csrf_token(browser.get("/shop/documents/new/"))
@@ -155,6 +155,7 @@ def test_file_upload_then_download_through_file_response(browser):
 
     head = browser.head(download_url)
     assert (head.status_code, head.headers["content-length"], head.content) == (200, str(UPLOAD_SIZE), b"")
+    assert_files_closed(site, django_project.root / "media")
 
 
 def test_streaming_response_reaches_the_client_while_it_is_produced(browser, django_project):

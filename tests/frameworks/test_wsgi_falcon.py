@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.frameworks.servers import client, no_new_faults, serve
+from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,8 +21,12 @@ APP = "tests.frameworks.apps.falcon_notes:app"
 
 
 @pytest.fixture(scope="module")
-def site(server_kind, tmp_path_factory):
-    data = tmp_path_factory.mktemp("falcon")
+def data(tmp_path_factory):
+    return tmp_path_factory.mktemp("falcon")
+
+
+@pytest.fixture(scope="module")
+def site(server_kind, data):
     env = {"NOTES_DB": str(data / "notes.sqlite3"), "NOTES_FILES": str(data / "files")}
     with serve(server_kind, APP, env=env, ready_path="/session") as server:
         yield server
@@ -69,7 +73,7 @@ def test_malformed_json_is_refused_with_falcons_error(api):
     assert response.json()["title"] == "Invalid JSON"
 
 
-def test_multipart_upload_then_the_file_streamed_back(api):
+def test_multipart_upload_then_the_file_streamed_back(api, site, data):
     content = os.urandom(2 * 1024 * 1024 + 17)
     digest = hashlib.sha256(content).hexdigest()
     uploaded = api.post("/attachments", data={"comment": "ignored"},
@@ -81,5 +85,6 @@ def test_multipart_upload_then_the_file_streamed_back(api):
     assert download.status_code == 200
     assert download.headers["content-length"] == str(len(content))
     assert download.content == content
+    assert_files_closed(site, data)
     assert api.get("/attachments/nothing").status_code == 404
     assert api.post("/attachments", data={"comment": "no file"}, files={"other": ("x", b"x")}).status_code == 400

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.frameworks.servers import client, no_new_faults, serve
+from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,7 +78,7 @@ def test_set_cookie_comes_back_on_the_next_request(browser):
     assert browser.get("/theme").json() == {"theme": "dark"}
 
 
-def test_send_file_whole_conditional_ranged_and_head(browser):
+def test_send_file_whole_conditional_ranged_and_head(browser, site, dirs):
     whole = browser.get("/files/data.bin")
     assert whole.status_code == 200
     assert whole.headers["content-length"] == str(len(DATA))
@@ -96,6 +96,7 @@ def test_send_file_whole_conditional_ranged_and_head(browser):
     head = browser.head("/files/data.bin")
     assert (head.status_code, head.headers["content-length"], head.content) == (200, str(len(DATA)), b"")
     assert browser.get("/files/missing.bin").status_code == 404
+    assert_files_closed(site, dirs[0])
 
 
 def test_stream_with_context_reaches_the_client_while_it_is_produced(browser, dirs):
