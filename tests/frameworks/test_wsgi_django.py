@@ -73,7 +73,6 @@ def test_admin_login_add_object_and_logout(browser, site):
     assert "sessionid" not in browser.cookies
 
     log_in(browser)
-    # What the app sent as " csrftoken=..." reaches the client as one clean header value.
     index = browser.get("/admin/")
     assert index.status_code == 200
     assert "Site administration" in index.text and "/admin/shop/product/" in index.text
@@ -96,6 +95,7 @@ def test_admin_login_add_object_and_logout(browser, site):
 
 
 def test_set_cookie_values_reach_the_client_without_surrounding_whitespace(browser):
+    # Django's WSGI handler sends each value as " csrftoken=...": served, stripped (gunicorn's rule).
     response = browser.get("/admin/login/")
     assert response.status_code == 200
     cookies = response.headers.get_list("set-cookie")
