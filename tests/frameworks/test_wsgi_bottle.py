@@ -78,7 +78,7 @@ def test_static_file_whole_conditional_ranged_and_head(browser, site, files):
 
     head = browser.head("/static/photo.jpg")
     assert (head.status_code, head.headers["content-length"], head.content) == (200, str(len(STATIC)), b"")
-    assert_files_closed(site, files)
+    assert_files_closed(site, files / "files")
 
 
 def test_upload_through_request_files_then_served_as_static(browser):

@@ -85,6 +85,6 @@ def test_multipart_upload_then_the_file_streamed_back(api, site, data):
     assert download.status_code == 200
     assert download.headers["content-length"] == str(len(content))
     assert download.content == content
-    assert_files_closed(site, data)
+    assert_files_closed(site, data / "files")
     assert api.get("/attachments/nothing").status_code == 404
     assert api.post("/attachments", data={"comment": "no file"}, files={"other": ("x", b"x")}).status_code == 400
