@@ -27,13 +27,16 @@ class ServerProcess:
     """One clusterserve arbiter started with ``python -m clusterserve``.
 
     Its error log goes to a file (no pipe to fill up); ``stop`` and
-    ``kill_all`` end the arbiter and every worker by pid.
+    ``kill_all`` end the arbiter and every worker by pid. A subclass may run
+    another server module with the same command line shape (``program``).
     """
+
+    program = "clusterserve"
 
     def __init__(self, args: Sequence[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None,
                  bind: str | None = "127.0.0.1:0") -> None:
         self.args = list(args) + (["-b", bind] if bind else [])
-        if HTTP_UNDER_TEST:
+        if HTTP_UNDER_TEST and self.program == "clusterserve":
             self.args += ["--http", HTTP_UNDER_TEST]
         self.cwd = cwd
         inherited = {k: v for k, v in os.environ.items() if k not in OUTSIDE_SETTINGS}
@@ -52,7 +55,7 @@ class ServerProcess:
     def start(self, *, wait_ready: int | None = None, timeout: float = 15.0) -> ServerProcess:
         """Start; wait for the listening line and ``wait_ready`` workers (default: none)."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clusterserve", *self.args],
+            [sys.executable, "-m", self.program, *self.args],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=self.log_file, stderr=subprocess.STDOUT,
         )
