@@ -4,7 +4,7 @@
 From the repository root, with Python >= 3.10:
 
     python3 tests/foreign/run.py [--suites requests,httpx] [--modes shared,round-robin,reuseport]
-                                 [--codecs h11,httptools]
+                                 [--codecs h11,httptools] [--one-codec-per-mode]
 
 Two suites, each run once per server, with tests/foreign/served_fixtures.py
 replacing the fixture that would start a server of the suite's own:
@@ -12,15 +12,23 @@ replacing the fixture that would start a server of the suite's own:
 - requests: its own ``tests/test_requests.py`` against httpbin (a Flask app),
   over HTTP and, for the ``httpbin_secure`` tests, HTTPS with a certificate
   made by trustme. Served by gunicorn's sync worker (the reference) and by
-  clusterserve's WSGI worker in each dispatch mode with each ``--http`` codec.
+  clusterserve's WSGI worker.
 - httpx: its own suite against its test app ``tests.conftest:app``, served by
-  uvicorn (the reference) and by clusterserve's ASGI worker in each dispatch
-  mode, with each ``--http`` protocol.
+  uvicorn (the reference) and by clusterserve's ASGI worker.
 
-Every server has 2 workers (uvicorn 1 process) and listens on 127.0.0.1.
+clusterserve runs in each dispatch mode with each ``--http`` codec (14 runs in
+all, about 4 minutes on 2 cores); with ``--one-codec-per-mode``, each mode
+with one codec, the codecs taking turns from the suite's default, so that the
+two suites between them still run every mode with every codec once (8 runs,
+about 2 minutes: what CI runs). Every server has 2 workers (uvicorn 1
+process) and listens on 127.0.0.1; the suites run at the same time, each in a
+process of its own, as they spend most of their time waiting.
 
-Setup, done again only when this file's requirements or pyproject.toml change:
-a venv at tests/foreign/.venv with tests/foreign/requirements.txt and
+Deselected, with the reason printed: requests' 4 connect-timeout tests and
+httpx's tests marked ``network``, which send traffic off this machine.
+
+Setup, done again only when tests/foreign/requirements.txt or pyproject.toml
+change: a venv at tests/foreign/.venv with those requirements and
 clusterserve itself (editable, with the standard extra); then this script
 re-runs itself in that venv. The tests come from the sdists of the pinned
 requests and httpx, downloaded by pip into tests/foreign/.cache/ (never
@@ -64,8 +72,8 @@ from tests.harness import OUTSIDE_SETTINGS, children_of  # noqa: E402
 DISPATCH_MODES = ("shared", "round-robin", "reuseport")
 CODECS = ("h11", "httptools")
 LISTENING = re.compile(r"(?:Listening at:|running on) https?://127\.0\.0\.1:(\d+)")
-PYTEST_RUN_TIMEOUT = 600.0  # seconds for one whole suite against one server
-TEST_TIMEOUT = 60  # seconds for one test (pytest-timeout)
+PYTEST_RUN_TIMEOUT = 300.0  # seconds for one whole suite against one server (about 30 take)
+TEST_TIMEOUT = 30  # seconds for one test (pytest-timeout); the slowest take 10
 START_TIMEOUT = 30.0
 
 
@@ -86,6 +94,7 @@ class Suite:
     app: str  # what the servers serve, importable from the sdist's root
     reference: Server
     needs_tls: bool  # also serve the app over HTTPS, for the suite's TLS tests
+    default_codec: str  # clusterserve's --http auto for this app
 
 
 @dataclass
@@ -127,6 +136,7 @@ SUITES = {
         reference=Server("gunicorn sync", python_server(
             "gunicorn", "-w", "2", "-k", "sync", "-b", "127.0.0.1:0", "httpbin:app")),
         needs_tls=True,
+        default_codec="h11",
     ),
     "httpx": Suite(
         name="httpx",
@@ -137,6 +147,7 @@ SUITES = {
         reference=Server("uvicorn", python_server(
             "uvicorn", "--host", "127.0.0.1", "--port", "0", "--lifespan", "off", "tests.conftest:app")),
         needs_tls=False,
+        default_codec="httptools",
     ),
 }
 
@@ -151,14 +162,22 @@ def setup() -> None:
     want = hashlib.sha256(REQUIREMENTS.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not python.exists():
         say(f"setup: creating {VENV.relative_to(ROOT)}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        quietly([sys.executable, "-m", "venv", str(VENV)])
     if not stamp.exists() or stamp.read_text().strip() != want:
         say(f"setup: pip install -r {REQUIREMENTS.relative_to(ROOT)} -e .[standard]")
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(REQUIREMENTS), "-e", f"{ROOT}[standard]"], check=True)
+        quietly([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 "-r", str(REQUIREMENTS), "-e", f"{ROOT}[standard]"])
         stamp.write_text(want + "\n")
     argv = [str(python), str(Path(__file__).resolve()), "--no-setup", *sys.argv[1:]]
     os.execv(argv[0], argv)
+
+
+def quietly(argv: Sequence[str]) -> None:
+    """Run a setup command; show its output only when it fails."""
+    done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        say(done.stdout + done.stderr)
+        raise subprocess.CalledProcessError(done.returncode, argv)
 
 
 def suite_source(distribution: str) -> Path:
@@ -169,9 +188,8 @@ def suite_source(distribution: str) -> Path:
         return source
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as download:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--no-binary", ":all:", "-d", download, f"{distribution}=={version}"],
-                       check=True)
+        quietly([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                 "--no-deps", "--no-binary", ":all:", "-d", download, f"{distribution}=={version}"])
         (archive,) = Path(download).glob("*.tar.gz")
         with tarfile.open(archive) as tar:
             unpacked = Path(download) / "unpacked"
@@ -352,17 +370,98 @@ def choices(value: str, allowed: Sequence[str]) -> list[str]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suites", type=lambda v: choices(v, tuple(SUITES)), default=list(SUITES))
+    parser.add_argument("--suites", type=lambda v: choices(v, tuple(SUITES)), default=list(SUITES),
+                        help="which suites (default: all, each in a process of its own, at the same time)")
     parser.add_argument("--modes", type=lambda v: choices(v, DISPATCH_MODES), default=list(DISPATCH_MODES),
                         help="clusterserve's dispatch modes (default: all)")
     parser.add_argument("--codecs", type=lambda v: choices(v, CODECS), default=list(CODECS),
-                        help="clusterserve's --http for each (default: both)")
+                        help="clusterserve's --http (default: both)")
+    parser.add_argument("--one-codec-per-mode", action="store_true",
+                        help="each mode with one codec, the codecs taking turns from the suite's default"
+                             " (so both suites together run every mode with every codec once)")
     parser.add_argument("--no-setup", action="store_true", help="use this interpreter as it is")
     return parser.parse_args(argv)
 
 
+def servers_under_test(suite: Suite, args: argparse.Namespace) -> list[Server]:
+    if not args.one_codec_per_mode:
+        return [clusterserve(suite.app, mode, codec) for mode in args.modes for codec in args.codecs]
+    first = args.codecs.index(suite.default_codec) if suite.default_codec in args.codecs else 0
+    return [clusterserve(suite.app, mode, args.codecs[(first + turn) % len(args.codecs)])
+            for turn, mode in enumerate(args.modes)]
+
+
 def stop_on_term(signum: int, frame: object) -> None:
     raise SystemExit(f"foreign suites: stopped by signal {signum}")
+
+
+def run_one_suite(suite: Suite, args: argparse.Namespace) -> int:
+    """Run ``suite`` against the reference server, then each clusterserve; print a line each and a verdict."""
+    started = time.monotonic()
+    try:
+        source = suite_source(suite.distribution)
+    except (subprocess.CalledProcessError, SystemExit) as error:
+        say(f"{suite.name}: setup failed: {error}")
+        return 2
+    logs = Path(tempfile.mkdtemp(prefix=f"foreign-{suite.name}-"))
+    certificate = make_certificate(logs)
+    say(f"== {suite.distribution} {metadata.version(suite.distribution)}: its tests against {suite.app}"
+        f" (deselected: {suite.deselected_because})")
+    reference = run_suite(suite, source, suite.reference, certificate, logs)
+    say(f"  {suite.reference.label:36} {reference.summary()}  (reference)")
+    if reference.error or reference.count("passed") == 0:
+        say(f"{suite.name}: FAILED, the reference run under {suite.reference.label} passed nothing"
+            f" (log: {reference.log})")
+        return 1
+    failures = []
+    servers = servers_under_test(suite, args)
+    for server in servers:
+        outcomes = run_suite(suite, source, server, certificate, logs)
+        lost = regressions(reference, outcomes)
+        say(f"  {server.label:36} {outcomes.summary()}" + (f"  {len(lost)} below the reference" if lost else ""))
+        if lost:
+            failures.append(f"{server.label} fails {len(lost)} tests that {suite.reference.label} passes"
+                            f" (log: {outcomes.log})")
+            for test in lost[:20]:
+                say(f"      {test}: {outcomes.messages.get(test) or outcomes.by_test.get(test, 'not run')}")
+    minutes = (time.monotonic() - started) / 60
+    for failure in failures:
+        say(f"  {failure}")
+    verdict = "FAILED, clusterserve below" if failures else "OK, clusterserve passed every test of"
+    say(f"{suite.name}: {verdict} {suite.reference.label} ({1 + len(servers)} runs, {minutes:.1f} min)")
+    return 1 if failures else 0
+
+
+def run_suites_at_once(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Each suite in a child process of its own, all at once (they spend most of their time waiting)."""
+    started = time.monotonic()
+    children = []
+    for name in args.suites:
+        output = tempfile.TemporaryFile()
+        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv, "--no-setup",
+                                  "--suites", name], stdin=subprocess.DEVNULL, stdout=output,
+                                 stderr=subprocess.STDOUT)
+        children.append((name, child, output))
+    statuses = {}
+    try:
+        for name, child, output in children:
+            statuses[name] = child.wait()
+            output.seek(0)
+            sys.stdout.write(output.read().decode(errors="replace"))
+            sys.stdout.flush()
+    finally:
+        for name, child, output in children:
+            if child.poll() is None:
+                child.terminate()
+                child.wait()
+    minutes = (time.monotonic() - started) / 60
+    failed = [name for name, status in statuses.items() if status != 0]
+    if failed:
+        say(f"foreign suites: FAILED: {', '.join(failed)} ({minutes:.1f} min)")
+        return max(statuses.values())
+    say(f"foreign suites: OK, clusterserve passed every test that gunicorn or uvicorn passed"
+        f" in {', '.join(statuses)} ({minutes:.1f} min)")
+    return 0
 
 
 def main(argv: Sequence[str]) -> int:
@@ -374,46 +473,9 @@ def main(argv: Sequence[str]) -> int:
             say(f"foreign suites: setup failed: {error}")
             return 2
     signal.signal(signal.SIGTERM, stop_on_term)
-    started = time.monotonic()
-    logs = Path(tempfile.mkdtemp(prefix="foreign-suites-"))
-    certificate = make_certificate(logs)
-    failures: list[str] = []
-    runs = 0
-    for name in args.suites:
-        suite = SUITES[name]
-        try:
-            source = suite_source(suite.distribution)
-        except (subprocess.CalledProcessError, SystemExit) as error:
-            say(f"foreign suites: setup failed: {error}")
-            return 2
-        say(f"== {suite.distribution} {metadata.version(suite.distribution)}: its tests against {suite.app}"
-            f" (deselected: {suite.deselected_because})")
-        servers = [clusterserve(suite.app, mode, codec) for mode in args.modes for codec in args.codecs]
-        reference = run_suite(suite, source, suite.reference, certificate, logs)
-        say(f"  {suite.reference.label:36} {reference.summary()}  (reference)")
-        runs += 1
-        if reference.error or reference.count("passed") == 0:
-            failures.append(f"{name}: the reference run under {suite.reference.label} passed nothing")
-            continue
-        for server in servers:
-            outcomes = run_suite(suite, source, server, certificate, logs)
-            runs += 1
-            lost = regressions(reference, outcomes)
-            say(f"  {server.label:36} {outcomes.summary()}" + (f"  {len(lost)} below the reference" if lost else ""))
-            if lost:
-                failures.append(f"{name}: {server.label} fails {len(lost)} tests that {suite.reference.label}"
-                                f" passes (log: {outcomes.log})")
-                for test in lost[:20]:
-                    say(f"      {test}: {outcomes.messages.get(test) or outcomes.by_test.get(test, 'not run')}")
-    minutes = (time.monotonic() - started) / 60
-    if failures:
-        for failure in failures:
-            say(f"  {failure}")
-        say(f"foreign suites: FAILED, clusterserve below its reference server ({runs} runs, {minutes:.1f} min)")
-        return 1
-    say(f"foreign suites: OK, clusterserve passed every test its reference server passed"
-        f" ({runs} runs, {minutes:.1f} min)")
-    return 0
+    if len(args.suites) > 1:
+        return run_suites_at_once(args, argv)
+    return run_one_suite(SUITES[args.suites[0]], args)
 
 
 if __name__ == "__main__":
