@@ -72,7 +72,7 @@ from tests.harness import OUTSIDE_SETTINGS, children_of  # noqa: E402
 DISPATCH_MODES = ("shared", "round-robin", "reuseport")
 CODECS = ("h11", "httptools")
 LISTENING = re.compile(r"(?:Listening at:|running on) https?://127\.0\.0\.1:(\d+)")
-PYTEST_RUN_TIMEOUT = 300.0  # seconds for one whole suite against one server (about 30 take)
+PYTEST_RUN_TIMEOUT = 300.0  # seconds for one whole suite against one server (a run takes about 30)
 TEST_TIMEOUT = 30  # seconds for one test (pytest-timeout); the slowest take 10
 START_TIMEOUT = 30.0
 
@@ -199,7 +199,7 @@ def suite_source(distribution: str) -> Path:
                 tar.extractall(unpacked)
         (top,) = unpacked.iterdir()
         if not (top / "tests").is_dir():
-            raise SystemExit(f"setup: the sdist {archive.name} has no tests/ directory")
+            raise RuntimeError(f"the sdist {archive.name} has no tests/ directory")
         top.rename(source)
     return source
 
@@ -400,7 +400,7 @@ def run_one_suite(suite: Suite, args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         source = suite_source(suite.distribution)
-    except (subprocess.CalledProcessError, SystemExit) as error:
+    except (subprocess.CalledProcessError, RuntimeError) as error:
         say(f"{suite.name}: setup failed: {error}")
         return 2
     logs = Path(tempfile.mkdtemp(prefix=f"foreign-{suite.name}-"))
@@ -444,16 +444,16 @@ def run_suites_at_once(args: argparse.Namespace, argv: Sequence[str]) -> int:
         children.append((name, child, output))
     statuses = {}
     try:
-        for name, child, output in children:
+        for name, child, _ in children:
             statuses[name] = child.wait()
-            output.seek(0)
-            sys.stdout.write(output.read().decode(errors="replace"))
-            sys.stdout.flush()
     finally:
         for name, child, output in children:
             if child.poll() is None:
                 child.terminate()
                 child.wait()
+            output.seek(0)
+            sys.stdout.write(output.read().decode(errors="replace"))
+            sys.stdout.flush()
     minutes = (time.monotonic() - started) / 60
     failed = [name for name, status in statuses.items() if status != 0]
     if failed:
