@@ -17,10 +17,10 @@ replacing the fixture that would start a server of the suite's own:
   uvicorn (the reference) and by clusterserve's ASGI worker.
 
 clusterserve runs in each dispatch mode with each ``--http`` codec (14 runs in
-all, about 4 minutes on 2 cores); with ``--one-codec-per-mode``, each mode
-with one codec, the codecs taking turns from the suite's default, so that the
-two suites between them still run every mode with every codec once (8 runs,
-about 2 minutes: what CI runs). Every server has 2 workers (uvicorn 1
+all, about 4 minutes on a quiet 2-core machine); with ``--one-codec-per-mode``,
+each mode with one codec, the codecs taking turns from the suite's default, so
+that the two suites between them still run every mode with every codec once
+(8 runs, about 2 minutes plus 30 seconds of setup: what CI runs). Every server has 2 workers (uvicorn 1
 process) and listens on 127.0.0.1; the suites run at the same time, each in a
 process of its own, as they spend most of their time waiting.
 
