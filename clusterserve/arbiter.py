@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, logs, process, reloader, signals, systemd, tls, upgrade
+from clusterserve import __version__, daemon, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
@@ -76,7 +76,7 @@ MIB = 1024 * 1024
 
 # Settings a HUP cannot change: the sockets and how they are shared, a preloaded app,
 # and the arbiter's own control and metrics endpoints.
-FIXED_FOR_LIFE = ("bind", "backlog", "dispatch", "preload_app", "control_socket",
+FIXED_FOR_LIFE = ("bind", "backlog", "reuse_port", "dispatch", "preload_app", "control_socket",
                   "control_socket_mode", "control_socket_disable", "metrics_bind")
 
 
@@ -123,9 +123,11 @@ class Reload:
 
 
 class Arbiter:
-    def __init__(self, cfg: Config, argv: Sequence[str] = ()) -> None:
+    def __init__(self, cfg: Config, argv: Sequence[str] = (),
+                 detached: daemon.Detached | None = None) -> None:
         self.cfg = cfg
         self.argv = list(argv)  # read again on HUP, exec'd again on USR2
+        self.detached = detached  # daemon: told once the first workers are ready
         self.start_directory = os.getcwd()  # before any chdir setting, for USR2
         self.successor: upgrade.Successor | None = None  # USR2: the new arbiter, until ready
         self.ready_pipe: int | None = None  # USR2: how this arbiter tells its predecessor
@@ -205,6 +207,7 @@ class Arbiter:
                 return False
         process.set_title(f"{cfg.proc_name or 'clusterserve'}: arbiter [{cfg.wsgi_app}]")
         self.log.info("Starting clusterserve %s", __version__)
+        self._log_config_file()
         https = tls.tls_enabled(cfg.values)
         for listener in shown:
             url = listener.url
@@ -213,8 +216,8 @@ class Arbiter:
             self.log.info("Listening at: %s (%s)", url, self.pid)
         if cfg.preload_app and not self._preload():
             return False
-        self.log.info("Dispatch: %s, workers: %d, threads: %d, app: %s, interface: %s",
-                      cfg.dispatch, cfg.workers, cfg.threads, cfg.wsgi_app, self._interface())
+        self.log.info("Dispatch: %s, workers: %d, %sapp: %s, interface: %s", cfg.dispatch,
+                      cfg.workers, self._threads_shown(), cfg.wsgi_app, self._interface())
         if self.slots is not None:
             self.log.info("reuseport: %s", reuseport.migration_note())
         # What exists now (the arbiter's own modules, a preloaded app) stays out of
@@ -288,7 +291,7 @@ class Arbiter:
         """Bind every address (every slot's, in reuseport mode); return one listener per address."""
         addresses = [parse_address(b) for b in self.cfg.bind]
         if self.cfg.dispatch != "reuseport":
-            self.listeners = bind_all(addresses, self.cfg.backlog)
+            self.listeners = bind_all(addresses, self.cfg.backlog, reuse_port=self.cfg.reuse_port)
             return self.listeners
         inherited = adopt_inherited()
         if inherited:  # from a USR2 predecessor
@@ -317,6 +320,25 @@ class Arbiter:
             self.exit_code = EXIT_BOOT_ERROR
             return False
         return True
+
+    def _log_config_file(self) -> None:
+        """Which config file was read, and the gunicorn settings in it without effect here."""
+        if self.cfg.config is None:
+            self.log.info("Config file: none (defaults, environment and command line)")
+        else:
+            found = " (found in the working directory)" if self.cfg.sources["config"] == "working directory" else ""
+            self.log.info("Config file: %s%s", self.cfg.config, found)
+        for note in self.cfg.notes:
+            self.log.info("%s", note)
+
+    def _threads_shown(self) -> str:
+        """The banner's threads: WSGI workers have app threads, ASGI ones do not."""
+        interface = self._interface()
+        if interface == "asgi":
+            return ""
+        if interface == "wsgi":
+            return f"threads: {self.cfg.threads}, "
+        return f"threads (WSGI apps): {self.cfg.threads}, "
 
     def _interface(self) -> str:
         """The interface, as far as the arbiter knows it without importing the app."""
@@ -392,6 +414,8 @@ class Arbiter:
             if listener not in keep:
                 listener.sock.close()
         self._close_endpoints(remove_files=False)
+        if self.detached is not None:
+            self.detached.close_in_child()
 
     def _on_worker_message(self, handle: WorkerHandle) -> None:
         messages = handle.channel.receive()
@@ -814,6 +838,8 @@ class Arbiter:
                 if self.ready_pipe is not None:
                     upgrade.tell_ready(self.ready_pipe)
                     self.ready_pipe = None
+                if self.detached is not None:
+                    self.detached.ready()
             return
         if not self.workers:
             self.state = State.DONE

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from clusterserve import app as app_loader
-from clusterserve import logs
+from clusterserve import daemon, logs, upgrade
 from clusterserve.config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
@@ -60,15 +60,28 @@ def run(argv: Sequence[str]) -> int:
         return _fail(str(err))
     if cfg.check_config:
         return check_config(cfg)
+    detached = None
+    if cfg.daemon and not upgrade.is_successor():  # a USR2 successor is detached already
+        detached = daemon.detach(cfg.enable_stdio_inheritance)
+    code = _serve(cfg, argv, detached)
+    if detached is not None:
+        detached.exited(code)  # nothing is said if the server was ready
+    return code
+
+
+def _serve(cfg: Config, argv: Sequence[str], detached: daemon.Detached | None) -> int:
     try:
         logs.configure(cfg)
-    except OSError as err:
-        return _fail(f"cannot open log file: {err}")
-    except logs.LogConfigError as err:
-        return _fail(str(err))
+    except (OSError, logs.LogConfigError) as err:
+        message = f"cannot open log file: {err}" if isinstance(err, OSError) else str(err)
+        if detached is not None:
+            detached.report_error(message)
+        return _fail(message)
+    if detached is not None:
+        detached.copy_errors()
     from clusterserve.arbiter import Arbiter
 
-    return Arbiter(cfg, argv).run()
+    return Arbiter(cfg, argv, detached).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

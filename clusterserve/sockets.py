@@ -234,15 +234,16 @@ def adopt_inherited() -> list[tuple[Listener, str]]:
             for fd, name in systemd_fds()]
 
 
-def bind_all(addresses: list[Address], backlog: int) -> list[Listener]:
-    """Bind every address, or close what was bound and raise ``BindError``."""
+def bind_all(addresses: list[Address], backlog: int, reuse_port: bool = False) -> list[Listener]:
+    """Bind every address, or close what was bound and raise ``BindError``;
+    ``reuse_port`` sets ``SO_REUSEPORT`` on TCP sockets (gunicorn's reuse_port)."""
     listeners: list[Listener] = []
     try:
         inherited = adopt_inherited()
         if inherited:
             return [listener for listener, _ in inherited]
         for address in addresses:
-            listeners.append(bind_address(address, backlog))
+            listeners.append(bind_address(address, backlog, reuse_port))
     except BindError:
         for listener in listeners:
             listener.close()
@@ -250,10 +251,10 @@ def bind_all(addresses: list[Address], backlog: int) -> list[Listener]:
     return listeners
 
 
-def bind_address(address: Address, backlog: int) -> Listener:
+def bind_address(address: Address, backlog: int, reuse_port: bool = False) -> Listener:
     """Bind (or, for ``fd://N``, adopt) one address; raise ``BindError``."""
     if isinstance(address, TcpAddress):
-        return Listener(_bind_tcp(address, backlog), address)
+        return Listener(_bind_tcp(address, backlog, reuse_port=reuse_port), address)
     if isinstance(address, UnixAddress):
         return Listener(_bind_unix(address, backlog), address)
     return Listener(_adopt_fd(address.fd, str(address)), address)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from clusterserve.config.settings import SSL_VERSIONS
@@ -48,9 +49,26 @@ def _require_file(settings: Mapping[str, Any], name: str) -> str:
 
 
 def server_context(settings: Mapping[str, Any]) -> ssl.SSLContext | None:
-    """The server-side context the settings describe; None when TLS is off."""
+    """The server-side context the settings describe, or the ``ssl_context`` hook
+    returns (given the settings and a factory of that default); None when TLS is off."""
     if not tls_enabled(settings):
         return None
+    hook = settings.get("ssl_context")
+    if hook is None:
+        return _default_context(settings)
+    try:
+        context = hook(SimpleNamespace(**settings), lambda: _default_context(settings))
+    except TlsSettingError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the hook is user code
+        raise TlsSettingError("ssl_context", f"the hook failed: {type(err).__name__}: {err}") from None
+    if not isinstance(context, ssl.SSLContext):
+        raise TlsSettingError("ssl_context", f"the hook returned {type(context).__name__}, "
+                                             "not an ssl.SSLContext")
+    return context
+
+
+def _default_context(settings: Mapping[str, Any]) -> ssl.SSLContext:
     if not settings["certfile"]:
         raise TlsSettingError("keyfile", "needs certfile too")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

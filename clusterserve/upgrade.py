@@ -57,6 +57,11 @@ def start_successor(listeners: Sequence[tuple[Listener, str]], argv: Sequence[st
     return Successor(pid, read_end)
 
 
+def is_successor() -> bool:
+    """Whether this process is a new arbiter started by USR2."""
+    return READY_FD_VARIABLE in os.environ
+
+
 def take_ready_pipe() -> int | None:
     """In a new arbiter: the pipe on which to tell its predecessor it is ready."""
     value = os.environ.pop(READY_FD_VARIABLE, None)

@@ -43,6 +43,10 @@ class Setting:
     env_default: Callable[[str], Any] | None = field(default=None, compare=False)
     # A VALUE flag that may also stand alone, meaning this value (argparse's nargs="?").
     flag_alone: str | None = None
+    # A SWITCH that is on by default: the flags that turn it off.
+    off_flags: tuple[str, ...] = ()
+    # How --help shows the default, when repr-like text would mislead (an octal mode).
+    shown_default: str | None = None
 
 
 def _bind_item(raw: Any) -> str:
@@ -214,9 +218,13 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SETTINGS: tuple[Setting, ...] = (
     # -- Config ---------------------------------------------------------
     Setting("config", "Config", ("-c", "--config"), types.optional_text, None,
-            "Config file: a .toml file, or a Python file in gunicorn.conf.py style. "
-            "Without it, clusterserve.toml or [tool.clusterserve] in pyproject.toml "
-            "in the working directory is read if present.", metavar="FILE"),
+            "Config file: a .toml file, a Python file in gunicorn.conf.py style, or "
+            "python:MODULE (a Python module, imported). Without it, the first found in the "
+            "working directory is read: clusterserve.toml, the [tool.clusterserve] table of "
+            "pyproject.toml, gunicorn.conf.py.", metavar="FILE"),
+    Setting("check_config", "Config", ("--check-config", "--print-config"), types.boolean, False,
+            "Validate the settings and the app, print the effective settings with their "
+            "sources, and exit (--print-config is gunicorn's name for it).", kind=SWITCH),
     Setting("wsgi_app", "Config", (), _app_spec, None,
             "The app to serve, as MODULE:ATTR, MODULE:FACTORY(ARGS) or MODULE; "
             "the APP argument sets it on the command line."),
@@ -228,6 +236,10 @@ SETTINGS: tuple[Setting, ...] = (
             kind=APPEND, metavar="ADDRESS", env_var="PORT", env_default=_default_bind),
     Setting("backlog", "Server socket", ("--backlog",), types.integer(1), 2048,
             "Maximum number of pending connections in the kernel queue.", metavar="INT"),
+    Setting("reuse_port", "Server socket", ("--reuse-port",), types.boolean, False,
+            "Set SO_REUSEPORT on the listening sockets, so that another server may bind the "
+            "same port (--dispatch reuseport gives each worker a socket of its own).",
+            kind=SWITCH),
     Setting("dispatch", "Server socket", ("--dispatch",),
             types.choice(("shared", "round-robin", "reuseport")), "shared",
             "How connections reach workers: shared (every worker accepts on the "
@@ -248,9 +260,11 @@ SETTINGS: tuple[Setting, ...] = (
             "App interface: auto inspects the callable (coroutine functions are ASGI). A worker "
             "class or interface that contradicts an evidently WSGI or ASGI app is refused.",
             metavar="auto|wsgi|asgi"),
-    Setting("http", "Worker processes", ("--http",), types.choice(("auto", "h11", "httptools")),
+    Setting("http", "Worker processes", ("--http", "--http-parser"),
+            types.choice(("auto", "h11", "httptools"), aliases={"python": "h11", "fast": "httptools"}),
             "auto", "HTTP/1.1 implementation: h11, or httptools (faster; needs the standard "
-            "extra). auto is h11 for WSGI apps and httptools, when installed, for ASGI apps.",
+            "extra). auto is h11 for WSGI apps and httptools, when installed, for ASGI apps. "
+            "gunicorn's http_parser names are taken too: python (h11), fast (httptools).",
             metavar="auto|h11|httptools"),
     Setting("threads", "Worker processes", ("--threads",), types.integer(1), 1,
             "App threads per worker (WSGI); with 1, requests run on the worker's loop thread. "
@@ -305,11 +319,12 @@ SETTINGS: tuple[Setting, ...] = (
             "drop them, refuse the request (400), or pass them on (dangerous) (WSGI worker).",
             metavar="drop|refuse|dangerous"),
     Setting("server_header", "Security", ("--no-server-header",), types.boolean, True,
-            "Add 'Server: clusterserve' to responses that have none; --no-server-header "
-            "leaves it out (as uvicorn's flag).", kind=SWITCH_OFF),
+            "Leave out the 'Server: clusterserve' header, which is otherwise added to "
+            "responses that have none (uvicorn's flag; setting server_header, default true).",
+            kind=SWITCH_OFF),
     Setting("date_header", "Security", ("--no-date-header",), types.boolean, True,
-            "Add a Date header to responses that have none; --no-date-header leaves it out "
-            "(as uvicorn's flag).", kind=SWITCH_OFF),
+            "Leave out the Date header, which is otherwise added to responses that have none "
+            "(uvicorn's flag; setting date_header, default true).", kind=SWITCH_OFF),
     Setting("forwarded_allow_ips", "Security", ("--forwarded-allow-ips",),
             types.string_list(_trusted_address, comma_separated=True), ["127.0.0.1", "::1"],
             "Comma-separated addresses or networks of proxies trusted to set X-Forwarded-For, "
@@ -350,10 +365,9 @@ SETTINGS: tuple[Setting, ...] = (
             "none: the ssl module's default.", metavar="CIPHERS"),
     Setting("suppress_ragged_eofs", "SSL", ("--suppress-ragged-eofs",), types.boolean, True,
             "A client that closes TCP without a TLS close_notify reads as an end of file "
-            "(as Python's ssl option).", kind=SWITCH),
-    Setting("do_handshake_on_connect", "SSL", ("--do-handshake-on-connect",), types.boolean,
-            False, "Accepted for gunicorn configs; the handshake always runs at once, "
-            "without blocking, in the worker's event loop (bounded by timeout).", kind=SWITCH),
+            "(as Python's ssl option). On by default; --no-suppress-ragged-eofs turns it off "
+            "(gunicorn's --suppress-ragged-eofs is accepted).", kind=SWITCH,
+            off_flags=("--no-suppress-ragged-eofs",)),
     # -- Server mechanics -----------------------------------------------
     Setting("preload_app", "Server mechanics", ("--preload",), types.boolean, False,
             "Import the app in the arbiter before forking (shares memory; HUP then "
@@ -367,6 +381,13 @@ SETTINGS: tuple[Setting, ...] = (
             types.string_list(types.env_assignment), [],
             "Set an environment variable for the app, KEY=VALUE; repeatable.",
             kind=APPEND, metavar="KEY=VALUE"),
+    Setting("daemon", "Server mechanics", ("-D", "--daemon"), types.boolean, False,
+            "Detach into the background, as gunicorn -D: the command returns 0 once the "
+            "sockets are bound and the first workers are ready, or non-zero with the error. "
+            "Refused as PID 1 and under systemd (NOTIFY_SOCKET set).", kind=SWITCH),
+    Setting("enable_stdio_inheritance", "Server mechanics", ("-R", "--enable-stdio-inheritance"),
+            types.boolean, False, "With daemon: keep stdin, stdout and stderr as they were "
+            "instead of pointing them at /dev/null once the server is ready.", kind=SWITCH),
     Setting("pidfile", "Server mechanics", ("-p", "--pid"), types.optional_text, None,
             "Write the arbiter's pid to this file.", metavar="FILE"),
     Setting("proc_name", "Server mechanics", ("-n", "--name"), types.optional_text, None,
@@ -424,8 +445,8 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="PATH"),
     Setting("control_socket_mode", "Control", ("--control-socket-mode",),
             types.integer(0, octal_strings=True), 0o600,
-            "Permissions of the control socket; 0o600 lets only its owner (and root) use it.",
-            metavar="INT"),
+            "Permissions of the control socket, in octal; 0o600 lets only its owner (and root) "
+            "use it.", metavar="MODE", shown_default="0o600"),
     Setting("control_socket_disable", "Control", ("--no-control-socket",), types.boolean, False,
             "Turn the control socket off even when control_socket is set.", kind=SWITCH),
     Setting("metrics_bind", "Metrics", ("--metrics-bind",), _metrics_address, None,
@@ -440,20 +461,21 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated key:value tags added to every statsd metric (DogStatsD).",
             metavar="TAGS"),
     # -- ASGI (uvicorn) ---------------------------------------------------
-    Setting("loop", "ASGI (uvicorn)", ("--loop",), types.choice(("auto", "asyncio", "uvloop")),
+    Setting("loop", "ASGI (uvicorn)", ("--loop", "--asgi-loop"), types.choice(("auto", "asyncio", "uvloop")),
             "auto", "Event loop of the ASGI worker (auto picks uvloop when installed).",
             metavar="auto|asyncio|uvloop"),
     Setting("ws", "ASGI (uvicorn)", ("--ws",),
             types.choice(("auto", "none", "websockets", "websockets-sansio", "wsproto")), "auto",
             "WebSocket implementation of the ASGI worker; none refuses WebSockets.", metavar="IMPL"),
-    Setting("lifespan", "ASGI (uvicorn)", ("--lifespan",), types.choice(("auto", "on", "off")),
+    Setting("lifespan", "ASGI (uvicorn)", ("--lifespan", "--asgi-lifespan"), types.choice(("auto", "on", "off")),
             "auto", "ASGI lifespan events: on requires them, auto uses them if the app does.",
             metavar="auto|on|off"),
     Setting("root_path", "ASGI (uvicorn)", ("--root-path",), types.text, "",
             "ASGI root_path, for an app mounted below a path prefix.", metavar="PATH"),
     Setting("proxy_headers", "ASGI (uvicorn)", ("--proxy-headers",), types.boolean, True,
             "Take the client address and scheme from X-Forwarded-For/-Proto when the peer "
-            "is in forwarded_allow_ips (ASGI worker).", kind=SWITCH),
+            "is in forwarded_allow_ips (ASGI worker). On by default; --no-proxy-headers "
+            "turns it off (as uvicorn's flags).", kind=SWITCH, off_flags=("--no-proxy-headers",)),
     Setting("limit_concurrency", "ASGI (uvicorn)", ("--limit-concurrency",),
             types.optional(types.integer(1)), None,
             "Answer 503 beyond this many concurrent connections and tasks per worker.",
@@ -494,36 +516,10 @@ SETTINGS: tuple[Setting, ...] = (
             ("pre_exec", "pre_exec(server): in the new arbiter's process on SIGUSR2, before exec."),
             ("pre_request", "pre_request(worker, req): before the app handles a request."),
             ("post_request", "post_request(worker, req, environ, resp): after it."),
+            ("ssl_context", "ssl_context(config, default_ssl_context_factory): returns the "
+             "ssl.SSLContext for TLS; the factory makes the one the settings describe."),
         )
     ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-
-# Every setting gunicorn knows.  A Python config file may set one that
-# clusterserve does not act on; it gets a warning, never silence.
-GUNICORN_SETTINGS = frozenset(
-    """config wsgi_app bind backlog workers worker_class threads worker_connections
-    max_requests max_requests_jitter timeout graceful_timeout keepalive limit_request_line
-    limit_request_fields limit_request_field_size reload reload_engine reload_extra_files
-    spew check_config print_config preload_app sendfile reuse_port chdir daemon raw_env
-    pidfile worker_tmp_dir user group umask initgroups tmp_upload_dir secure_scheme_headers
-    forwarded_allow_ips accesslog disable_redirect_access_to_syslog access_log_format
-    errorlog loglevel capture_output logger_class logconfig logconfig_dict logconfig_json
-    syslog_addr syslog syslog_prefix syslog_facility enable_stdio_inheritance statsd_host
-    dogstatsd_tags statsd_prefix enable_backlog_metric proc_name default_proc_name
-    pythonpath paste on_starting on_reload when_ready pre_fork post_fork post_worker_init
-    worker_int worker_abort pre_exec pre_request post_request child_exit worker_exit
-    nworkers_changed on_exit ssl_context proxy_protocol proxy_allow_ips protocol
-    uwsgi_allow_ips keyfile certfile ssl_version cert_reqs ca_certs suppress_ragged_eofs
-    do_handshake_on_connect ciphers http_protocols http2_cleartext
-    http2_max_concurrent_streams http2_initial_window_size http2_max_frame_size
-    http2_max_header_list_size raw_paste_global_conf permit_obsolete_folding
-    strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
-    casefold_http_method forwarder_headers header_map asgi_loop asgi_lifespan
-    asgi_disconnect_grace_period http_parser root_path dirty_apps dirty_workers
-    dirty_timeout dirty_threads dirty_graceful_timeout on_dirty_starting dirty_post_fork
-    dirty_worker_init dirty_worker_exit control_socket control_socket_mode
-    control_socket_disable""".split()
-)
-
