@@ -338,7 +338,7 @@ class Arbiter:
             return ""
         if interface == "wsgi":
             return f"threads: {self.cfg.threads}, "
-        return f"threads (WSGI apps): {self.cfg.threads}, "
+        return f"threads: {self.cfg.threads} if WSGI, "
 
     def _interface(self) -> str:
         """The interface, as far as the arbiter knows it without importing the app."""

@@ -21,6 +21,8 @@ def _fail(message: str) -> int:
 def check_config(cfg: Config) -> int:
     """Print the effective settings and try to load the app, as ``--check-config`` asks."""
     print(cfg.describe())
+    for note in cfg.notes:
+        print(f"# {note}")
     try:
         app_loader.prepare_environment(cfg)  # as the arbiter does, so the app imports as it would
         app = app_loader.load_configured_app(cfg)

@@ -1,7 +1,7 @@
-"""Render ``docs/settings.md`` and ``docs/gunicorn-settings.md`` from the registry,
-so the docs cannot drift.
+"""Render ``docs/settings.md`` and the gunicorn settings table of
+``docs/migrating.md`` from the registry, so the docs cannot drift.
 
-Run ``python -m clusterserve.config.reference`` (it writes both files from the
+Run ``python -m clusterserve.config.reference`` (it writes both from the
 repository root); a test checks that they match.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clusterserve.config.settings import BY_NAME, GUNICORN_SETTINGS, HOOK, SETTINGS
+from clusterserve.config import gunicorn
+from clusterserve.config.settings import BY_NAME, HOOK, SETTINGS
 
 
 def render() -> str:
@@ -20,8 +21,9 @@ def render() -> str:
         "`python -m clusterserve.config.reference`; do not edit by hand.",
         "",
         "Names are gunicorn's. Sources, later wins: defaults < environment defaults",
-        "(`PORT`, `WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`) < config file < `CLUSTERSERVE_CMD_ARGS`",
-        "< command line. Hooks can only be set in a Python config file.",
+        "(`PORT`, `WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`) < config file < `GUNICORN_CMD_ARGS`",
+        "< `CLUSTERSERVE_CMD_ARGS` < command line. Hooks can only be set in a Python config file.",
+        "What clusterserve does with each of gunicorn's settings: [migrating.md](migrating.md).",
     ]
     section = None
     for setting in SETTINGS:
@@ -29,45 +31,40 @@ def render() -> str:
             section = setting.section
             lines += ["", f"## {section}", "", "| setting | flags | default | description |",
                       "|---|---|---|---|"]
-        flags = ", ".join(f"`{flag}`" for flag in setting.flags) or "(file only)"
-        default = "" if setting.kind == HOOK else f"`{setting.default!r}`"
+        flags = ", ".join(f"`{flag}`" for flag in (*setting.flags, *setting.off_flags)) or "(file only)"
+        default = "" if setting.kind == HOOK else f"`{setting.shown_default or repr(setting.default)}`"
         text = setting.help.replace("|", "\\|")
         lines.append(f"| `{setting.name}` | {flags} | {default} | {text} |")
     return "\n".join(lines) + "\n"
 
 
-def render_gunicorn() -> str:
-    """Every gunicorn setting and what clusterserve does with it."""
-    lines = [
-        "# gunicorn's settings in clusterserve",
-        "",
-        "Generated from `clusterserve/config/settings.py` by",
-        "`python -m clusterserve.config.reference`; do not edit by hand.",
-        "",
-        "*used*: same name, flags and meaning. *not supported yet*: refused with a clear "
-        "error from any source (nothing is silently ignored). *ignored with a warning*: "
-        "a `gunicorn.conf.py` may set it and gets one warning line; on the command line "
-        "or in TOML it is an error.",
-        "",
-        "| gunicorn setting | in clusterserve | flags |",
-        "|---|---|---|",
-    ]
-    for name in sorted(GUNICORN_SETTINGS):
-        setting = BY_NAME.get(name)
-        if setting is None:
-            status, flags = "ignored with a warning", ""
-        elif not setting.supported:
-            status, flags = "not supported yet", ", ".join(f"`{f}`" for f in setting.flags)
-        else:
-            status = "used (hook)" if setting.kind == HOOK else "used"
-            flags = ", ".join(f"`{f}`" for f in setting.flags) or "(file only)"
-        lines.append(f"| `{name}` | {status} | {flags} |")
-    return "\n".join(lines) + "\n"
+TABLE_START = "<!-- the gunicorn settings table, from python -m clusterserve.config.reference -->"
+TABLE_END = "<!-- end of the gunicorn settings table -->"
+SHOWN = {gunicorn.ACTED: "acted on", gunicorn.NO_OP: "accepted, no effect",
+         gunicorn.REFUSED: "refused, exit 2"}
 
 
-DOCS = {"settings.md": render, "gunicorn-settings.md": render_gunicorn}
+def render_gunicorn_table() -> str:
+    """Every gunicorn setting and what clusterserve does with it, one row each."""
+    lines = ["| gunicorn setting | here | why, or what differs |", "|---|---|---|"]
+    for name in sorted(gunicorn.GUNICORN_NAMES):
+        group, note = gunicorn.disposition(name, BY_NAME)
+        lines.append(f"| `{name}` | {SHOWN[group]} | {note.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)
+
+
+def with_gunicorn_table(text: str) -> str:
+    """``text`` (docs/migrating.md) with its generated table replaced by the current one."""
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{render_gunicorn_table()}\n{TABLE_END}{tail}"
+
+
+# Each generated doc, from its current text.
+DOCS = {"settings.md": lambda current: render(), "migrating.md": with_gunicorn_table}
 
 if __name__ == "__main__":
     docs = Path("docs")
     for filename, renderer in DOCS.items():
-        (docs / filename).write_text(renderer())
+        path = docs / filename
+        path.write_text(renderer(path.read_text()))

@@ -253,7 +253,15 @@ def _check_tls(values: dict[str, Any], sources: dict[str, str], warnings: list[s
         warnings.append(warning)
 
 
-def read_toml(path: str, table: str | None = None) -> dict[str, Any]:
+@dataclass
+class FileSettings:
+    """What one config file set: values by setting name, and notes on gunicorn's no-ops."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_toml(path: str, table: str | None = None) -> FileSettings:
     """Settings from a TOML file (or one table of it). Strict: unknown keys are errors."""
     source = f"config file {path}"
     try:
@@ -269,7 +277,7 @@ def read_toml(path: str, table: str | None = None) -> dict[str, Any]:
             data = data.get(key, {}) if isinstance(data, dict) else data
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table, got {data!r}")
-    values: dict[str, Any] = {}
+    taken = FileSettings()
     for key, raw in data.items():
         if key not in BY_NAME and key not in gunicorn.GUNICORN_NAMES:
             raise ConfigError(f"{source}: unknown setting '{key}'")
@@ -278,16 +286,8 @@ def read_toml(path: str, table: str | None = None) -> dict[str, Any]:
             raise ConfigError(
                 f"setting '{key}' from {source}: hooks can only be set in a Python config file"
             )
-        _take(values, key, raw, source)
-    return values
-
-
-@dataclass
-class FileSettings:
-    """What one config file set: values by setting name, and notes on gunicorn's no-ops."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+        _take(taken.values, key, raw, source, taken.notes)
+    return taken
 
 
 def _take(values: dict[str, Any], key: str, raw: Any, source: str,
@@ -370,7 +370,8 @@ def _working_directory_on_path() -> Iterator[None]:
 
 def _has_table(path: str, table: str) -> bool:
     try:
-        return bool(read_toml(path, table=table))
+        taken = read_toml(path, table=table)
+        return bool(taken.values or taken.notes)
     except ConfigError:
         return True  # let reading it report the problem
 
@@ -402,9 +403,9 @@ def read_config_file(path: str | None) -> tuple[FileSettings, list[str], str | N
         if path is None:
             return FileSettings(), warnings, None
         if path.startswith("pyproject.toml"):
-            return FileSettings(read_toml("pyproject.toml", table=PYPROJECT_TABLE)), warnings, path
+            return read_toml("pyproject.toml", table=PYPROJECT_TABLE), warnings, path
     if path.endswith(".toml"):
-        return FileSettings(read_toml(path)), warnings, path
+        return read_toml(path), warnings, path
     return read_python(path), warnings, path
 
 

@@ -114,7 +114,7 @@ def test_pyproject_tool_table_configures_the_server():
         status, _, body = server.get("/")
         assert (status, body) == (200, b"Hello, world!\n")
         log = server.log()
-        assert "Dispatch: shared, workers: 2, threads: 4, app: examples.hello:app" in log
+        assert "Dispatch: shared, workers: 2, threads: 4 if WSGI, app: examples.hello:app" in log
         assert '"GET / HTTP/1.1" 200 14' in server.wait_for_log(r'"GET / HTTP/1\.1" 200 \d+').group(0)
 
 
@@ -134,7 +134,7 @@ def test_gunicorn_conf_py_settings_and_hooks():
         assert (status, body) == (200, b"Hello, world!\n")
         server.wait_for_log(r"hook post_request: GET / -> 200 OK")
         log = server.log()
-        assert "Dispatch: shared, workers: 2, threads: 4" in log
+        assert "Dispatch: shared, workers: 2, threads: 4 if WSGI" in log
         assert f"hook on_starting: arbiter {server.pid}" in log
         assert "hook when_ready: serving" in log
         for pid in server.workers():

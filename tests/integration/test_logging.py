@@ -70,10 +70,11 @@ def test_banner_names_version_binds_app_interface_dispatch_workers_threads(logge
     log = logged.log()
     assert re.search(rf"\[INFO\] Starting clusterserve {re.escape(__version__)}$", log, re.M)
     assert re.search(rf"\[INFO\] Listening at: http://127\.0\.0\.1:{logged.port} \(\d+\)$", log, re.M)
-    banner = re.search(r"\[INFO\] Dispatch: (\S+), workers: (\d+), threads: (\d+), app: (\S+), "
+    banner = re.search(r"\[INFO\] Dispatch: (\S+), workers: (\d+), (?:threads: (\d+), )?app: (\S+), "
                        r"interface: (\w+)$", log, re.M)
     assert banner is not None, log
-    assert banner.groups() == ("shared", "2", "3", INTERFACES[logged.interface], logged.interface)
+    threads = "3" if logged.interface == "wsgi" else None  # ASGI workers have no app threads
+    assert banner.groups() == ("shared", "2", threads, INTERFACES[logged.interface], logged.interface)
 
 
 def test_banner_lists_every_bind(start_server, tmp_path):
@@ -82,7 +83,8 @@ def test_banner_lists_every_bind(start_server, tmp_path):
                           workers=1, bind=None)
     listening = re.findall(r"Listening at: (\S+) \(\d+\)$", server.log(), re.M)
     assert listening == [f"http://127.0.0.1:{server.port}", f"unix:{sock}"]
-    assert "interface: auto (each worker detects it)" in server.log()
+    assert "threads: 1 if WSGI, app: tests.apps.basic:app, interface: auto (each worker detects it)" \
+        in server.log()
 
 
 def test_capture_output_sends_the_apps_print_to_the_error_log(logged):

@@ -44,7 +44,7 @@ def config_error(*argv, env=None, error=ConfigError):
 
 # -- precedence: every pair of sources --------------------------------------------
 
-LAYERS = ("default", "environment", "file", "CLUSTERSERVE_CMD_ARGS", "command line")
+LAYERS = ("default", "environment", "file", "GUNICORN_CMD_ARGS", "CLUSTERSERVE_CMD_ARGS", "command line")
 
 # What each layer sets, and the source it reports, for two settings.
 LAYER_VALUES = {
@@ -52,6 +52,7 @@ LAYER_VALUES = {
         "default": (1, "default"),
         "environment": (2, "environment variable WEB_CONCURRENCY"),
         "file": (3, "config file clusterserve.toml"),
+        "GUNICORN_CMD_ARGS": (6, "GUNICORN_CMD_ARGS"),
         "CLUSTERSERVE_CMD_ARGS": (4, "CLUSTERSERVE_CMD_ARGS"),
         "command line": (5, "command line"),
     },
@@ -59,6 +60,7 @@ LAYER_VALUES = {
         "default": (["127.0.0.1:8000"], "default"),
         "environment": (["0.0.0.0:2002"], "environment variable PORT"),
         "file": (["127.0.0.1:3003"], "config file clusterserve.toml"),
+        "GUNICORN_CMD_ARGS": (["127.0.0.1:6006"], "GUNICORN_CMD_ARGS"),
         "CLUSTERSERVE_CMD_ARGS": (["127.0.0.1:4004"], "CLUSTERSERVE_CMD_ARGS"),
         "command line": (["127.0.0.1:5005"], "command line"),
     },
@@ -71,6 +73,8 @@ def apply_layers(layers, cwd):
         env.update(WEB_CONCURRENCY="2", PORT="2002")
     if "file" in layers:
         write(cwd / "clusterserve.toml", 'workers = 3\nbind = "127.0.0.1:3003"\n')
+    if "GUNICORN_CMD_ARGS" in layers:
+        env["GUNICORN_CMD_ARGS"] = "--workers=6 -b 127.0.0.1:6006"
     if "CLUSTERSERVE_CMD_ARGS" in layers:
         env["CLUSTERSERVE_CMD_ARGS"] = "-w 4 --bind 127.0.0.1:4004"
     if "command line" in layers:
@@ -249,10 +253,18 @@ def test_toml_unknown_key_is_an_error(cwd):
     assert message == "config file clusterserve.toml: unknown setting 'wrokers'"
 
 
-def test_toml_gunicorn_setting_not_acted_on_is_an_error(cwd):
+def test_toml_gunicorn_setting_refused_is_an_error_and_a_no_op_is_noted(cwd):
     write(cwd / "clusterserve.toml", "syslog = true\n")
     message = config_error(APP)
-    assert "unknown setting 'syslog'" in message and "does not support it" in message
+    assert message.startswith("setting 'syslog' from config file clusterserve.toml: not supported:")
+    write(cwd / "clusterserve.toml", 'worker_tmp_dir = "/dev/shm"\nsyslog = false\n')
+    cfg = load(APP)
+    assert [note.split(": ")[1] for note in cfg.notes] == ["gunicorn setting 'worker_tmp_dir' has no effect here"]
+
+
+def test_toml_unknown_setting_is_an_error(cwd):
+    write(cwd / "clusterserve.toml", "worker = 2\n")
+    assert "unknown setting 'worker'" in config_error(APP)
 
 
 def test_toml_hook_is_an_error(cwd):
@@ -328,22 +340,35 @@ def test_python_config_reads_settings_and_hooks_and_ignores_other_names(cwd):
         assert ignored not in cfg.values
 
 
-def test_python_config_warns_about_gunicorn_settings_it_does_not_use(cwd):
+def test_python_config_notes_gunicorn_settings_without_effect_and_refuses_others(cwd):
     write(cwd / "gunicorn.conf.py", """
         workers = 2
-        syslog = True
-        spew = True
-
-        def ssl_context(config, default_ssl_context_factory):
-            pass
+        worker_tmp_dir = "/dev/shm"
+        tmp_upload_dir = "/tmp"
+        spew = False
     """)
     cfg = load("-c", "gunicorn.conf.py", APP)
     assert cfg.workers == 2
-    assert len(cfg.warnings) == 3
-    for name in ("syslog", "spew", "ssl_context"):
-        [line] = [w for w in cfg.warnings if f"'{name}'" in w]
+    assert cfg.warnings == []
+    assert len(cfg.notes) == 2
+    for name in ("worker_tmp_dir", "tmp_upload_dir"):
+        [line] = [note for note in cfg.notes if f"'{name}'" in note]
         assert line.startswith("config file gunicorn.conf.py:")
         assert "\n" not in line
+    write(cwd / "gunicorn.conf.py", "workers = 2\nspew = True\n")
+    assert config_error("-c", "gunicorn.conf.py", APP).startswith(
+        "setting 'spew' from config file gunicorn.conf.py: not supported:")
+
+
+def test_python_config_ignores_uvicorns_address_names_used_as_variables(cwd):
+    write(cwd / "gunicorn.conf.py", """
+        import os
+        host = os.environ.get("HOST", "0.0.0.0")
+        port = os.environ.get("PORT", "8000")
+        bind = f"{host}:{port}"
+    """)
+    cfg = load(APP)
+    assert cfg.bind == ["0.0.0.0:8000"] and cfg.port is None and cfg.host is None
 
 
 def test_python_config_hook_that_is_not_callable_is_an_error(cwd):
@@ -530,3 +555,132 @@ def test_logconfig_dict_must_be_a_table(cwd):
 def test_log_config_files_are_made_absolute(cwd):
     (cwd / "logging.ini").write_text("")
     assert load(APP, "--log-config", "logging.ini").logconfig == str(cwd / "logging.ini")
+
+
+# -- which config file: -c, else the first default one found ----------------------
+
+
+def test_gunicorn_conf_py_in_the_working_directory_is_read(cwd):
+    write(cwd / "gunicorn.conf.py", "workers = 3\n")
+    cfg = load(APP)
+    assert (cfg.workers, cfg.sources["workers"]) == (3, "config file gunicorn.conf.py")
+    assert (cfg.config, cfg.sources["config"]) == ("gunicorn.conf.py", "working directory")
+
+
+@pytest.mark.parametrize("present,read", [
+    (("clusterserve.toml", "pyproject.toml", "gunicorn.conf.py"), "clusterserve.toml"),
+    (("pyproject.toml", "gunicorn.conf.py"), "pyproject.toml [tool.clusterserve]"),
+    (("clusterserve.toml", "gunicorn.conf.py"), "clusterserve.toml"),
+    (("gunicorn.conf.py",), "gunicorn.conf.py"),
+])
+def test_one_default_config_file_is_read_and_the_others_are_named(cwd, present, read):
+    workers = {"clusterserve.toml": 2, "pyproject.toml": 3, "gunicorn.conf.py": 4}
+    files = {"clusterserve.toml": "workers = 2\n", "pyproject.toml": "[tool.clusterserve]\nworkers = 3\n",
+             "gunicorn.conf.py": "workers = 4\n"}
+    for name in present:
+        write(cwd / name, files[name])
+    cfg = load(APP)
+    assert cfg.config == read
+    assert cfg.workers == workers[read.split()[0]]
+    skipped = [w for w in cfg.warnings if "is not read" in w]
+    assert len(skipped) == len(present) - 1
+    assert all(w.endswith(f"is not read: {read} is (one config file is read; give -c to choose)")
+               for w in skipped)
+
+
+def test_pyproject_without_the_table_does_not_hide_gunicorn_conf_py(cwd):
+    write(cwd / "pyproject.toml", "[project]\nname = 'x'\n")
+    write(cwd / "gunicorn.conf.py", "workers = 4\n")
+    cfg = load(APP)
+    assert (cfg.config, cfg.workers, cfg.warnings) == ("gunicorn.conf.py", 4, [])
+
+
+def test_given_config_file_wins_over_the_default_ones_without_warnings(cwd):
+    write(cwd / "gunicorn.conf.py", "workers = 4\n")
+    write(cwd / "other.py", "workers = 5\n")
+    cfg = load("-c", "other.py", APP)
+    assert (cfg.workers, cfg.warnings) == (5, [])
+
+
+def test_config_given_in_gunicorn_cmd_args_is_read_and_cmd_args_wins_over_it(cwd):
+    write(cwd / "prod.py", "workers = 5\nthreads = 2\n")
+    cfg = load(APP, env={"GUNICORN_CMD_ARGS": "-c prod.py --threads 3"})
+    assert (cfg.workers, cfg.threads, cfg.config) == (5, 3, "prod.py")
+    write(cwd / "other.py", "workers = 6\n")
+    cfg = load(APP, env={"GUNICORN_CMD_ARGS": "-c prod.py", "CLUSTERSERVE_CMD_ARGS": "-c other.py"})
+    assert cfg.workers == 6
+
+
+def test_gunicorn_cmd_args_errors_name_the_variable(cwd):
+    assert config_error(APP, env={"GUNICORN_CMD_ARGS": "--workers 0"}).startswith(
+        "setting 'workers' from GUNICORN_CMD_ARGS")
+    assert config_error(APP, env={"GUNICORN_CMD_ARGS": "other:app"}, error=UsageError).startswith(
+        "GUNICORN_CMD_ARGS: the APP argument belongs on the command line")
+
+
+def test_python_module_config(cwd):
+    (cwd / "deploy").mkdir()
+    write(cwd / "deploy" / "__init__.py", "")
+    write(cwd / "deploy" / "gunicorn_settings.py", """
+        workers = 3
+
+        def post_fork(server, worker):
+            pass
+    """)
+    cfg = load("-c", "python:deploy.gunicorn_settings", APP)
+    assert (cfg.workers, cfg.sources["workers"]) == (3, "config file python:deploy.gunicorn_settings")
+    assert callable(cfg.post_fork)
+    write(cwd / "deploy" / "gunicorn_settings.py", "workers = 4\n")
+    assert load("-c", "python:deploy.gunicorn_settings", APP).workers == 4  # read afresh (HUP)
+
+
+def test_python_module_config_errors(cwd):
+    assert "no module named 'nowhere_at_all'" in config_error("-c", "python:nowhere_at_all", APP)
+    write(cwd / "broken_conf.py", "raise RuntimeError('nope')\n")
+    message = config_error("-c", "python:broken_conf", APP)
+    assert message == "config file python:broken_conf: failed to run: RuntimeError: nope"
+
+
+def test_daemon_is_refused_under_systemd(cwd, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    message = config_error("-D", APP)
+    assert message.startswith("setting 'daemon' from command line: refused under systemd")
+
+
+def test_ssl_context_hook_is_called_with_the_settings_and_the_default_factory(cwd):
+    ca = trustme.CA()
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(cwd / "server.pem"))
+    write(cwd / "gunicorn.conf.py", """
+        import ssl
+        seen = []
+
+        def ssl_context(config, default_ssl_context_factory):
+            context = default_ssl_context_factory()
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            seen.append(config.certfile)
+            return context
+    """)
+    from clusterserve import tls
+
+    cfg = load("--certfile", "server.pem", APP)
+    context = tls.server_context(cfg.values)
+    assert context.minimum_version.name == "TLSv1_3"
+    assert cfg.ssl_context.__globals__["seen"][-1] == "server.pem"
+
+
+@pytest.mark.parametrize("body,problem", [
+    ("return None", "the hook returned NoneType, not an ssl.SSLContext"),
+    ("raise ValueError('bad')", "the hook failed: ValueError: bad"),
+])
+def test_ssl_context_hook_that_fails_stops_the_start(cwd, body, problem):
+    trustme.CA().issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(cwd / "server.pem"))
+    write(cwd / "gunicorn.conf.py", f"def ssl_context(config, factory):\n    {body}\n")
+    message = config_error("--certfile", "server.pem", APP)
+    assert message == f"setting 'ssl_context' from config file gunicorn.conf.py: {problem}"
+
+
+def test_ssl_context_without_certfile_is_a_warning(cwd):
+    write(cwd / "gunicorn.conf.py", "def ssl_context(config, factory):\n    return factory()\n")
+    [warning] = load(APP).warnings
+    assert "the hook is not called" in warning

@@ -7,7 +7,7 @@ from tests.harness import ROOT
 def test_generated_settings_docs_are_current():
     for filename, renderer in reference.DOCS.items():
         current = (ROOT / "docs" / filename).read_text()
-        assert current == renderer(), f"docs/{filename} is stale: run python -m clusterserve.config.reference"
+        assert current == renderer(current), f"docs/{filename} is stale: run python -m clusterserve.config.reference"
 
 
 def test_readme_opens_with_the_two_quickstart_commands():

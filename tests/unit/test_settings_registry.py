@@ -9,10 +9,10 @@ import pwd
 import pytest
 
 from clusterserve.config import build_parser, types
+from clusterserve.config.gunicorn import GUNICORN_NAMES as GUNICORN_SETTINGS
 from clusterserve.config.settings import (
     APPEND,
     BY_NAME,
-    GUNICORN_SETTINGS,
     HOOK,
     SETTINGS,
     SWITCH,
@@ -66,7 +66,10 @@ GUNICORN_REFERENCE = {
     "ssl_version": (("--ssl-version",), "TLS"),
     "ciphers": (("--ciphers",), None),
     "suppress_ragged_eofs": (("--suppress-ragged-eofs",), True),
-    "do_handshake_on_connect": (("--do-handshake-on-connect",), False),
+    "daemon": (("-D", "--daemon"), False),
+    "enable_stdio_inheritance": (("-R", "--enable-stdio-inheritance"), False),
+    "reuse_port": (("--reuse-port",), False),
+    "check_config": (("--check-config", "--print-config"), False),
     "proxy_protocol": (("--proxy-protocol",), "off"),
     "proxy_allow_ips": (("--proxy-allow-from",), ["127.0.0.1", "::1"]),
     "secure_scheme_headers": ((), {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
@@ -80,10 +83,10 @@ OWN_SETTINGS = {
     "interface": (("--interface",), "auto"),
     "metrics_bind": (("--metrics-bind",), None),  # Prometheus, served by the arbiter
     # uvicorn's settings and spellings, for the ASGI worker
-    "http": (("--http",), "auto"),
-    "loop": (("--loop",), "auto"),
+    "http": (("--http", "--http-parser"), "auto"),  # gunicorn's http_parser too
+    "loop": (("--loop", "--asgi-loop"), "auto"),  # gunicorn's asgi_loop too
     "ws": (("--ws",), "auto"),
-    "lifespan": (("--lifespan",), "auto"),
+    "lifespan": (("--lifespan", "--asgi-lifespan"), "auto"),  # gunicorn's asgi_lifespan too
     "proxy_headers": (("--proxy-headers",), True),
     "limit_concurrency": (("--limit-concurrency",), None),
     "factory": (("--factory",), False),
@@ -102,7 +105,7 @@ OWN_SETTINGS = {
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
-         "on_reload", "nworkers_changed", "worker_int", "worker_abort", "pre_exec")
+         "on_reload", "nworkers_changed", "worker_int", "worker_abort", "pre_exec", "ssl_context")
 
 
 # -- the registry --------------------------------------------------------------
@@ -191,6 +194,20 @@ def test_every_flag_sets_its_setting(setting):
         raw = getattr(namespace, setting.name)
         expected = setting.kind == SWITCH if switch else (["x"] if setting.kind == APPEND else "x")
         assert raw == expected, flag
+
+
+@pytest.mark.parametrize("name,off_flag", [("suppress_ragged_eofs", "--no-suppress-ragged-eofs"),
+                                           ("proxy_headers", "--no-proxy-headers")])
+def test_settings_on_by_default_have_a_flag_that_turns_them_off(name, off_flag):
+    assert BY_NAME[name].default is True
+    assert getattr(build_parser().parse_args([off_flag]), name) is False
+
+
+def test_help_shows_what_each_flag_does_and_true_defaults():
+    text = " ".join(build_parser().format_help().split())
+    assert "[default: 0o600]" in text and "[default: 384]" not in text
+    assert "[default: True]" not in text and "[default: False]" not in text
+    assert "--no-server-header Leave out the 'Server: clusterserve' header" in text
 
 
 def test_repeatable_flags_collect_every_value():
