@@ -325,7 +325,8 @@ def read_python(path: str) -> FileSettings:
         if not os.path.isfile(path):
             raise ConfigError(f"{source}: no such file")
         try:
-            namespace = runpy.run_path(path, run_name="__config__")
+            with _working_directory_on_path():  # as gunicorn: a config may import the project's modules
+                namespace = runpy.run_path(path, run_name="__config__")
         except (Exception, SystemExit) as err:  # noqa: BLE001 - any error in user code is a config error
             raise ConfigError(f"{source}: failed to run: {type(err).__name__}: {err}") from None
     taken = FileSettings()
