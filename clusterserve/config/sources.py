@@ -131,7 +131,7 @@ def build_parser() -> _Parser:
                                const=setting.kind == SWITCH, help=help_text)
             if setting.off_flags:
                 group.add_argument(*setting.off_flags, dest=setting.name, action="store_const",
-                                   const=False, help=argparse.SUPPRESS)
+                                   const=False, help=f"Turn {setting.flags[0]} off.")
         elif setting.flag_alone is not None:
             group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar,
                                nargs="?", const=setting.flag_alone, help=help_text)

@@ -684,3 +684,9 @@ def test_ssl_context_without_certfile_is_a_warning(cwd):
     write(cwd / "gunicorn.conf.py", "def ssl_context(config, factory):\n    return factory()\n")
     [warning] = load(APP).warnings
     assert "the hook is not called" in warning
+
+
+def test_port_flag_with_port_in_the_environment_binds_loopback_as_uvicorn_does(cwd):
+    cfg = load("--port", "8000", APP, env={"PORT": "5000"})
+    assert cfg.bind == ["127.0.0.1:8000"]
+    assert load("--host", "0.0.0.0", "--port", "8000", APP, env={"PORT": "5000"}).bind == ["0.0.0.0:8000"]

@@ -24,3 +24,8 @@ def test_ci_runs_the_whole_suite_with_the_test_extra():
     script = (ROOT / ".ci" / "run").read_text()
     assert "pip install" in script and "-e '.[test]'" in script
     assert "-m pytest" in script
+
+
+def test_license_file_is_the_mit_license_pyproject_names():
+    assert 'license = "MIT"' in (ROOT / "pyproject.toml").read_text()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
