@@ -140,6 +140,7 @@ class Arbiter:
         self.state = State.RUNNING
         self.exit_code = EXIT_OK
         self.num_workers = cfg.workers
+        self.scaled: int | None = None  # the count TTIN, TTOU or ctl scale set; kept across HUP
         self.workers: dict[int, WorkerHandle] = {}
         self.listeners: list[Listener] = []
         self.app: Any = None
@@ -605,6 +606,7 @@ class Arbiter:
         """Set the worker count (TTIN, TTOU, ``ctl scale``): missing workers start at the
         next tick; surplus ones, oldest first, stop gracefully now."""
         self._set_worker_count(count)
+        self.scaled = count
         self.log.info("%s: now %d workers", cause, count)
         current = self._current()
         for handle in current[:max(0, len(current) - count)]:
@@ -640,16 +642,24 @@ class Arbiter:
         else:
             self.reload = Reload(self.generation + 1, self.cfg, self.num_workers)
         run_hook(cfg, "on_reload", self)
+        count = self._workers_after_reload(cfg)
         self.cfg = cfg
         self._reopen_logs()
         self._start_statsd()
         self.generation += 1
-        self._set_worker_count(cfg.workers)
+        self._set_worker_count(count)
         old = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
         self.log.info("SIGHUP: starting %d workers of generation %d", self.num_workers, self.generation)
         systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading: generation {self.generation}")
         for index in range(self.num_workers):
             self._spawn(successor_of=old[index] if index < len(old) else None)
+
+    def _workers_after_reload(self, cfg: Config) -> int:
+        """One rule for TTIN, TTOU and ``ctl scale``: the count they set survives a HUP,
+        unless the reloaded configuration changes ``workers``, which then wins."""
+        if cfg.workers != self.cfg.workers:
+            self.scaled = None
+        return cfg.workers if self.scaled is None else self.scaled
 
     def _generation(self, generation: int) -> list[WorkerHandle]:
         return [h for h in self.workers.values() if h.generation == generation and not h.retiring]

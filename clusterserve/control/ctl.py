@@ -1,7 +1,7 @@
 """``clusterserve ctl``: ask a running server for its status, or to reload, scale or stop.
 
 It talks to the arbiter's control socket (the ``control_socket`` setting),
-found from ``--socket``, ``$CLUSTERSERVE_CONTROL_SOCKET``, or the
+found from ``--control-socket`` (or ``--socket``), ``$CLUSTERSERVE_CONTROL_SOCKET``, or the
 configuration the server would read in this directory.
 """
 
@@ -22,33 +22,45 @@ TIMEOUT = 10.0
 MIB = 1024 * 1024
 
 
+def _options() -> argparse.ArgumentParser:
+    """The options, taken before or after the command (``ctl status --json`` as well as
+    ``ctl --json status``)."""
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    options.add_argument("--control-socket", "-s", "--socket", dest="socket", metavar="PATH",
+                         help="the control socket (the server's --control-socket); default: "
+                         "$CLUSTERSERVE_CONTROL_SOCKET, or control_socket from the configuration "
+                         "in this directory (or -c)")
+    options.add_argument("-c", "--config", metavar="FILE", help="read control_socket from this file")
+    options.add_argument("--json", action="store_true", help="print the server's reply as JSON")
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
+    options = _options()
     parser = argparse.ArgumentParser(
-        prog="clusterserve ctl", description="Talk to a running clusterserve through its "
-        "control socket (start the server with --control-socket PATH).")
-    parser.add_argument("-s", "--socket", metavar="PATH",
-                        help="the control socket; default: $CLUSTERSERVE_CONTROL_SOCKET, or "
-                        "control_socket from the configuration in this directory (or -c)")
-    parser.add_argument("-c", "--config", metavar="FILE", help="read control_socket from this file")
-    parser.add_argument("--json", action="store_true", help="print the server's reply as JSON")
+        prog="clusterserve ctl", parents=[options], description="Talk to a running clusterserve "
+        "through its control socket (start the server with --control-socket PATH). Options may "
+        "come before or after the command.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("status", help="a table of the workers and totals")
-    commands.add_parser("reload", help="reload the app with zero downtime, as SIGHUP")
-    scale = commands.add_parser("scale", help="set the number of workers")
+    commands.add_parser("status", parents=[options], help="a table of the workers and totals")
+    commands.add_parser("reload", parents=[options], help="reload the app with zero downtime, as SIGHUP")
+    scale = commands.add_parser("scale", parents=[options],
+                                help="set the number of workers (kept across reloads; see docs/signals.md)")
     scale.add_argument("workers", type=int, metavar="N")
-    commands.add_parser("stop", help="stop gracefully, as SIGTERM")
+    commands.add_parser("stop", parents=[options], help="stop gracefully, as SIGTERM")
     return parser
 
 
 def find_socket(args: argparse.Namespace) -> str | None:
-    if args.socket:
+    if getattr(args, "socket", None):
         return str(args.socket)
     if os.environ.get("CLUSTERSERVE_CONTROL_SOCKET"):
         return os.environ["CLUSTERSERVE_CONTROL_SOCKET"]
     from clusterserve.config import ConfigError, load_config
 
     try:
-        cfg = load_config(["-c", args.config] if args.config else [])
+        config = getattr(args, "config", None)
+        cfg = load_config(["-c", config] if config else [])
     except ConfigError as err:
         raise SystemExit(_fail(str(err), EXIT_USAGE)) from None
     return cfg.control_socket
@@ -119,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)  # exits 2 on bad usage
     path = find_socket(args)
     if not path:
-        return _fail("no control socket: pass --socket PATH, or start the server with "
+        return _fail("no control socket: pass --control-socket PATH, or start the server with "
                      "--control-socket PATH (setting control_socket)", EXIT_USAGE)
     request: dict[str, Any] = {"command": args.command}
     if args.command == "scale":
@@ -130,10 +142,11 @@ def main(argv: Sequence[str]) -> int:
         return _fail(f"cannot reach the server at {path}: {err.strerror or err}")
     except ValueError as err:
         return _fail(f"unexpected reply from {path}: {err}")
-    if args.json:
+    as_json = getattr(args, "json", False)
+    if as_json:
         print(json.dumps(reply, indent=2))
     if not reply.get("ok"):
         return _fail(str(reply.get("error", "the server refused")))
-    if not args.json:
+    if not as_json:
         print(format_status(reply["status"]) if args.command == "status" else reply.get("message"))
     return EXIT_OK

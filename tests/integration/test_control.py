@@ -219,11 +219,11 @@ def test_ctl_scales_reloads_and_stops(tmp_path):
         assert ctl("--socket", str(path), "scale", "2").returncode == 0
         assert wait_until(lambda: len(server.workers()) == 2)
         old = set(server.workers())
-        done = ctl("--socket", str(path), "reload")
+        done = ctl("reload", "--control-socket", str(path))
         assert done.returncode == 0 and "generation 2" in done.stdout
         server.wait_for_log("SIGHUP: reload done, generation 2 serves", timeout=20)
-        # As a HUP, the reload reads the worker count from the configuration again.
-        assert wait_until(lambda: len(server.workers()) == 1 and not old & set(server.workers()))
+        # The scaled count is kept: the configuration's workers did not change.
+        assert wait_until(lambda: len(server.workers()) == 2 and not old & set(server.workers()))
         assert {w["generation"] for w in status_of(path)["workers"]} == {2}
         assert status_of(path)["restarts"]["reload"] == 2
         done = ctl("--socket", str(path), "stop")
@@ -293,3 +293,41 @@ def test_after_usr2_ctl_reaches_the_new_arbiter(start_server, tmp_path):
     finally:
         if new_arbiter is not None:
             kill_tree(new_arbiter)
+
+
+def test_ctl_takes_the_servers_flag_name_and_options_after_the_command(tmp_path):
+    path = tmp_path / "server.ctl"
+    with running(["tests.apps.basic:app", "-w", "1", "--control-socket", str(path)], workers=1):
+        for args in (["--control-socket", str(path), "status", "--json"],
+                     ["status", "--json", "--control-socket", str(path)],
+                     ["--json", "status", "-s", str(path)]):
+            done = ctl(*args)
+            assert done.returncode == 0, (args, done.stderr)
+            assert json.loads(done.stdout)["ok"] is True
+
+
+def test_one_rule_for_scaled_counts_on_hup(tmp_path):
+    """TTIN, TTOU and ctl scale set a count a HUP keeps, unless the config's workers changed."""
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 1\n")
+    path = tmp_path / "server.ctl"
+    with running(["tests.apps.basic:app", "-c", str(conf), "--control-socket", str(path)],
+                 workers=1) as server:
+        for count in (2, 3):  # one at a time: two pending signals of a kind are one
+            server.send(signal.SIGTTIN)
+            assert wait_until(lambda: status_of(path)["workers_wanted"] == count)
+        assert wait_until(lambda: len(server.workers()) == 3)
+        server.send(signal.SIGTTOU)
+        assert wait_until(lambda: len(server.workers()) == 2)
+        server.send(signal.SIGHUP)
+        server.wait_for_log("reload done, generation 2 serves", timeout=20)
+        assert wait_until(lambda: [w["generation"] for w in status_of(path)["workers"]] == [2, 2])
+        assert ctl("scale", "4", "--control-socket", str(path)).returncode == 0
+        server.send(signal.SIGHUP)
+        server.wait_for_log("reload done, generation 3 serves", timeout=20)
+        assert wait_until(lambda: [w["generation"] for w in status_of(path)["workers"]] == [3] * 4)
+        conf.write_text("workers = 3\n")  # the configuration's own change wins
+        server.send(signal.SIGHUP)
+        server.wait_for_log("reload done, generation 4 serves", timeout=20)
+        assert wait_until(lambda: [w["generation"] for w in status_of(path)["workers"]] == [4] * 3)
+        assert status_of(path)["workers_wanted"] == 3
