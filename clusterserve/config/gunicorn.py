@@ -24,7 +24,7 @@ ACTED = "acted on"
 NO_OP = "no-op"
 REFUSED = "refused"
 
-# Every setting of gunicorn 26.2 (its --print-config lists them), in its order.
+# Every setting of gunicorn 27.0 (its --print-config lists them), in its order.
 GUNICORN_NAMES: tuple[str, ...] = tuple("""
 config wsgi_app bind backlog workers worker_class threads worker_connections max_requests
 max_requests_jitter timeout graceful_timeout keepalive limit_request_line limit_request_fields
@@ -45,6 +45,7 @@ casefold_http_method forwarder_headers header_map asgi_loop asgi_lifespan
 asgi_disconnect_grace_period http_parser root_path dirty_apps dirty_workers dirty_timeout
 dirty_threads dirty_graceful_timeout on_dirty_starting dirty_post_fork dirty_worker_init
 dirty_worker_exit control_socket control_socket_mode control_socket_disable
+websocket_max_message_size
 """.split())
 
 # gunicorn settings that are clusterserve settings under another name.
@@ -179,6 +180,9 @@ FOREIGN: tuple[Foreign, ...] = (
              accepted_text="SCRIPT_NAME or SCRIPT_NAME,PATH_INFO"),
     _no_op("asgi_disconnect_grace_period", "uvicorn's protocols tell the app of a disconnect "
            "(http.disconnect) and let it finish", ("--asgi-disconnect-grace-period",)),
+    _refused("websocket_max_message_size", "uvicorn's limit of 16 MiB per WebSocket message "
+             "applies; it cannot be changed", ("--websocket-max-message-size",), VALUE,
+             accepts=lambda raw: str(raw).strip() in ("16777216", "None"), accepted_text="16777216"),
     _refused("dirty_apps", _DIRTY, ("--dirty-app",), APPEND, accepts=_one_of([], None),
              accepted_text="empty"),
     _refused("dirty_workers", _DIRTY, ("--dirty-workers",), VALUE,

@@ -2,7 +2,7 @@
 run unchanged: each directory holds only the config and the app, and
 
 - the effective settings ``clusterserve --check-config`` prints are the ones
-  ``gunicorn --print-config`` prints (gunicorn 26.2, from the test extra);
+  ``gunicorn --print-config`` prints (gunicorn 27.0, from the test extra);
 - the server started from that directory serves the app;
 - a setting clusterserve refuses is named here, the start with it fails with
   exit code 2 naming it, and the config runs once that line is removed.
