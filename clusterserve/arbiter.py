@@ -53,6 +53,7 @@ from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherit
                                   bind_reuseport, parse_address)
 from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, unasked
 from clusterserve.workers.base import EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR, Worker, resolve_interface
+from clusterserve.workers.grace import INTERRUPT_GRACE
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -63,6 +64,9 @@ BOOT_ERROR_CODES = (EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR)
 ABORT_GRACE = 2.0
 # A fast stop waits at most this long (or graceful_timeout, if shorter) before SIGKILL.
 FAST_STOP_GRACE = 5.0
+# After the first SIGINT's bound, workers still running get this long to stop by
+# themselves (they got SIGINT from the terminal too) before the arbiter sends SIGQUIT.
+INTERRUPT_MARGIN = 1.0
 # A worker that dies sooner than this after it started counts as a crash for back-off.
 HEALTHY_UPTIME = 5.0
 MAX_BACKOFF = 30.0
@@ -154,6 +158,8 @@ class Arbiter:
         self.crash_streak = 0
         self.respawn_at = 0.0
         self.stop_deadline = float("inf")
+        self.interrupts = 0  # SIGINTs received
+        self.escalate_at_deadline = False  # a SIGINT stop: at its deadline, a fast stop
         self.started = time.monotonic()
         self.control: ControlSocket | None = None
         self.metrics: Any = None  # control.prometheus.MetricsEndpoint, when metrics_bind is set
@@ -777,7 +783,9 @@ class Arbiter:
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGTERM:
             self._begin_stop(graceful=True)
-        elif signum in (signal.SIGINT, signal.SIGQUIT):
+        elif signum == signal.SIGINT:
+            self._on_interrupt()
+        elif signum == signal.SIGQUIT:
             self._begin_stop(graceful=False)
         elif signum == signal.SIGCHLD:
             pass  # reaped in _tick
@@ -803,14 +811,31 @@ class Arbiter:
         elif signum == signal.SIGWINCH and self.state is State.RUNNING:
             self._stop_workers("SIGWINCH")
 
-    def _begin_stop(self, graceful: bool) -> None:
+    def _on_interrupt(self) -> None:
+        """SIGINT (Ctrl-C): the first is a graceful stop bounded by INTERRUPT_GRACE, after
+        which what is left stops fast; the second is a fast stop at once."""
+        self.interrupts += 1
+        if self.interrupts > 1 or self.state is State.HALTING:
+            self._begin_stop(graceful=False)
+            return
+        self.escalate_at_deadline = True
+        within = min(INTERRUPT_GRACE, self.cfg.graceful_timeout) + INTERRUPT_MARGIN
+        if self.state is State.STOPPING:
+            self.stop_deadline = min(self.stop_deadline, time.monotonic() + within)
+            return
+        self._begin_stop(graceful=True, within=within)
+
+    def _begin_stop(self, graceful: bool, within: float | None = None) -> None:
         if self.state is State.HALTING or (graceful and self.state is State.STOPPING):
             return
         self.state = State.STOPPING if graceful else State.HALTING
         systemd.notify("STOPPING=1")
         wait = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
+        if within is not None:
+            wait = min(wait, within)
         self.stop_deadline = time.monotonic() + wait
-        self.log.info("%s: %d workers", "Graceful stop" if graceful else "Fast stop", len(self.workers))
+        self.log.info("%s: %d workers%s", "Graceful stop" if graceful else "Fast stop", len(self.workers),
+                      f", at most {wait:g}s (SIGINT again: fast stop)" if within is not None else "")
         if self.dispatcher is not None:
             self.dispatcher.stop(graceful)
         # Workers take what is queued on the listeners as they stop; once the
@@ -853,6 +878,9 @@ class Arbiter:
             return
         if not self.workers:
             self.state = State.DONE
+        elif now >= self.stop_deadline and self.state is State.STOPPING and self.escalate_at_deadline:
+            self.log.warning("SIGINT: %d workers still running; stopping them fast", len(self.workers))
+            self._begin_stop(graceful=False)
         elif now >= self.stop_deadline:
             self.log.warning("Stop timed out; killing %d workers", len(self.workers))
             for handle in self.workers.values():

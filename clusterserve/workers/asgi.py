@@ -23,12 +23,13 @@ import uvicorn
 from clusterserve import access_log, tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
+from clusterserve.http.connection import error_response
 from clusterserve.http.response_headers import HeaderRuleMiddleware
 from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
 from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
 from clusterserve.worker_exits import ExitReason, Why
-from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
+from clusterserve.workers.grace import FAST_LIFESPAN_SHUTDOWN, FRESH_CONNECTION_GRACE, INTERRUPT_GRACE
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
@@ -123,6 +124,7 @@ class AsgiServer(uvicorn.Server):
         self.transports: list[asyncio.BaseTransport] = []
         self.attaching: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.interrupts = 0  # SIGINTs so far
         # A TLS handshake gets as long as a WSGI request head.
         self.handshake_timeout = float(worker.cfg.timeout) or 30.0
 
@@ -177,8 +179,8 @@ class AsgiServer(uvicorn.Server):
                                       self._has_room)
         loop.add_reader(self.worker.channel.fileno(), self._on_channel)
         loop.add_signal_handler(signal.SIGTERM, self.begin_stop, "received SIGTERM")
-        for fast in (signal.SIGINT, signal.SIGQUIT):
-            loop.add_signal_handler(fast, self.worker.interrupt)
+        loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
+        loop.add_signal_handler(signal.SIGQUIT, self.fast_stop, "received SIGQUIT")
         loop.add_signal_handler(signal.SIGABRT, self.worker.abort)
         loop.add_signal_handler(signal.SIGUSR1, self.worker.reopen_logs)
         self.heartbeats = loop.create_task(self._beat())
@@ -200,6 +202,18 @@ class AsgiServer(uvicorn.Server):
         self.acceptor.close()
         await self._let_fresh_connections_send()
         await super().shutdown()
+        if self.force_exit:  # uvicorn skips the lifespan shutdown then; the app still gets it
+            await self._bounded_lifespan_shutdown()
+
+    async def _bounded_lifespan_shutdown(self) -> None:
+        done = getattr(self.lifespan, "shutdown_event", None)
+        if done is not None and done.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.lifespan.shutdown(), FAST_LIFESPAN_SHUTDOWN)
+        except asyncio.TimeoutError:
+            log.warning("worker %s: the app's lifespan shutdown took more than %gs; leaving it",
+                        self.worker.pid, FAST_LIFESPAN_SHUTDOWN)
 
     async def _let_fresh_connections_send(self) -> None:
         """uvicorn's shutdown closes a connection that has no request yet: give it a moment.
@@ -213,6 +227,36 @@ class AsgiServer(uvicorn.Server):
             await asyncio.sleep(0.02)
 
     # -- stopping -------------------------------------------------------------
+
+    def _on_interrupt(self) -> None:
+        """SIGINT (Ctrl-C): the first is a graceful stop bounded by INTERRUPT_GRACE, as
+        uvicorn's Ctrl-C; the second a fast stop."""
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.fast_stop("a second SIGINT")
+            return
+        self.worker.interrupted()
+        # At the bound, what still runs is cut as by SIGQUIT (uvicorn's own timeout would
+        # answer those requests 500 instead).
+        bound = min(INTERRUPT_GRACE, self.worker.cfg.graceful_timeout)
+        asyncio.get_running_loop().call_later(bound, self.fast_stop, f"SIGINT's {bound:g}s are up")
+        self.begin_stop("received SIGINT")
+
+    def fast_stop(self, reason: str) -> None:
+        """SIGQUIT or a second SIGINT: requests in flight are cut (never answered 503: the
+        client could retry what took effect), idle connections closed, and the app's
+        lifespan shutdown still runs, bounded by FAST_LIFESPAN_SHUTDOWN."""
+        if self.force_exit:
+            return
+        self.worker.interrupted()
+        log.info("worker %s stopping at once: %s", self.worker.pid, reason)
+        self.stopping = True
+        self.acceptor.close()
+        self.should_exit = self.force_exit = True
+        for protocol in list(self.server_state.connections):
+            protocol.transport.close()
+        for task in list(self.server_state.tasks):
+            task.cancel()
 
     def begin_stop(self, reason: str) -> None:
         if self.stopping:
@@ -244,6 +288,10 @@ class AsgiServer(uvicorn.Server):
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
+        if self.force_exit:  # taken from the queue by a fast stop: the app will not start it
+            _refuse_at_once(sock)
+            self.acceptor.connection_closed()
+            return
         task = asyncio.get_running_loop().create_task(self._attach(sock))
         self.attaching.add(task)
         task.add_done_callback(self.attaching.discard)
@@ -272,3 +320,13 @@ class AsgiServer(uvicorn.Server):
         self.acceptor.flush()
         if self._has_room():
             self.acceptor.resume()
+
+
+def _refuse_at_once(sock: socket.socket) -> None:
+    """A connection the app will not serve: 503 if its request is there, then close."""
+    try:
+        if sock.recv(65536):
+            sock.send(error_response(503, "the server is stopping"))
+    except OSError:
+        pass
+    sock.close()

@@ -79,6 +79,7 @@ class Worker:
         # Kept only when something reports them: the arbiter's metrics or statsd.
         self.request_stats: RequestStats | None = None
         self.retire_requested = False
+        self.interrupt_seen = False
         self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter) \
             if cfg.max_requests else 0
 
@@ -153,9 +154,15 @@ class Worker:
 
     # -- while serving --------------------------------------------------
 
-    def interrupt(self) -> None:
-        """SIGINT or SIGQUIT: a fast stop, nothing waits for in-flight requests."""
-        run_hook(self.cfg, "worker_int", self)
+    def interrupted(self) -> None:
+        """SIGINT or SIGQUIT arrived: the ``worker_int`` hook, once."""
+        if not self.interrupt_seen:
+            self.interrupt_seen = True
+            run_hook(self.cfg, "worker_int", self)
+
+    def interrupt(self) -> NoReturn:
+        """A fast stop (SIGQUIT, a second SIGINT): nothing waits for in-flight requests."""
+        self.interrupted()
         raise SystemExit(EXIT_OK)
 
     def reopen_logs(self) -> None:

@@ -5,3 +5,10 @@
 # request the client is about to send, and clients only retry on connections
 # that have served a request before.
 FRESH_CONNECTION_GRACE = 1.0
+
+# The first SIGINT (Ctrl-C) is a graceful stop bounded by this (or graceful_timeout, if
+# shorter), as uvicorn's Ctrl-C lets requests finish; a second SIGINT stops at once.
+INTERRUPT_GRACE = 5.0
+# On a fast stop (SIGQUIT, a second SIGINT) the ASGI app's lifespan shutdown still runs,
+# for at most this long.
+FAST_LIFESPAN_SHUTDOWN = 3.0

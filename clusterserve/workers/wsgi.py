@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from clusterserve import access_log, tls
 from clusterserve.dispatch import make_acceptor
@@ -43,7 +43,7 @@ from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.worker_exits import ExitReason, Why
-from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
+from clusterserve.workers.grace import FRESH_CONNECTION_GRACE, INTERRUPT_GRACE
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
@@ -108,7 +108,9 @@ class WsgiServer:
         self.acceptor = make_acceptor(worker, self.poller, self._on_connection, self._has_room,
                                       self._can_hold, accept_batch=1 if self.pool is None else 0)
         self.stopping = False
-        self.stop_signalled = False  # SIGTERM arrived; the loop may not have seen it yet
+        self.stop_signalled = False  # SIGTERM or SIGINT arrived; the loop may not have seen it yet
+        self.interrupts = 0  # SIGINTs the loop has handled
+        self.interrupts_arrived = 0  # SIGINTs that arrived (counted the moment they do)
         self.stop_deadline = float("inf")
         self.stuck: set[HttpConnection] = set()  # in the app for longer than `timeout`
         self.stuck_after = float(cfg.timeout) or float("inf")
@@ -131,6 +133,7 @@ class WsgiServer:
             if now >= self.stop_deadline:
                 log.warning("worker %s: graceful timeout, %d connections still open",
                             self.worker.pid, len(self.connections))
+                self._refuse_unstarted()
                 break
             if now >= next_heartbeat:
                 self._heartbeat()
@@ -173,21 +176,61 @@ class WsgiServer:
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGTERM:
             self.begin_stop("received SIGTERM")
+        elif signum == signal.SIGINT:
+            self._on_interrupt()
         elif signum == signal.SIGABRT:
             self.worker.abort()
         elif signum == signal.SIGUSR1:
             self.worker.reopen_logs()
         else:
-            self.worker.interrupt()
+            self.fast_stop("received SIGQUIT")
+
+    def _on_interrupt(self) -> None:
+        """SIGINT (Ctrl-C): the first is a graceful stop bounded by INTERRUPT_GRACE,
+        the second a fast stop."""
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.fast_stop("a second SIGINT")
+        self.worker.interrupted()
+        self.begin_stop("received SIGINT", within=INTERRUPT_GRACE)
 
     def _on_signal_at_once(self, signum: int) -> None:
         """The moment a signal arrives, even during a request on the loop thread: a
         stop that begins then still closes that response's connection, and a fast
         stop or an abort does not wait for the request to end."""
-        if signum == signal.SIGTERM:
+        if signum == signal.SIGINT:
+            self.interrupts_arrived += 1
+        if signum == signal.SIGTERM or (signum == signal.SIGINT and self.interrupts_arrived == 1):
             self.stop_signalled = True
         elif self.inline is not None and signum != signal.SIGUSR1:
+            if signum == signal.SIGINT:
+                self.fast_stop("a second SIGINT")
             self._on_signal(signum)  # raises SystemExit out of the app
+
+    def fast_stop(self, reason: str) -> NoReturn:
+        """SIGQUIT or a second SIGINT: requests the app has not started get 503, the ones
+        it runs are cut (never answered 503: the client could retry what took effect)."""
+        log.info("worker %s stopping at once: %s", self.worker.pid, reason)
+        if not self.acceptor.closed:
+            self.acceptor.close()  # what is queued is answered 503 rather than reset
+            self._on_channel()
+        self._refuse_unstarted()
+        self.worker.interrupt()
+
+    def _refuse_unstarted(self) -> None:
+        """Answer 503 with Connection: close to every request the app has not started."""
+        stopping = HttpError(503, "the server is stopping")
+        while self.ready:
+            connection, _ = self.ready.popleft()
+            self._refuse(connection, stopping)
+        for connection in list(self.waiting):
+            opening = self.openings.get(connection)
+            if opening is None or opening.done:
+                connection.read_available()
+            if connection.received_any and (opening is None or opening.done):
+                self._refuse(connection, stopping)
+            else:
+                self._close(connection)
 
     def _on_channel(self) -> None:
         messages = self.worker.channel.receive()
@@ -198,13 +241,18 @@ class WsgiServer:
         self.acceptor.on_messages(messages)
         self.acceptor.flush()
 
-    def begin_stop(self, reason: str) -> None:
-        """Stop accepting now, finish in-flight requests, then leave the loop."""
+    def begin_stop(self, reason: str, within: float | None = None) -> None:
+        """Stop accepting now, finish in-flight requests, then leave the loop; ``within``
+        bounds the stop more tightly than graceful_timeout (a stop under way too)."""
+        deadline = self.worker.graceful_deadline()
+        if within is not None:
+            deadline = min(deadline, time.monotonic() + within)
         if self.stopping:
+            self.stop_deadline = min(self.stop_deadline, deadline)
             return
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
-        self.stop_deadline = self.worker.graceful_deadline()
+        self.stop_deadline = deadline
         self.acceptor.close()
         # What the arbiter sent before the signal: connections (a closed acceptor takes
         # them, to answer with Connection: close) and may_hand_back.

@@ -56,8 +56,9 @@ async def echo(scope, receive, send):
 class Lifespan:
     """Startup takes a moment and records itself; shutdown writes LIFESPAN_LOG."""
 
-    def __init__(self, fail_startup=False):
+    def __init__(self, fail_startup=False, serve=None):
         self.fail_startup = fail_startup
+        self.serve = serve  # the HTTP app (default: echo)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -74,7 +75,7 @@ class Lifespan:
             self._note(f"shutdown {os.getpid()}")
             await send({"type": "lifespan.shutdown.complete"})
             return
-        await echo(scope, receive, send)
+        await (self.serve or echo)(scope, receive, send)
 
     @staticmethod
     def _note(line):
@@ -130,3 +131,6 @@ async def stream(scope, receive, send):
 
 
 app = hello
+
+
+slow_with_lifespan = Lifespan(serve=slow)

@@ -54,13 +54,14 @@ def test_term_is_graceful_and_exits_zero(start_server, dispatch, apps):
     assert server.workers() == []
 
 
-def test_int_is_a_fast_stop(start_server, dispatch, apps):
+def test_quit_is_a_fast_stop(start_server, dispatch, apps):
+    """(SIGINT, Ctrl-C, is a bounded graceful stop: tests/integration/test_interrupt.py.)"""
     server = start_server([f"{apps}:slow", "-w", "2", "--dispatch", dispatch], workers=2)
     conn = server.http()
     conn.request("GET", "/?seconds=20")
     time.sleep(0.3)
     started = time.monotonic()
-    server.send(signal.SIGINT)
+    server.send(signal.SIGQUIT)
     assert server.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
     with pytest.raises((ConnectionError, OSError)):
