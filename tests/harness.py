@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Variables of the test runner's own environment that would change the server's settings.
 # The HTTP implementation every server of this run uses (.ci/run runs the WSGI tests with each).
 HTTP_UNDER_TEST = os.environ.get("CLUSTERSERVE_TEST_HTTP", "")
-OUTSIDE_SETTINGS = ("CLUSTERSERVE_CMD_ARGS", "WEB_CONCURRENCY", "PORT", "FORWARDED_ALLOW_IPS")
+OUTSIDE_SETTINGS = ("CLUSTERSERVE_CMD_ARGS", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY", "PORT",
+                    "FORWARDED_ALLOW_IPS")
 LISTENING = re.compile(r"Listening at: (?:https?://(\S+):(\d+)|unix:\S+) ")
 
 
