@@ -60,3 +60,13 @@ def test_arbiter_as_pid_1_reaps_orphans_and_stops_on_term():
         proc.kill()
         proc.wait()
         os.unlink(log.name)
+
+
+def test_daemon_is_refused_as_pid_1():
+    result = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, "-m", "clusterserve",
+         "tests.apps.basic:app", "-D", "-b", "127.0.0.1:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("clusterserve: error: setting 'daemon' from command line: "
+                                    "refused as PID 1")
