@@ -1,0 +1,238 @@
+"""The servers of the ASGI framework matrix, and what the apps and tests share.
+
+Every ASGI framework app is served by clusterserve in each dispatch mode
+and by plain ``uvicorn --workers 2``, each on both of uvicorn's HTTP
+protocols (``--http h11`` and ``--http httptools``), so that a flow that
+fails only under clusterserve is a clusterserve bug and one that fails
+under both is the test's.
+
+The apps write what happened out of band (lifespan startup and shutdown,
+background tasks, closed streams) as files in the directory named by
+``ASGI_APPS_RECORDS``, one file per event: workers are separate processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import harness
+from tests.conftest import DISPATCH_MODES
+
+RECORDS_ENV = "ASGI_APPS_RECORDS"
+APPS = Path(__file__).resolve().parent / "asgi_apps"
+WORKERS = 2
+# Generous: Django, FastAPI or Litestar take a second or more to import on a loaded machine.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+# For pytest-timeout: a module's first test also starts its server (and Django's project).
+TEST_TIMEOUT = 240
+PROTOCOLS = ("h11", "httptools")
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """One column of the matrix: which server, which dispatch mode, which HTTP protocol."""
+
+    server: str  # "clusterserve" or "uvicorn"
+    http: str
+    dispatch: str = ""
+
+    def __str__(self) -> str:
+        return "-".join(part for part in ("asgi", self.server, self.dispatch, self.http) if part)
+
+
+SERVER_KINDS = [ServerKind("clusterserve", http, mode) for mode in DISPATCH_MODES for http in PROTOCOLS] \
+    + [ServerKind("uvicorn", http) for http in PROTOCOLS]
+
+
+class UvicornProcess:
+    """``python -m uvicorn APP --workers 2`` on a free port, with the methods of
+    harness.ServerProcess that the matrix uses."""
+
+    RUNNING = re.compile(r"Uvicorn running on http://([\d.]+):(\d+) ")
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.log_file = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)
+        self.log_path = Path(self.log_file.name)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host = ""
+        self.port = 0
+        self.known_pids: set[int] = set()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", *self.args, "--workers", str(WORKERS),
+             "--host", "127.0.0.1", "--port", "0"],
+            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.known_pids.add(self.proc.pid)
+        match = self.wait_for_log(self.RUNNING, timeout)
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.wait_ready(WORKERS, timeout)
+
+    def wait_ready(self, count: int, timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``count`` workers (over the server's life) finished lifespan startup."""
+        if not harness.wait_until(lambda: self.log().count("Application startup complete.") >= count
+                                  or self.proc.poll() is not None, timeout):
+            raise AssertionError(f"{count} uvicorn workers not ready in {timeout}s:\n{self.log()}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{self.log()}")
+        self.workers()
+
+    def workers(self) -> list[int]:
+        pids = harness.children_of(self.pid)
+        self.known_pids.update(pids)
+        return pids
+
+    def send(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while not (match := pattern.search(self.log())):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"uvicorn never logged {pattern.pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+        return match
+
+    def stop(self) -> None:
+        """TERM, wait, then SIGKILL every process it ever had, by pid."""
+        if self.proc.poll() is None:
+            self.workers()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in self.known_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=5)
+        self.log_path.unlink(missing_ok=True)
+
+
+Server = harness.ServerProcess | UvicornProcess
+
+
+@contextmanager
+def serving(kind: ServerKind, app: str, *, cwd: Path = harness.ROOT,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``app`` served by ``kind`` with two workers, every worker ready; stopped afterwards."""
+    env = env or {}
+    if kind.server == "uvicorn":
+        server = UvicornProcess([app, "--http", kind.http], cwd=cwd, env=env)
+        try:
+            server.start(START_TIMEOUT)
+            yield server
+        finally:
+            server.stop()
+        return
+    args = [app, "-w", str(WORKERS), "--dispatch", kind.dispatch, "--http", kind.http]
+    with harness.running(args, workers=WORKERS, cwd=cwd, env=env, start_timeout=START_TIMEOUT,
+                         stop_timeout=STOP_TIMEOUT) as server:
+        yield server
+
+
+@dataclass
+class Served:
+    """A running server of the matrix, and the directory its app writes records to."""
+
+    kind: ServerKind
+    process: Server
+    records: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.process.host}:{self.process.port}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://{self.process.host}:{self.process.port}{path}"
+
+    def client(self, *, keep_alive: bool = True) -> httpx.Client:
+        """A cookie-keeping client; without keep-alive every request opens a new
+        connection, so that a flow's requests spread over the workers."""
+        limits = httpx.Limits() if keep_alive else httpx.Limits(max_keepalive_connections=0)
+        return httpx.Client(base_url=self.url, timeout=20.0, limits=limits)
+
+    def wait_ready(self, count: int) -> None:
+        """Wait until ``count`` workers, over the server's life, are ready."""
+        self.process.wait_ready(count, timeout=START_TIMEOUT)
+
+
+def server_fixture(app: str, *, cwd: Path = harness.ROOT) -> Callable[..., Iterator[Served]]:
+    """A module-scoped ``server`` fixture: ``app`` served by every kind of the matrix,
+    each started once for the module."""
+
+    @pytest.fixture(scope="module", params=SERVER_KINDS, ids=str)
+    def server(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+        records = tmp_path_factory.mktemp("records")
+        with serving(request.param, app, cwd=cwd, env={RECORDS_ENV: str(records)}) as process:
+            yield Served(request.param, process, records)
+
+    return server
+
+
+@pytest.fixture(autouse=True)
+def server_log_stays_clean(server: Served) -> Iterator[None]:
+    """No test of the matrix may make its server log an error (autouse where imported)."""
+    before = len(server.process.log())
+    yield
+    errors = log_errors(server.process.log()[before:])
+    assert not errors, "the server logged errors:\n" + "\n".join(errors)
+
+
+def wait_for_file(path: Path, timeout: float = 15.0) -> str:
+    """The text of ``path`` once it exists (apps write records with an atomic rename)."""
+    if not harness.wait_until(path.exists, timeout):
+        present = sorted(p.name for p in path.parent.iterdir())
+        raise AssertionError(f"{path.name} never appeared; records: {present}")
+    return path.read_text()
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = STOP_TIMEOUT) -> None:
+    if not harness.wait_until(predicate, timeout):
+        raise AssertionError(f"not in {timeout}s: {what}")
+
+
+def write_record(directory: str | Path, name: str, text: str = "") -> None:
+    """For the apps: one event, as a file that appears whole."""
+    path = Path(directory) / name
+    partial = path.with_name(f".{name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.rename(path)
+
+
+SERVER_ERRORS = ("Traceback", "Exception in ASGI application", "Error in ASGI Framework",
+                 "LocalProtocolError", "[ERROR]", "ERROR:")
+
+
+def log_errors(text: str) -> list[str]:
+    """The lines of a server log that report an error (either server's format)."""
+    return [line for line in text.splitlines() if any(marker in line for marker in SERVER_ERRORS)]
