@@ -101,9 +101,10 @@ class UvicornProcess:
         self.workers()
 
     def workers(self) -> list[int]:
+        """Pids of the live worker processes (not multiprocessing's resource tracker)."""
         pids = harness.children_of(self.pid)
         self.known_pids.update(pids)
-        return pids
+        return [pid for pid in pids if b"resource_tracker" not in _cmdline(pid)]
 
     def send(self, sig: int) -> None:
         os.kill(self.pid, sig)
@@ -135,6 +136,13 @@ class UvicornProcess:
                 pass
         self.proc.wait(timeout=5)
         self.log_path.unlink(missing_ok=True)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 Server = harness.ServerProcess | UvicornProcess
