@@ -8,7 +8,7 @@ under both is the test's.
 
 The apps write what happened out of band (lifespan startup and shutdown,
 background tasks, closed streams) as files in the directory named by
-``ASGI_APPS_RECORDS``, one file per event: workers are separate processes.
+``ASGI_APPS_RECORDS`` (asgi_apps/records.py): workers are separate processes.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ Server = harness.ServerProcess | UvicornProcess
 def serving(kind: ServerKind, app: str, *, cwd: Path = harness.ROOT,
             env: dict[str, str] | None = None) -> Iterator[Server]:
     """``app`` served by ``kind`` with two workers, every worker ready; stopped afterwards."""
-    env = env or {}
+    # The apps record events with tests.frameworks.asgi_apps.records, from any directory.
+    env = {"PYTHONPATH": str(harness.ROOT), **(env or {})}
     if kind.server == "uvicorn":
         server = UvicornProcess([app, "--http", kind.http], cwd=cwd, env=env)
         try:
@@ -227,14 +228,6 @@ def wait_for_file(path: Path, timeout: float = 15.0) -> str:
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = STOP_TIMEOUT) -> None:
     if not harness.wait_until(predicate, timeout):
         raise AssertionError(f"not in {timeout}s: {what}")
-
-
-def write_record(directory: str | Path, name: str, text: str = "") -> None:
-    """For the apps: one event, as a file that appears whole."""
-    path = Path(directory) / name
-    partial = path.with_name(f".{name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    partial.rename(path)
 
 
 SERVER_ERRORS = ("Traceback", "Exception in ASGI application", "Error in ASGI Framework",

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from .dependencies import record
+from tests.frameworks.asgi_apps.records import record
 from .routers import items, live, users
 
 

@@ -6,7 +6,9 @@ import os
 from fastapi import APIRouter, BackgroundTasks, Depends
 from pydantic import BaseModel, Field
 
-from ..dependencies import get_token_header, record
+from tests.frameworks.asgi_apps.records import record
+
+from ..dependencies import get_token_header
 
 router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(get_token_header)])
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Cookie, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
-from ..dependencies import released
+from tests.frameworks.asgi_apps.records import released
 
 router = APIRouter(prefix="/live", tags=["live"])
 
