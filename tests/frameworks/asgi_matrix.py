@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +84,10 @@ class UvicornProcess:
     def start(self, timeout: float) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *self.args, "--workers", str(WORKERS),
-             "--host", "127.0.0.1", "--port", "0"],
+             "--host", "127.0.0.1", "--port", "0",
+             # Its default of 5 s is short for a spawned worker to import a framework on a
+             # loaded machine: the supervisor would abort a reload, or kill a worker.
+             "--timeout-worker-healthcheck", str(int(START_TIMEOUT))],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=self.log_file, stderr=subprocess.STDOUT)
         self.known_pids.add(self.proc.pid)
@@ -188,6 +192,19 @@ class Served:
         connection, so that a flow's requests spread over the workers."""
         limits = httpx.Limits() if keep_alive else httpx.Limits(max_keepalive_connections=0)
         return httpx.Client(base_url=self.url, timeout=20.0, limits=limits)
+
+    def read_held_stream(self, client: httpx.Client, path: str) -> tuple[httpx.Headers, list[str]]:
+        """GET ``path``, a response whose app sends one line and holds back the rest until
+        the file named by the ``release`` query parameter exists; drop that file only once
+        the first line has arrived. The lines arrive only if the server sends each chunk
+        as the app gives it, not once the body is complete."""
+        release = f"release-{uuid.uuid4().hex}"
+        with client.stream("GET", path, params={"release": release}) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            first = next(lines)
+            (self.records / release).touch()
+            return response.headers, [first, *lines]
 
     def wait_ready(self, count: int) -> None:
         """Wait until ``count`` workers, over the server's life, are ready."""

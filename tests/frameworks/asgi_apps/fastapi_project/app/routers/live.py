@@ -13,7 +13,7 @@ router = APIRouter(prefix="/live", tags=["live"])
 
 
 @router.get("/stream")
-async def stream(release: str, lines: int = 3) -> StreamingResponse:
+async def stream(release: str) -> StreamingResponse:
     """The first line goes out at once; the rest only once the client has dropped the
     file ``release``, which it does after it read the first line: so the test passes
     only if the server sends each chunk as the app gives it."""
@@ -27,7 +27,7 @@ async def stream(release: str, lines: int = 3) -> StreamingResponse:
         else:
             yield "never released\n"
             return
-        for n in range(1, lines):
+        for n in range(1, 4):
             yield f"line {n}\n"
 
     return StreamingResponse(body(), media_type="text/plain")
