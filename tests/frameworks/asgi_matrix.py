@@ -13,13 +13,9 @@ background tasks, closed streams) as files in the directory named by
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,87 +55,39 @@ SERVER_KINDS = [ServerKind("clusterserve", http, mode) for mode in DISPATCH_MODE
     + [ServerKind("uvicorn", http) for http in PROTOCOLS]
 
 
-class UvicornProcess:
-    """``python -m uvicorn APP --workers 2`` on a free port, with the methods of
-    harness.ServerProcess that the matrix uses."""
+class UvicornProcess(harness.ServerProcess):
+    """``uvicorn APP --workers 2`` on a free port, started and stopped like clusterserve."""
 
+    program = "uvicorn"
     RUNNING = re.compile(r"Uvicorn running on http://([\d.]+):(\d+) ")
 
     def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str]) -> None:
-        self.args = args
-        self.cwd = cwd
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-        self.log_file = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False)
-        self.log_path = Path(self.log_file.name)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.host = ""
-        self.port = 0
-        self.known_pids: set[int] = set()
+        super().__init__([*args, "--workers", str(WORKERS), "--host", "127.0.0.1", "--port", "0",
+                          # Its default of 5 s is short for a spawned worker to import a
+                          # framework on a loaded machine: the supervisor would abort a
+                          # reload, or kill a worker it takes for stuck.
+                          "--timeout-worker-healthcheck", str(int(START_TIMEOUT))],
+                         cwd=cwd, env=env, bind=None)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float) -> None:
+    def start(self, *, wait_ready: int | None = None, timeout: float = START_TIMEOUT) -> UvicornProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", *self.args, "--workers", str(WORKERS),
-             "--host", "127.0.0.1", "--port", "0",
-             # Its default of 5 s is short for a spawned worker to import a framework on a
-             # loaded machine: the supervisor would abort a reload, or kill a worker.
-             "--timeout-worker-healthcheck", str(int(START_TIMEOUT))],
-            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self.log_file, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", self.program, *self.args], cwd=self.cwd, env=self.env,
+            stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT)
         self.known_pids.add(self.proc.pid)
-        match = self.wait_for_log(self.RUNNING, timeout)
+        match = self.wait_for_log(self.RUNNING, timeout=timeout)
         self.host, self.port = match.group(1), int(match.group(2))
-        self.wait_ready(WORKERS, timeout)
+        if wait_ready:
+            self.wait_ready(wait_ready, timeout=timeout)
+        return self
 
     def wait_ready(self, count: int, timeout: float = START_TIMEOUT) -> None:
-        """Wait until ``count`` workers (over the server's life) finished lifespan startup."""
-        if not harness.wait_until(lambda: self.log().count("Application startup complete.") >= count
-                                  or self.proc.poll() is not None, timeout):
-            raise AssertionError(f"{count} uvicorn workers not ready in {timeout}s:\n{self.log()}")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{self.log()}")
+        """Wait until ``count`` workers, over the server's life, finished lifespan startup."""
+        self.wait_for_log(r"(?s)(Application startup complete\..*){%d}" % count, timeout=timeout)
         self.workers()
 
     def workers(self) -> list[int]:
-        """Pids of the live worker processes (not multiprocessing's resource tracker)."""
-        pids = harness.children_of(self.pid)
-        self.known_pids.update(pids)
-        return [pid for pid in pids if b"resource_tracker" not in _cmdline(pid)]
-
-    def send(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while not (match := pattern.search(self.log())):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn never logged {pattern.pattern!r}:\n{self.log()}")
-            time.sleep(0.05)
-        return match
-
-    def stop(self) -> None:
-        """TERM, wait, then SIGKILL every process it ever had, by pid."""
-        if self.proc.poll() is None:
-            self.workers()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        for pid in self.known_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=5)
-        self.log_path.unlink(missing_ok=True)
+        """Pids of the live workers (not multiprocessing's resource tracker)."""
+        return [pid for pid in super().workers() if b"resource_tracker" not in _cmdline(pid)]
 
 
 def _cmdline(pid: int) -> bytes:
@@ -149,27 +97,27 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-Server = harness.ServerProcess | UvicornProcess
-
-
 @contextmanager
 def serving(kind: ServerKind, app: str, *, cwd: Path = harness.ROOT,
-            env: dict[str, str] | None = None) -> Iterator[Server]:
-    """``app`` served by ``kind`` with two workers, every worker ready; stopped afterwards."""
+            env: dict[str, str] | None = None) -> Iterator[harness.ServerProcess]:
+    """``app`` served by ``kind`` with two workers, every worker ready. Afterwards stops
+    the server with TERM and expects exit code 0 and a log without errors."""
     # The apps record events with tests.frameworks.asgi_apps.records, from any directory.
     env = {"PYTHONPATH": str(harness.ROOT), **(env or {})}
     if kind.server == "uvicorn":
-        server = UvicornProcess([app, "--http", kind.http], cwd=cwd, env=env)
-        try:
-            server.start(START_TIMEOUT)
-            yield server
-        finally:
-            server.stop()
-        return
-    args = [app, "-w", str(WORKERS), "--dispatch", kind.dispatch, "--http", kind.http]
-    with harness.running(args, workers=WORKERS, cwd=cwd, env=env, start_timeout=START_TIMEOUT,
-                         stop_timeout=STOP_TIMEOUT) as server:
+        server: harness.ServerProcess = UvicornProcess([app, "--http", kind.http], cwd=cwd, env=env)
+    else:
+        server = harness.ServerProcess([app, "-w", str(WORKERS), "--dispatch", kind.dispatch,
+                                        "--http", kind.http], cwd=cwd, env=env)
+    try:
+        server.start(wait_ready=WORKERS, timeout=START_TIMEOUT)
         yield server
+        assert server.stop(timeout=STOP_TIMEOUT) == 0, server.log()
+        errors = log_errors(server.log())
+        assert not errors, f"{server.program} logged errors:\n" + "\n".join(errors)
+    finally:
+        server.kill_all()
+        server.log_path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -177,7 +125,7 @@ class Served:
     """A running server of the matrix, and the directory its app writes records to."""
 
     kind: ServerKind
-    process: Server
+    process: harness.ServerProcess
     records: Path
 
     @property

@@ -1,19 +1,24 @@
-"""A Django project as ``django-admin startproject`` makes it, served as ASGI
-(``project.asgi:application``), driven through the admin as a person would:
-log in with the CSRF and session cookies, add a group, log out."""
+"""The Django project of the matrix (tests/frameworks/django_project.py: made by
+``django-admin startproject``), served as ASGI from the ``asgi.py`` Django wrote,
+driven through the admin as a person would: log in with the CSRF and session
+cookies, add a group, log out; a file upload read back through ``FileResponse``, and
+the admin's stylesheet (the generated project's ``shop`` app and static URLs).
+
+The shop's ``StreamingHttpResponse`` is left out here: its iterator is synchronous,
+and Django's ASGI handler reads such an iterator to the end before it sends a byte
+(on any ASGI server; Django warns so)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.frameworks import django_project as project
 from tests.frameworks.asgi_matrix import (SERVER_KINDS, TEST_TIMEOUT, Served, serving,
                                           server_log_stays_clean)  # noqa: F401 (autouse)
 
@@ -21,30 +26,15 @@ pytest.importorskip("django", reason="django comes with the test extra")
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 
-ADMIN_USER = "admin"
-ADMIN_PASSWORD = "correct-horse-battery-staple-42"
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
-@pytest.fixture(scope="session")
-def django_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new project with its database migrated and a superuser, made by Django's own commands."""
-    where = tmp_path_factory.mktemp("django_asgi")
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    for command in ([str(bin_dir / "django-admin"), "startproject", "project", "."],
-                    [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-                    [sys.executable, "manage.py", "createsuperuser", "--noinput",
-                     "--username", ADMIN_USER, "--email", "admin@example.com"]):
-        subprocess.run(command, cwd=where, env=env, check=True, capture_output=True, timeout=120)
-    return where
-
-
 @pytest.fixture(scope="module", params=SERVER_KINDS, ids=str)
-def server(request: pytest.FixtureRequest, django_project: Path,
+def server(request: pytest.FixtureRequest, django_project: project.DjangoProject,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serving(request.param, "project.asgi:application", cwd=django_project) as process:
+    """The project's ASGI entry point, as generated (the conftest's ``django_project``)."""
+    app = f"{project.PROJECT}.asgi:application"
+    with serving(request.param, app, cwd=django_project.root) as process:
         yield Served(request.param, process, tmp_path_factory.mktemp("records"))
 
 
@@ -62,13 +52,13 @@ def log_in(client: httpx.Client) -> None:
     token = csrf_token(client.get("/admin/login/?next=/admin/"))
     assert "csrftoken" in client.cookies
     wrong = client.post("/admin/login/?next=/admin/", data={
-        "csrfmiddlewaretoken": token, "username": ADMIN_USER, "password": "wrong",
+        "csrfmiddlewaretoken": token, "username": project.ADMIN_USER, "password": "wrong",
         "next": "/admin/"})
     assert wrong.status_code == 200
     assert "Please enter the correct username and password" in wrong.text
     logged_in = client.post("/admin/login/?next=/admin/", data={
-        "csrfmiddlewaretoken": csrf_token(wrong), "username": ADMIN_USER,
-        "password": ADMIN_PASSWORD, "next": "/admin/"})
+        "csrfmiddlewaretoken": csrf_token(wrong), "username": project.ADMIN_USER,
+        "password": project.ADMIN_PASSWORD, "next": "/admin/"})
     assert logged_in.status_code == 302, logged_in.text[:2000]
     assert logged_in.headers["location"] == "/admin/"
     assert "sessionid" in client.cookies
@@ -113,3 +103,34 @@ def test_asgi_django_admin_login_add_group_logout(server: Served, keep_alive: bo
         after = client.get("/admin/auth/group/")
         assert after.status_code == 302
         assert after.headers["location"].startswith("/admin/login/")
+
+
+def test_asgi_django_upload_then_download_through_file_response(server: Served) -> None:
+    content = os.urandom(3 * 1024 * 1024)  # above FILE_UPLOAD_MAX_MEMORY_SIZE: a temporary file
+    digest = hashlib.sha256(content).hexdigest()
+    with server.client() as client:
+        uploaded = client.post("/shop/documents/new/", data={
+            "csrfmiddlewaretoken": csrf_token(client.get("/shop/documents/new/")), "title": "Report"},
+            files={"file": ("report.bin", content, "application/octet-stream")})
+        assert uploaded.status_code == 302, uploaded.text[:2000]
+        detail = client.get(uploaded.headers["location"])
+        assert f'<p class="sha256">{digest}</p>' in detail.text
+        download = client.get(uploaded.headers["location"] + "download/")
+        assert download.status_code == 200
+        assert download.headers["content-length"] == str(len(content))
+        assert download.headers["content-disposition"].startswith('attachment; filename="report')
+        assert hashlib.sha256(download.content).hexdigest() == digest
+
+
+def test_asgi_django_admin_stylesheet(server: Served) -> None:
+    import django.contrib.admin
+
+    css = os.path.join(os.path.dirname(django.contrib.admin.__file__), "static/admin/css/base.css")
+    with server.client() as client:
+        login = client.get("/admin/login/")
+        assert '/static/admin/css/base.css"' in login.text
+        stylesheet = client.get("/static/admin/css/base.css")
+        assert stylesheet.status_code == 200
+        assert stylesheet.headers["content-type"].startswith("text/css")
+        with open(css, "rb") as f:
+            assert stylesheet.content == f.read()
