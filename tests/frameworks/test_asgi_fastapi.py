@@ -1,7 +1,8 @@
 """A FastAPI app in the layout of FastAPI's "Bigger Applications" guide
 (tests/frameworks/asgi_apps/fastapi_project), driven through its users' flows:
 validated JSON bodies, a cookie login, a streamed response, a WebSocket,
-background tasks, and lifespan startup and shutdown across a reload."""
+background tasks, and lifespan startup and shutdown across a reload, with a
+WebSocket open."""
 
 from __future__ import annotations
 
@@ -99,17 +100,23 @@ def test_asgi_fastapi_background_tasks_run_after_the_response(server: Served) ->
     assert wait_for_file(server.records / f"audit-{item}") == "notified"
 
 
-def test_asgi_fastapi_lifespan_startup_and_shutdown_across_a_reload(server: Served) -> None:
+def test_asgi_fastapi_lifespan_and_an_open_websocket_across_a_reload(server: Served) -> None:
     old = set(server.process.workers())
     assert len(old) == 2
     for pid in old:
         wait_for_file(server.records / f"startup-{pid}")
-    with server.client(keep_alive=False) as client:
+    with server.client(keep_alive=False) as client, \
+            connect(server.ws_url("/live/ws"), open_timeout=10, close_timeout=5) as ws:
         seen = client.get("/").json()
         assert seen["started_by"] == seen["pid"] and seen["pid"] in old
+        assert json.loads(ws.recv(timeout=10)) == {"hello": "anonymous"}
 
-        # HUP: each server replaces its workers; the old ones run lifespan shutdown.
+        # HUP: each server replaces its workers; the old ones close their WebSockets
+        # with 1012 (service restart) and run lifespan shutdown.
         server.process.send(signal.SIGHUP)
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=60)
+        assert closed.value.rcvd.code == 1012
         for pid in old:
             wait_for_file(server.records / f"shutdown-{pid}", timeout=60)
         server.wait_ready(4)
@@ -120,3 +127,6 @@ def test_asgi_fastapi_lifespan_startup_and_shutdown_across_a_reload(server: Serv
             wait_for_file(server.records / f"startup-{pid}")
         seen = client.get("/").json()
         assert seen["started_by"] == seen["pid"] and seen["pid"] in new
+    # The client reconnects, to a new worker.
+    with connect(server.ws_url("/live/ws"), open_timeout=10, close_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=10)) == {"hello": "anonymous"}
