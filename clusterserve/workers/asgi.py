@@ -265,7 +265,9 @@ class AsgiServer(uvicorn.Server):
         self.stopping = True
         self.acceptor.close()
         self._on_channel()  # connections the arbiter passed before the signal
-        self.should_exit = True
+        # Through uvicorn's own exit handler, not by setting should_exit: libraries hook it
+        # to end their endless responses (sse-starlette closes its event streams).
+        self.handle_exit(signal.SIGTERM, None)
 
     def _on_channel(self) -> None:
         messages = self.worker.channel.receive()
