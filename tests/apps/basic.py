@@ -62,3 +62,17 @@ def hoard(environ, start_response):
     _hoard.append(bytearray(64 * 1024 * 1024))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"hoarding {len(_hoard) * 64} MiB in {os.getpid()}\n".encode()]
+
+
+def deaf_to_abort(environ, start_response):
+    """Hangs with SIGABRT blocked on its thread, as a request stuck in C code that
+    never returns to Python would: only SIGKILL ends it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGABRT})
+    try:
+        time.sleep(60)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGABRT})
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"woke up\n"]

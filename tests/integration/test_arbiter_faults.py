@@ -1,0 +1,177 @@
+"""What workers, operators and the environment do to the arbiter: it stays up and in charge.
+
+Each test sends real signals to real processes and checks that the arbiter
+neither exits nor loses track of a worker.
+"""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import children_of, is_alive, kill_tree, wait_until
+
+
+def _request_in_background(server, path, timeout=40.0):
+    """Send one request on a thread; the result (status or exception) lands in a list."""
+    outcome = []
+
+    def send():
+        conn = server.http(timeout=timeout)
+        try:
+            conn.request("GET", path)
+            outcome.append(conn.getresponse().status)
+        except Exception as err:  # noqa: BLE001 - the outcome is what the test looks at
+            outcome.append(err)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.xfail(strict=True, reason="signal.Signals(40) raises ValueError in worker_exits and the arbiter exits")
+def test_a_worker_killed_by_a_real_time_signal_is_replaced(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "2"], workers=2)
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGRTMIN + 6)
+    server.wait_for_log(rf"pid {victim}\) was killed by SIGRTMIN\+6 .*starting a replacement")
+    server.wait_ready(3)
+    assert server.proc.poll() is None
+    assert server.get("/")[0] == 200
+    assert len(server.workers()) == 2 and victim not in server.workers()
+
+
+def _abort_recorder(tmp_path: Path) -> tuple[Path, Path]:
+    record = tmp_path / "aborted"
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(
+        f"RECORD = {str(record)!r}\n"
+        "def worker_abort(worker):\n"
+        "    with open(RECORD, 'a') as f:\n"
+        "        f.write(f'{worker.pid}\\n')\n")
+    return config, record
+
+
+@pytest.mark.xfail(strict=True, reason="a request stuck on the loop thread is never retired")
+def test_a_request_stuck_on_the_loop_thread_aborts_its_worker(start_server, dispatch, tmp_path):
+    """One thread: the request runs on the loop thread, which no SIGTERM can free.  As in
+    gunicorn, the worker is aborted (SIGABRT, the worker_abort hook) at ``timeout``."""
+    config, record = _abort_recorder(tmp_path)
+    server = start_server(["tests.apps.basic:slow", "-w", "1", "--threads", "1", "--timeout", "2",
+                           "--dispatch", dispatch, "-c", str(config)], workers=1)
+    (stuck,) = server.workers()
+    started = time.monotonic()
+    thread, outcome = _request_in_background(server, "/?seconds=30")
+    server.wait_for_log(rf"pid {stuck}\) exited with code 1 .*reason: stuck_request", timeout=15)
+    assert time.monotonic() - started < 8
+    assert record.read_text().split() == [str(stuck)]
+    server.wait_ready(2)
+    assert server.get("/?seconds=0")[0] == 200
+    thread.join(timeout=5)
+    assert outcome and isinstance(outcome[0], Exception)  # its worker was aborted under it
+
+
+@pytest.mark.xfail(strict=True, reason="a request stuck on the loop thread is never retired")
+def test_an_aborted_worker_that_does_not_leave_is_killed(start_server, tmp_path):
+    """SIGABRT is blocked on the thread that runs the stuck request: SIGKILL follows."""
+    server = start_server(["tests.apps.basic:deaf_to_abort", "-w", "1", "--threads", "1",
+                           "--timeout", "2"], workers=1)
+    (stuck,) = server.workers()
+    started = time.monotonic()
+    _request_in_background(server, "/")
+    server.wait_for_log(rf"pid {stuck}\) was killed by SIGKILL .*reason: stuck_request", timeout=20)
+    assert time.monotonic() - started < 10
+    server.wait_ready(2)
+
+
+@pytest.mark.xfail(strict=True, reason="a stopped worker has no kill deadline")
+def test_a_worker_that_ignores_its_stop_is_killed_at_a_deadline(start_server, dispatch):
+    """No heartbeat timeout to catch it: the stop itself has a deadline."""
+    server = start_server(["tests.apps.basic:app", "-w", "2", "--timeout", "0", "--graceful-timeout", "1",
+                           "--dispatch", dispatch], workers=2)
+    frozen = min(server.workers())  # the oldest: the one SIGTTOU retires
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        server.send(signal.SIGTTOU)
+        server.wait_for_log(rf"Retiring worker 1 \(pid {frozen}\)")
+        server.wait_for_log(rf"pid {frozen}\) was killed by SIGKILL", timeout=10)
+    finally:
+        if is_alive(frozen):
+            os.kill(frozen, signal.SIGCONT)
+    assert server.workers() != [] and frozen not in server.workers()
+    assert server.get("/")[0] == 200
+
+
+@pytest.mark.xfail(strict=True, reason="TTIN after a hand-over forks workers onto closed listeners")
+def test_ttin_and_ttou_after_a_usr2_hand_over_are_refused(start_server, tmp_path, dispatch):
+    pidfile = tmp_path / "server.pid"
+    server = start_server(["tests.apps.basic:app", "-w", "1", "--dispatch", dispatch, "-p", str(pidfile)],
+                          workers=1)
+    old_workers = set(server.workers())
+    new_arbiter = None
+    try:
+        server.send(signal.SIGUSR2)
+        server.wait_for_log("SIGUSR2: the new arbiter is ready", timeout=20)
+        new_arbiter = int(pidfile.read_text())
+        assert wait_until(lambda: not old_workers & set(children_of(server.pid)))
+        handed_over = len(server.log())
+        server.send(signal.SIGTTIN)
+        server.wait_for_log(r"SIGTTIN ignored: this arbiter handed its sockets over", after=handed_over)
+        server.send(signal.SIGTTOU)
+        server.wait_for_log(r"SIGTTOU ignored: this arbiter handed its sockets over", after=handed_over)
+        time.sleep(1.5)
+        assert f"[{server.pid}] [INFO] Booting worker" not in server.log()[handed_over:]
+        assert children_of(server.pid) == []
+        assert server.stop() == 0
+    finally:
+        if new_arbiter is not None:
+            kill_tree(new_arbiter)
+
+
+@pytest.mark.xfail(strict=True, reason="every reuseport stop warns 'cannot tell worker N adopt'")
+def test_a_reuseport_stop_tells_no_worker_to_adopt(start_server):
+    server = start_server(["tests.apps.basic:app", "-w", "3", "--dispatch", "reuseport"], workers=3)
+    assert server.get("/")[0] == 200
+    assert server.stop() == 0
+    assert "Graceful stop" in server.log()
+    assert "cannot tell worker" not in server.log()
+
+
+@pytest.mark.xfail(strict=True, reason="a worker's exit seen before the arbiter's own SIGINT starts a replacement")
+def test_int_to_the_workers_just_before_the_arbiter_starts_no_replacement(start_server):
+    """Ctrl-C signals the whole process group; the kernel may deliver it to a worker, which
+    exits, some milliseconds before the arbiter: that exit is part of the stop."""
+    server = start_server(["tests.apps.basic:app", "-w", "4"], workers=4)
+    workers = server.workers()
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    # Reaped by the arbiter (gone from /proc), so it has seen them exit before its own SIGINT.
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+                      timeout=5, interval=0.005)
+    server.send(signal.SIGINT)
+    assert server.wait() == 0
+    assert "starting a replacement" not in server.log()
+    assert "Booting worker 5 " not in server.log()
+
+
+@pytest.mark.xfail(strict=True, reason="HUP keeps variables a new config no longer sets")
+def test_hup_restores_the_environment_a_new_config_no_longer_sets(start_server, tmp_path):
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FROM_FILE=file\n")
+    config = tmp_path / "clusterserve.toml"
+    config.write_text('raw_env = ["DROPPED=raw", "PRESET=overridden"]\n'
+                      f'env_file = "{env_file}"\n')
+    server = start_server(["tests.apps.basic:env", "-w", "1", "-c", str(config)], workers=1,
+                          env={"PRESET": "original"})
+    assert [server.get(f"/{name}")[2] for name in ("DROPPED", "PRESET", "FROM_FILE")] == \
+        [b"raw", b"overridden", b"file"]
+    config.write_text('raw_env = ["KEPT=new"]\n')
+    server.send(signal.SIGHUP)
+    server.wait_for_log("SIGHUP: reload done, generation 2 serves", timeout=20)
+    assert [server.get(f"/{name}")[2] for name in ("DROPPED", "PRESET", "FROM_FILE", "KEPT")] == \
+        [b"<unset>", b"original", b"<unset>", b"new"]
