@@ -51,7 +51,7 @@ from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
                                   bind_reuseport, parse_address)
-from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, unasked
+from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, signal_name, unasked
 from clusterserve.workers.base import EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR, Worker, resolve_interface
 from clusterserve.workers.grace import INTERRUPT_GRACE
 
@@ -803,7 +803,7 @@ class Arbiter:
             self.log.info("SIGUSR1: log files reopened (and the workers told to)")
         elif self.handed_over and signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             self.log.warning("%s ignored: this arbiter handed its sockets over after SIGUSR2; "
-                             "signal the new one", signal.Signals(signum).name)
+                             "signal the new one", signal_name(signum))
         elif signum == signal.SIGHUP and self.state is State.RUNNING:
             self._begin_reload()
         elif signum == signal.SIGUSR2 and self.state is State.RUNNING:

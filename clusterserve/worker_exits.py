@@ -40,15 +40,28 @@ class Why:
         return f"{self.reason.value} ({self.detail})" if self.detail else self.reason.value
 
 
+def signal_name(number: int) -> str:
+    """``SIGSEGV``, ``SIGRTMIN+6``, or ``signal 99``: any number a process can die of.
+
+    ``signal.Signals`` knows only the signals with a name of their own.
+    """
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN < number < signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"
+
+
 def exit_status(code: int) -> str:
     """``code`` as os.waitstatus_to_exitcode gives it: negative for a signal."""
-    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
 
 
 def unasked(code: int) -> Why:
     """The reason of a worker that died without being told to."""
     if code < 0:
-        return Why(ExitReason.CRASH, signal.Signals(-code).name)
+        return Why(ExitReason.CRASH, signal_name(-code))
     return Why(ExitReason.CRASH if code else ExitReason.EXIT, f"exit code {code}")
 
 

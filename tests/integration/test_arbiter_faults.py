@@ -34,7 +34,6 @@ def _request_in_background(server, path, timeout=40.0):
     return thread, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="signal.Signals(40) raises ValueError in worker_exits and the arbiter exits")
 def test_a_worker_killed_by_a_real_time_signal_is_replaced(start_server):
     server = start_server(["tests.apps.basic:app", "-w", "2"], workers=2)
     victim = server.workers()[0]
