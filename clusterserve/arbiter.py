@@ -37,7 +37,8 @@ from typing import Any
 
 from clusterserve import __version__, daemon, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
-from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
+from clusterserve.channel import (ABORT, ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE,
+                                  RETIRE, Channel)
 from clusterserve.config import Config, ConfigError, load_config
 from clusterserve.config.settings import WORKER_CLASSES
 from clusterserve.control.control_socket import ControlSocket
@@ -60,8 +61,11 @@ EXIT_FAILURE = 1
 # A worker that failed to boot exits with one of these: its app cannot load, or a setting contradicts it.
 BOOT_ERROR_CODES = (EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR)
 
-# A worker killed for a missed heartbeat gets this long after SIGABRT before SIGKILL.
+# An aborted worker (a missed heartbeat, a request stuck on its loop thread) gets this
+# long after SIGABRT before SIGKILL.
 ABORT_GRACE = 2.0
+# A worker asked to stop gets graceful_timeout plus this long before SIGKILL.
+STOP_GRACE = 2.0
 # A fast stop waits at most this long (or graceful_timeout, if shorter) before SIGKILL.
 FAST_STOP_GRACE = 5.0
 # After the first SIGINT's bound, workers still running get this long to stop by
@@ -104,7 +108,9 @@ class WorkerHandle:
     ready: bool = False
     retiring: bool = False
     stop_when_replaced: bool = False  # retiring, but serving until a replacement is ready
-    kill_at: float | None = None  # SIGKILL if still alive by then
+    kill_at: float | None = None  # SIGKILL if still alive by then (set when it is told to go)
+    aborted: bool = False  # SIGABRT sent
+    killed: bool = False  # SIGKILL sent
     boot_error: str | None = None
     why: Why | None = None  # why the arbiter stops it, once it decided to
     slot: int | None = None  # reuseport mode: whose sockets it accepts on
@@ -455,6 +461,9 @@ class Arbiter:
             elif message.kind == RETIRE and self.state is State.RUNNING:
                 self._replace(handle, Why(ExitReason(message.fields["reason"]),
                                           str(message.fields.get("detail", ""))))
+            elif message.kind == ABORT:
+                self._abort(handle, Why(ExitReason(message.fields["reason"]),
+                                        str(message.fields.get("detail", ""))))
             for fd in message.fds:
                 os.close(fd)
         self._dispatch()
@@ -523,7 +532,9 @@ class Arbiter:
                 return
         else:
             self.log.warning("%s; starting a replacement", line)
-        if code != 0 and time.monotonic() - handle.started < HEALTHY_UPTIME:
+        # An early crash backs off; a worker aborted for a stuck request did nothing wrong at boot.
+        if code != 0 and why.reason is not ExitReason.STUCK_REQUEST and \
+                time.monotonic() - handle.started < HEALTHY_UPTIME:
             self.crash_streak += 1
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.crash_streak - 1))
             self.respawn_at = time.monotonic() + delay
@@ -531,18 +542,38 @@ class Arbiter:
 
     def _check_heartbeats(self, now: float) -> None:
         timeout = self.cfg.timeout
+        if not timeout:
+            return
         for handle in list(self.workers.values()):
-            if handle.kill_at is not None:
-                if now >= handle.kill_at:
-                    self._kill(handle, signal.SIGKILL)
-                    handle.kill_at = float("inf")
-                continue
-            if timeout and now - handle.last_heartbeat > timeout:
-                handle.why = Why(ExitReason.TIMEOUT, f"no heartbeat for {timeout}s")
+            if not handle.aborted and now - handle.last_heartbeat > timeout:
                 self.log.error("Worker %d (pid %d) timed out: no heartbeat for %ds; aborting",
                                handle.age, handle.pid, timeout)
-                self._kill(handle, signal.SIGABRT)
-                handle.kill_at = now + ABORT_GRACE
+                self._abort(handle, Why(ExitReason.TIMEOUT, f"no heartbeat for {timeout}s"))
+
+    def _check_kill_deadlines(self, now: float) -> None:
+        """SIGKILL every worker still alive past the deadline it was given when told to go."""
+        for handle in self.workers.values():
+            if handle.kill_at is not None and now >= handle.kill_at and not handle.killed:
+                self.log.warning("Worker %d (pid %d) did not go by its deadline; killing it",
+                                 handle.age, handle.pid)
+                handle.killed = True
+                self._kill(handle, signal.SIGKILL)
+
+    def _abort(self, handle: WorkerHandle, why: Why) -> None:
+        """SIGABRT (the worker runs its worker_abort hook and exits), SIGKILL if it has not
+        gone ABORT_GRACE seconds later; it is replaced when it is gone, unless it was leaving."""
+        if handle.aborted:
+            return
+        if why.reason is not ExitReason.TIMEOUT:
+            self.log.error("Worker %d (pid %d) aborted; reason: %s", handle.age, handle.pid, why)
+        handle.why = why
+        handle.aborted = True
+        handle.stop_when_replaced = False
+        self._set_kill_deadline(handle, time.monotonic() + ABORT_GRACE)
+        self._kill(handle, signal.SIGABRT)
+
+    def _set_kill_deadline(self, handle: WorkerHandle, deadline: float) -> None:
+        handle.kill_at = deadline if handle.kill_at is None else min(handle.kill_at, deadline)
 
     def _kill(self, handle: WorkerHandle, sig: int) -> None:
         try:
@@ -563,6 +594,7 @@ class Arbiter:
         notice is waiting on its channel when the signal arrives)."""
         if self.dispatcher is not None and any(not h.retiring for h in self.workers.values()):
             handle.channel.send(MAY_HAND_BACK)
+        self._set_kill_deadline(handle, time.monotonic() + self.cfg.graceful_timeout + STOP_GRACE)
         self._kill(handle, signal.SIGTERM)
 
     def _replace(self, handle: WorkerHandle, why: Why) -> None:
@@ -856,6 +888,7 @@ class Arbiter:
                 endpoint.expire(now)
         if self.statsd is not None:
             self.statsd.gauge("workers", len(self.workers))
+        self._check_kill_deadlines(now)
         if self.state is State.RUNNING:
             self._check_heartbeats(now)
             self._check_memory()

@@ -5,7 +5,8 @@ descriptor (``SCM_RIGHTS``) with its message.  Messages are small JSON
 objects with a ``kind``.  End of file means the other side is gone.
 
 Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``, ``retire`` (asks
-for a replacement, after which the arbiter stops it); in
+for a replacement, after which the arbiter stops it), ``abort`` (asks to be
+aborted at once: a request holds the loop thread that a stop would need); in
 ``round-robin`` mode also ``report`` (the connections it took, before it
 reads them; and once per loop turn, how many it closed and whether it has
 room now),
@@ -35,6 +36,7 @@ READY = "ready"
 BOOT_ERROR = "boot_error"
 HEARTBEAT = "heartbeat"
 RETIRE = "retire"
+ABORT = "abort"
 CONNECTION = "connection"
 REPORT = "report"
 DECLINE = "decline"

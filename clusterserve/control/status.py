@@ -22,7 +22,7 @@ class WorkerView(Protocol):
     ready: bool
     retiring: bool
     stop_when_replaced: bool
-    kill_at: float | None
+    aborted: bool
     requests: int
     accepted: int
     open_connections: int
@@ -82,8 +82,8 @@ class ServerStatus:
 
 
 def worker_state(handle: WorkerView) -> str:
-    if handle.kill_at is not None:
-        return "aborting"  # missed heartbeats: SIGABRT sent, SIGKILL next
+    if handle.aborted:
+        return "aborting"  # SIGABRT sent, SIGKILL next
     if not handle.ready:
         return "booting"
     if handle.stop_when_replaced:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from clusterserve import app as app_loader
 from clusterserve import logs, process, signals
-from clusterserve.channel import BOOT_ERROR, HEARTBEAT, READY, RETIRE, Channel
+from clusterserve.channel import ABORT, BOOT_ERROR, HEARTBEAT, READY, RETIRE, Channel
 from clusterserve.config import Config
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.control.statsd import StatsdClient
@@ -80,6 +80,7 @@ class Worker:
         self.request_stats: RequestStats | None = None
         self.retire_requested = False
         self.interrupt_seen = False
+        self.abort_requested = False
         self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter) \
             if cfg.max_requests else 0
 
@@ -170,10 +171,9 @@ class Worker:
         logs.reopen_files()
 
     def abort(self) -> None:
-        """SIGABRT: the arbiter saw no heartbeat for ``timeout`` seconds."""
+        """SIGABRT: no heartbeat for ``timeout`` seconds, or a request stuck on the loop thread."""
         run_hook(self.cfg, "worker_abort", self)
         raise SystemExit(1)
-
 
     def ask_to_retire(self, why: Why) -> None:
         """Ask the arbiter for a replacement; it sends SIGTERM once that one is ready."""
@@ -181,6 +181,13 @@ class Worker:
             self.retire_requested = True
             self.log.info("worker %s asks to retire; reason: %s", self.pid, why)
             self.channel.send(RETIRE, reason=why.reason.value, detail=why.detail)
+
+    def ask_to_be_aborted(self, why: Why) -> None:
+        """Ask the arbiter for SIGABRT now: a request holds the thread a stop would need."""
+        if not self.abort_requested:
+            self.abort_requested = True
+            self.log.error("worker %s asks to be aborted; reason: %s", self.pid, why)
+            self.channel.send(ABORT, reason=why.reason.value, detail=why.detail)
 
     def heartbeat(self, accepted: int, open_connections: int, in_flight: int) -> None:
         """Tell the arbiter this worker is alive, with its counts for status and metrics."""

@@ -16,7 +16,7 @@ itself.  Handing a request to another thread and back costs two GIL
 hand-overs and a wake-up; running it in place, the worker spends about a
 third less CPU per request.  While a request runs, a watchdog thread
 sends the heartbeats and notices a request stuck for longer than
-``timeout``, as the loop does for the pool.
+``timeout``; such a worker is aborted, since no other thread can stop it.
 """
 
 from __future__ import annotations
@@ -410,9 +410,11 @@ class WsgiServer:
         return now - connection.app_started > self.stuck_after
 
     def _retire_for(self, connection: HttpConnection) -> None:
-        self.worker.ask_to_retire(Why(
-            ExitReason.STUCK_REQUEST,
-            f"a request from {connection.peer} has run for more than {self.stuck_after:g}s"))
+        self.worker.ask_to_retire(self._stuck_reason(connection))
+
+    def _stuck_reason(self, connection: HttpConnection) -> Why:
+        return Why(ExitReason.STUCK_REQUEST,
+                   f"a request from {connection.peer} has run for more than {self.stuck_after:g}s")
 
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
@@ -459,8 +461,10 @@ class WsgiServer:
 
     def _watch_inline_requests(self) -> None:
         """The watchdog thread (no pool): when the loop is busy with requests and its
-        heartbeat is due, send it, and ask to retire when the request is stuck.  A loop
-        that neither serves nor turns gets no heartbeat: the arbiter then aborts it."""
+        heartbeat is due, send it.  A request stuck on the loop thread leaves no thread
+        to stop the worker with, so the worker asks to be aborted, as gunicorn aborts a
+        sync worker at ``timeout``.  A loop that neither serves nor turns gets no
+        heartbeat: the arbiter then aborts it too."""
         interval = self.worker.heartbeat_interval
         while not self.stopping or self.connections:
             time.sleep(interval)
@@ -469,7 +473,7 @@ class WsgiServer:
             if busy and now - self.heartbeat_at >= interval:
                 self._heartbeat()
             if connection is not None and self._is_stuck(connection, now):
-                self._retire_for(connection)
+                self.worker.ask_to_be_aborted(self._stuck_reason(connection))
 
     def _on_app_finished(self) -> None:
         try:

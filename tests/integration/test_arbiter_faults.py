@@ -56,7 +56,6 @@ def _abort_recorder(tmp_path: Path) -> tuple[Path, Path]:
     return config, record
 
 
-@pytest.mark.xfail(strict=True, reason="a request stuck on the loop thread is never retired")
 def test_a_request_stuck_on_the_loop_thread_aborts_its_worker(start_server, dispatch, tmp_path):
     """One thread: the request runs on the loop thread, which no SIGTERM can free.  As in
     gunicorn, the worker is aborted (SIGABRT, the worker_abort hook) at ``timeout``."""
@@ -75,7 +74,6 @@ def test_a_request_stuck_on_the_loop_thread_aborts_its_worker(start_server, disp
     assert outcome and isinstance(outcome[0], Exception)  # its worker was aborted under it
 
 
-@pytest.mark.xfail(strict=True, reason="a request stuck on the loop thread is never retired")
 def test_an_aborted_worker_that_does_not_leave_is_killed(start_server, tmp_path):
     """SIGABRT is blocked on the thread that runs the stuck request: SIGKILL follows."""
     server = start_server(["tests.apps.basic:deaf_to_abort", "-w", "1", "--threads", "1",
@@ -88,7 +86,6 @@ def test_an_aborted_worker_that_does_not_leave_is_killed(start_server, tmp_path)
     server.wait_ready(2)
 
 
-@pytest.mark.xfail(strict=True, reason="a stopped worker has no kill deadline")
 def test_a_worker_that_ignores_its_stop_is_killed_at_a_deadline(start_server, dispatch):
     """No heartbeat timeout to catch it: the stop itself has a deadline."""
     server = start_server(["tests.apps.basic:app", "-w", "2", "--timeout", "0", "--graceful-timeout", "1",

@@ -164,19 +164,16 @@ def test_a_stuck_request_gets_its_worker_replaced(start_server, dispatch):
 
 def test_a_long_request_on_the_loop_thread_keeps_its_worker_alive(start_server, dispatch):
     """With one thread the request runs on the loop thread: the watchdog thread sends the
-    heartbeats meanwhile, and asks for a replacement once it has run past the timeout."""
-    server = start_server(["tests.apps.basic:slow", "-w", "1", "--threads", "1", "--timeout", "2",
+    heartbeats meanwhile, so a request shorter than the timeout finishes in peace."""
+    server = start_server(["tests.apps.basic:slow", "-w", "1", "--threads", "1", "--timeout", "3",
                            "--dispatch", dispatch], workers=1)
-    (old,) = server.workers()
+    (worker,) = server.workers()
     conn = server.http(timeout=30)
-    conn.request("GET", "/?seconds=5")
-    server.wait_for_log(r"has run for more than 2s", timeout=10)
+    conn.request("GET", "/?seconds=2.5")  # heartbeats are due every 0.75 s
     response = conn.getresponse()
-    assert response.status == 200 and response.read() == b"slept 5.0\n"
-    assert "no heartbeat" not in server.log()
-    server.wait_for_log(rf"pid {old}\) exited with code 0", timeout=15)
-    assert wait_until(lambda: len(server.workers()) == 1 and old not in server.workers())
-    assert server.get("/?seconds=0")[0] == 200
+    assert response.status == 200 and response.read() == b"slept 2.5\n"
+    assert "no heartbeat" not in server.log() and "abort" not in server.log()
+    assert server.workers() == [worker]
 
 
 def test_a_worker_over_max_worker_memory_is_replaced(start_server, dispatch):
