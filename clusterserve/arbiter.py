@@ -821,6 +821,9 @@ class Arbiter:
             self._begin_stop(graceful=False)
         elif signum == signal.SIGCHLD:
             pass  # reaped in _tick
+        elif self.handed_over and signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            self.log.warning("%s ignored: this arbiter handed its sockets over after SIGUSR2; "
+                             "signal the new one", signal_name(signum))
         elif signum == signal.SIGTTIN and self.state is State.RUNNING:
             self._scale_to(self.num_workers + 1, "SIGTTIN")
         elif signum == signal.SIGTTOU and self.state is State.RUNNING:
@@ -833,9 +836,6 @@ class Arbiter:
             for handle in self.workers.values():
                 self._kill(handle, signal.SIGUSR1)
             self.log.info("SIGUSR1: log files reopened (and the workers told to)")
-        elif self.handed_over and signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            self.log.warning("%s ignored: this arbiter handed its sockets over after SIGUSR2; "
-                             "signal the new one", signal_name(signum))
         elif signum == signal.SIGHUP and self.state is State.RUNNING:
             self._begin_reload()
         elif signum == signal.SIGUSR2 and self.state is State.RUNNING:
