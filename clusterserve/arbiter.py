@@ -506,7 +506,7 @@ class Arbiter:
         if self.dispatcher is not None:
             self.dispatcher.remove_worker(handle.pid)
             self._dispatch()
-        if not handle.retiring:
+        if not handle.retiring and self.state is State.RUNNING:
             self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
         run_hook(self.cfg, "child_exit", self, handle)
         if handle.why is None and (handle.boot_error is not None or code in BOOT_ERROR_CODES):

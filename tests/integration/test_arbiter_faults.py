@@ -128,7 +128,6 @@ def test_ttin_and_ttou_after_a_usr2_hand_over_are_refused(start_server, tmp_path
             kill_tree(new_arbiter)
 
 
-@pytest.mark.xfail(strict=True, reason="every reuseport stop warns 'cannot tell worker N adopt'")
 def test_a_reuseport_stop_tells_no_worker_to_adopt(start_server):
     server = start_server(["tests.apps.basic:app", "-w", "3", "--dispatch", "reuseport"], workers=3)
     assert server.get("/")[0] == 200
