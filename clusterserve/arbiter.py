@@ -73,6 +73,11 @@ FAST_STOP_GRACE = 5.0
 INTERRUPT_MARGIN = 1.0
 # A worker that dies sooner than this after it started counts as a crash for back-off.
 HEALTHY_UPTIME = 5.0
+# A worker that exits unasked as if told to stop (code 0, or SIGINT, SIGTERM, SIGQUIT) is
+# judged this long after it is reaped: a Ctrl-C reaches the whole process group, and the
+# kernel may deliver it to a worker, which exits, before it reaches the arbiter.
+STOP_SIGNAL_SETTLE = 0.5
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 MAX_BACKOFF = 30.0
 TICK = 1.0
 # While only connections and their acknowledgements flow, housekeeping (reaping,
@@ -124,6 +129,15 @@ class WorkerHandle:
 
 
 @dataclass
+class ReapedWorker:
+    """A worker that is gone, its exit to be judged (logged, replaced or not) at ``judge_at``."""
+
+    handle: WorkerHandle
+    code: int
+    judge_at: float
+
+
+@dataclass
 class Reload:
     """A HUP in progress: the generation booting, and what to go back to if it fails."""
 
@@ -152,6 +166,7 @@ class Arbiter:
         self.num_workers = cfg.workers
         self.scaled: int | None = None  # the count TTIN, TTOU or ctl scale set; kept across HUP
         self.workers: dict[int, WorkerHandle] = {}
+        self.reaped: list[ReapedWorker] = []  # gone, not judged yet; nothing starts meanwhile
         self.listeners: list[Listener] = []
         self.app: Any = None
         self.poller = Poller()
@@ -492,23 +507,39 @@ class Arbiter:
                 return
             handle = self.workers.pop(pid, None)
             if handle is not None:
-                self._worker_exited(handle, os.waitstatus_to_exitcode(status))
+                code = os.waitstatus_to_exitcode(status)
+                self._forget_worker(handle)
+                settle = STOP_SIGNAL_SETTLE if handle.why is None and self.state is State.RUNNING \
+                    and (code == 0 or -code in STOP_SIGNALS) else 0.0
+                self.reaped.append(ReapedWorker(handle, code, time.monotonic() + settle))
             elif self.successor is not None and pid == self.successor.pid:
                 self._upgrade_failed(f"it exited with code {os.waitstatus_to_exitcode(status)}")
             # anything else: an orphan we adopted as PID 1, or a stray child
 
-    def _worker_exited(self, handle: WorkerHandle, code: int) -> None:
+    def _forget_worker(self, handle: WorkerHandle) -> None:
+        """A worker is gone: read what it said last, close its channel, requeue its connections."""
         if handle.channel.fileno() in self.poller:
-            self._on_worker_message(handle)  # read what it said last
+            self._on_worker_message(handle)
             self.poller.remove(handle.channel.fileno())
         handle.channel.close()
         self.gone_workers_requests.add(handle.stats)
         if self.dispatcher is not None:
             self.dispatcher.remove_worker(handle.pid)
             self._dispatch()
+        run_hook(self.cfg, "child_exit", self, handle)
+
+    def _judge_exits(self, now: float) -> None:
+        """Log and act on the exits that are due (all of them once the server stops)."""
+        waiting, self.reaped = self.reaped, []
+        for reaped in waiting:
+            if reaped.judge_at <= now or self.state is not State.RUNNING:
+                self._worker_exited(reaped.handle, reaped.code)
+            else:
+                self.reaped.append(reaped)
+
+    def _worker_exited(self, handle: WorkerHandle, code: int) -> None:
         if not handle.retiring and self.state is State.RUNNING:
             self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
-        run_hook(self.cfg, "child_exit", self, handle)
         if handle.why is None and (handle.boot_error is not None or code in BOOT_ERROR_CODES):
             # The worker logged the whole error; its last line says enough here.
             handle.why = Why(ExitReason.BOOT_ERROR, _last_line(handle.boot_error) if handle.boot_error
@@ -874,13 +905,17 @@ class Arbiter:
         # last copy closes, new connections are refused rather than queued.
         for listener in self._all_listeners():
             listener.sock.close()
+        why = Why(ExitReason.STOP, "graceful stop" if graceful else "fast stop")
+        for reaped in self.reaped:  # gone just before the stop: part of it (a Ctrl-C)
+            reaped.handle.why = reaped.handle.why or why
         for handle in self.workers.values():
-            handle.why = handle.why or Why(ExitReason.STOP, "graceful stop" if graceful else "fast stop")
+            handle.why = handle.why or why
             self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _tick(self) -> None:
         self._reap()
         now = time.monotonic()
+        self._judge_exits(now)
         self.worker_news = False
         self.next_housekeeping = now + HOUSEKEEPING_EVERY
         for endpoint in (self.control, self.metrics):
@@ -895,7 +930,7 @@ class Arbiter:
             self._check_reload()
             self._stop_replaced()
             missing = self.num_workers - len(self._current())
-            if missing > 0 and now >= self.respawn_at:
+            if missing > 0 and now >= self.respawn_at and not self.reaped:
                 for _ in range(missing):
                     self._spawn()
             if not self.announced_ready and self.workers and all(h.ready for h in self.workers.values()):
@@ -925,6 +960,8 @@ class Arbiter:
         wake = min(now + TICK, self.stop_deadline)
         if self.state is State.RUNNING and self.respawn_at > now:
             wake = min(wake, self.respawn_at)
+        for reaped in self.reaped:
+            wake = min(wake, reaped.judge_at)
         return max(0.0, wake - now)
 
     # -- the control socket's commands (see control.control_socket) ---------------

@@ -136,7 +136,6 @@ def test_a_reuseport_stop_tells_no_worker_to_adopt(start_server):
     assert "cannot tell worker" not in server.log()
 
 
-@pytest.mark.xfail(strict=True, reason="a worker's exit seen before the arbiter's own SIGINT starts a replacement")
 def test_int_to_the_workers_just_before_the_arbiter_starts_no_replacement(start_server):
     """Ctrl-C signals the whole process group; the kernel may deliver it to a worker, which
     exits, some milliseconds before the arbiter: that exit is part of the stop."""
