@@ -169,14 +169,21 @@ def prepare_environment(cfg: Any) -> None:
     ``chdir`` is applied, and the working directory and ``pythonpath`` go first
     on ``sys.path``.
     """
+    os.environ.update(environment_of(cfg))
+    prepare_import_path(cfg.chdir, cfg.pythonpath)
+
+
+def environment_of(cfg: Any) -> dict[str, str]:
+    """The variables ``env_file`` and ``raw_env`` set (``raw_env`` wins)."""
+    values: dict[str, str] = {}
     if cfg.env_file:
         from dotenv import dotenv_values
 
-        os.environ.update({k: v for k, v in dotenv_values(cfg.env_file).items() if v is not None})
+        values.update({k: v for k, v in dotenv_values(cfg.env_file).items() if v is not None})
     for assignment in cfg.raw_env:
         key, _, value = assignment.partition("=")
-        os.environ[key] = value
-    prepare_import_path(cfg.chdir, cfg.pythonpath)
+        values[key] = value
+    return values
 
 
 def load_configured_app(cfg: Any) -> Callable[..., Any]:

@@ -144,6 +144,7 @@ class Reload:
     generation: int
     previous_cfg: Config
     previous_workers: int
+    previous_environment: dict[str, str]  # what raw_env and env_file had set
 
 
 class Arbiter:
@@ -166,6 +167,10 @@ class Arbiter:
         self.num_workers = cfg.workers
         self.scaled: int | None = None  # the count TTIN, TTOU or ctl scale set; kept across HUP
         self.workers: dict[int, WorkerHandle] = {}
+        # The environment as the arbiter found it, and what raw_env and env_file set on
+        # top: a HUP undoes the one before applying the new config's (as gunicorn does).
+        self.environment_at_start = dict(os.environ)
+        self.environment_set: dict[str, str] = {}
         self.reaped: list[ReapedWorker] = []  # gone, not judged yet; nothing starts meanwhile
         self.listeners: list[Listener] = []
         self.app: Any = None
@@ -216,7 +221,8 @@ class Arbiter:
     def _start(self) -> bool:
         cfg = self.cfg
         os.umask(cfg.umask)
-        app_loader.prepare_environment(cfg)
+        self._set_environment(app_loader.environment_of(cfg))
+        app_loader.prepare_import_path(cfg.chdir, cfg.pythonpath)
         run_hook(self.cfg, "on_starting", self)
         try:
             shown = self._bind()
@@ -688,10 +694,14 @@ class Arbiter:
         here = os.getcwd()
         # Relative paths on the command line mean what they meant at start.
         os.chdir(self.start_directory)
+        previous_environment = self.environment_set
+        self._set_environment({})  # the config is read in the environment it was read in at start
         try:
             cfg = load_config(self.argv)
-            app_loader.prepare_environment(cfg)  # raw_env, env_file, chdir, pythonpath again
+            self._set_environment(app_loader.environment_of(cfg))
+            app_loader.prepare_import_path(cfg.chdir, cfg.pythonpath)
         except (ConfigError, app_loader.AppLoadError) as err:
+            self._set_environment(previous_environment)
             os.chdir(here)
             self.log.error("SIGHUP: configuration error, the running workers stay: %s", err)
             return
@@ -707,9 +717,10 @@ class Arbiter:
             for handle in self._generation(superseded.generation):
                 self._retire(handle, Why(ExitReason.RELOAD,
                                          "its reload was superseded by a newer SIGHUP"))
-            self.reload = Reload(self.generation + 1, superseded.previous_cfg, superseded.previous_workers)
+            self.reload = Reload(self.generation + 1, superseded.previous_cfg, superseded.previous_workers,
+                                 superseded.previous_environment)
         else:
-            self.reload = Reload(self.generation + 1, self.cfg, self.num_workers)
+            self.reload = Reload(self.generation + 1, self.cfg, self.num_workers, previous_environment)
         run_hook(cfg, "on_reload", self)
         count = self._workers_after_reload(cfg)
         self.cfg = cfg
@@ -729,6 +740,16 @@ class Arbiter:
         if cfg.workers != self.cfg.workers:
             self.scaled = None
         return cfg.workers if self.scaled is None else self.scaled
+
+    def _set_environment(self, values: dict[str, str]) -> None:
+        """Undo what the last config set in os.environ, then set ``values``."""
+        for key in self.environment_set:
+            if key in self.environment_at_start:
+                os.environ[key] = self.environment_at_start[key]
+            else:
+                os.environ.pop(key, None)
+        os.environ.update(values)
+        self.environment_set = dict(values)
 
     def _generation(self, generation: int) -> list[WorkerHandle]:
         return [h for h in self.workers.values() if h.generation == generation and not h.retiring]
@@ -765,6 +786,7 @@ class Arbiter:
             if self.slots is not None and handle.slot is not None and handle.slot not in previous_slots:
                 self.slots.vacate(handle.slot)
         self.cfg = failed.previous_cfg
+        self._set_environment(failed.previous_environment)
         self._set_worker_count(failed.previous_workers)
         for handle in self.workers.values():
             if not handle.retiring:
