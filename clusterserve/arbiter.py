@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, daemon, logs, process, reloader, signals, systemd, tls, upgrade
+from clusterserve import __version__, daemon, log_output, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import (ABORT, ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE,
                                   RETIRE, Channel)
@@ -935,6 +935,7 @@ class Arbiter:
             self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _tick(self) -> None:
+        log_output.flush_all()  # what waits for a log pipe that was blocked
         self._reap()
         now = time.monotonic()
         self._judge_exits(now)

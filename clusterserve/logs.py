@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any, TextIO
 
+from clusterserve.log_output import NonBlockingOutput
+
 log = logging.getLogger("clusterserve")
 access_log = logging.getLogger("clusterserve.access")
 # The ASGI worker runs uvicorn's code, which logs its errors (a failing
@@ -115,9 +117,17 @@ def _reopen(handler: logging.FileHandler) -> None:
 
 
 def _handler(path: str, default_stream: TextIO) -> logging.Handler:
-    if path == "-":
-        return logging.StreamHandler(default_stream)
+    if path == "-":  # a pipe to journald or docker, often: a stalled reader must not stall us
+        return logging.StreamHandler(NonBlockingOutput(default_stream, _drop_notice))
     return logging.FileHandler(path, encoding="utf-8")
+
+
+def _drop_notice(count: int) -> str:
+    """The error log line that says how many lines a blocked output lost."""
+    record = logging.LogRecord(log.name, logging.WARNING, __file__, 0,
+                               "%d log %s dropped: the output was blocked", (
+                                   count, "line was" if count == 1 else "lines were"), None)
+    return logging.Formatter(ERROR_FORMAT, DATE_FORMAT).format(record) + "\n"
 
 
 def _capture_output(path: str | None) -> None:

@@ -236,10 +236,10 @@ def _control(path: Path, command: dict, timeout: float = 5.0) -> dict:
     return json.loads(reply)
 
 
-@pytest.mark.xfail(strict=True, reason="the arbiter blocks writing its log to a full pipe")
 def test_a_blocked_log_pipe_does_not_freeze_the_arbiter(tmp_path):
-    """journald or a docker log pipe whose reader stalls: the arbiter goes on, drops what it
-    cannot write, and says how much it dropped once the pipe drains."""
+    """journald or a docker log pipe whose reader stalls: the arbiter goes on, and what it
+    logged meanwhile comes out once the pipe drains (tests/unit/test_log_output.py: what
+    it drops past its bound, and says so)."""
     read_end, write_end = os.pipe()
     control = tmp_path / "ctl.sock"
     env = {k: v for k, v in os.environ.items() if k not in OUTSIDE_SETTINGS}
@@ -265,8 +265,7 @@ def test_a_blocked_log_pipe_does_not_freeze_the_arbiter(tmp_path):
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         output.drain()
         proc.send_signal(signal.SIGTTIN)
-        output.read_until(r"\[WARNING\] \d+ log lines? (was|were) dropped: the output was blocked")
-        output.read_until(r"SIGTTIN: now 3 workers")
+        output.read_until(rf"(?s)pid {victim}\) was killed by SIGKILL.*SIGTTIN: now 3 workers")
         proc.send_signal(signal.SIGTERM)
         output.read_until(r"Shutting down: exit code 0")
         assert proc.wait(timeout=10) == 0
