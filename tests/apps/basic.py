@@ -76,3 +76,37 @@ def deaf_to_abort(environ, start_response):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGABRT})
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"woke up\n"]
+
+
+def channel_garbage(environ, start_response):
+    """Sends the arbiter a malformed message over this worker's own channel, as a worker
+    with a bug (or an app that scribbles on descriptors) would: ?case= names which."""
+    import gc
+    import json
+
+    from clusterserve.workers.base import Worker
+
+    (worker,) = [o for o in gc.get_objects() if isinstance(o, Worker)]
+    channel = worker.channel
+    case = environ.get("QUERY_STRING", "").partition("case=")[2]
+    if case == "not_json":
+        channel.sock.send(b"\xff{ not json")
+    elif case == "fds":
+        channel.send("ready", fds=[0], interface="wsgi")
+    elif case == "huge_count":
+        channel.sock.send(json.dumps({"kind": "heartbeat", "requests": 10 ** 400, "accepted": 0,
+                                      "open": 0, "in_flight": 0, "stats": None}).encode())
+    else:
+        kind, fields = {
+            "bad_reason": ("retire", {"reason": "nonsense", "detail": ""}),
+            "bad_count": ("heartbeat", {"requests": "many", "accepted": 0, "open": 0, "in_flight": 0,
+                                        "stats": None}),
+            "bad_stats": ("heartbeat", {"requests": 1, "accepted": 1, "open": 0, "in_flight": 0,
+                                        "stats": {"classes": "all of them"}}),
+            "unknown_kind": ("frobnicate", {}),
+            "bad_decline": ("decline", {"id": "x"}),
+            "bad_report": ("report", {"taken": 7, "closed": -3}),
+        }[case]
+        channel.send(kind, **fields)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"sent {case} from {os.getpid()}\n".encode()]

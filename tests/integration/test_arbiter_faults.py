@@ -7,6 +7,7 @@ neither exits nor loses track of a worker.
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -279,3 +280,45 @@ def test_a_blocked_log_pipe_does_not_freeze_the_arbiter(tmp_path):
         proc.wait(timeout=10)
         os.close(read_end)
         os.close(write_end)
+
+
+GARBAGE = ["not_json", "fds", "huge_count", "bad_reason", "bad_count", "bad_stats", "unknown_kind",
+           "bad_decline", "bad_report"]
+
+
+@pytest.mark.xfail(strict=True, reason="garbage from a worker is trusted, ignored, or stops the arbiter")
+@pytest.mark.parametrize(("case", "mode"), [(case, "round-robin") for case in GARBAGE] +
+                         [("bad_reason", "shared"), ("bad_count", "reuseport")])
+def test_a_worker_that_sends_garbage_is_replaced(start_server, case, mode):
+    server = start_server(["tests.apps.basic:channel_garbage", "-w", "2", "--dispatch", mode], workers=2)
+    status, _, body = server.get(f"/?case={case}")
+    assert status == 200
+    sender = int(body.split()[-1])
+    server.wait_for_log(rf"Worker \d \(pid {sender}\) sent a malformed message: .*; replacing it")
+    server.wait_for_log(rf"pid {sender}\) exited with code 0 .*reason: bad_message")
+    assert wait_until(lambda: len(server.workers()) == 2 and sender not in server.workers())
+    assert server.proc.poll() is None
+    assert server.log().count("Traceback") == 0
+    assert server.get("/?case=unknown_kind")[0] == 200  # and the next one is replaced too
+
+
+@pytest.mark.xfail(strict=True, reason="an exception in the arbiter's loop stops the server")
+def test_the_same_failure_every_tick_is_logged_once_and_backed_off(start_server):
+    """The arbiter cannot fork more workers (its descriptor limit is reached): it says so
+    with one traceback, once that it backs off, serves on, and recovers when it can."""
+    server = start_server(["tests.apps.basic:app", "-w", "1", "--timeout", "0"], workers=1)
+    in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
+    soft, hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use + 1, hard))  # a socketpair takes 2
+    server.send(signal.SIGTTIN)
+    server.wait_for_log(r"SIGTTIN: now 2 workers")
+    server.wait_for_log(r"starting a worker keeps failing .*; retrying in", timeout=10)
+    time.sleep(3)
+    assert server.proc.poll() is None
+    assert server.log().count("Traceback") == 1
+    assert server.log().count("keeps failing") == 1
+    assert server.get("/")[0] == 200
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    server.wait_for_log(r"starting a worker works again", timeout=70)
+    server.wait_ready(2)
+    assert len(server.workers()) == 2
