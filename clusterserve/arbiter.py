@@ -31,16 +31,17 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from clusterserve import __version__, daemon, log_output, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import (ABORT, ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE,
-                                  RETIRE, Channel)
+                                  RETIRE, Channel, Message)
 from clusterserve.config import Config, ConfigError, load_config
 from clusterserve.config.settings import WORKER_CLASSES
+from clusterserve.containment import Breaker, Unrecoverable
 from clusterserve.control.control_socket import ControlSocket
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.control.statsd import StatsdClient
@@ -53,6 +54,7 @@ from clusterserve.signals import SignalQueue
 from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
                                   bind_reuseport, parse_address)
 from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, signal_name, unasked
+from clusterserve.worker_messages import problem
 from clusterserve.workers.base import EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR, Worker, resolve_interface
 from clusterserve.workers.grace import INTERRUPT_GRACE
 
@@ -71,6 +73,8 @@ FAST_STOP_GRACE = 5.0
 # After the first SIGINT's bound, workers still running get this long to stop by
 # themselves (they got SIGINT from the terminal too) before the arbiter sends SIGQUIT.
 INTERRUPT_MARGIN = 1.0
+# A stop ends this long after its SIGKILLs, even if a worker could not be reaped.
+GIVE_UP_AFTER_KILL = 5.0
 # A worker that dies sooner than this after it started counts as a crash for back-off.
 HEALTHY_UPTIME = 5.0
 # A worker that exits unasked as if told to stop (code 0, or SIGINT, SIGTERM, SIGQUIT) is
@@ -116,6 +120,7 @@ class WorkerHandle:
     kill_at: float | None = None  # SIGKILL if still alive by then (set when it is told to go)
     aborted: bool = False  # SIGABRT sent
     killed: bool = False  # SIGKILL sent
+    distrusted: bool = False  # it sent a malformed message: replaced, its bad messages ignored
     boot_error: str | None = None
     why: Why | None = None  # why the arbiter stops it, once it decided to
     slot: int | None = None  # reuseport mode: whose sockets it accepts on
@@ -161,6 +166,7 @@ class Arbiter:
         self.generation = 1
         self.reload: Reload | None = None
         self.log = logs.log
+        self.breaker = Breaker(self.log)  # an exception in one event or step is logged, not fatal
         self.pid = os.getpid()
         self.state = State.RUNNING
         self.exit_code = EXIT_OK
@@ -174,7 +180,7 @@ class Arbiter:
         self.reaped: list[ReapedWorker] = []  # gone, not judged yet; nothing starts meanwhile
         self.listeners: list[Listener] = []
         self.app: Any = None
-        self.poller = Poller()
+        self.poller = Poller(contain=self._contain_callback)
         self.signals: SignalQueue | None = None
         self.dispatcher: RoundRobinDispatcher | None = None
         self.slots: reuseport.SlotTable | None = None
@@ -186,6 +192,7 @@ class Arbiter:
         self.stop_deadline = float("inf")
         self.interrupts = 0  # SIGINTs received
         self.escalate_at_deadline = False  # a SIGINT stop: at its deadline, a fast stop
+        self.stop_killed = False  # the stop timed out and SIGKILLed what was left
         self.started = time.monotonic()
         self.control: ControlSocket | None = None
         self.metrics: Any = None  # control.prometheus.MetricsEndpoint, when metrics_bind is set
@@ -204,19 +211,23 @@ class Arbiter:
                 return self.exit_code
             while self.state is not State.DONE:
                 try:
-                    news = self.poller.poll(self._poll_timeout())
-                    if news or self.worker_news or time.monotonic() >= self.next_housekeeping:
-                        self._tick()
-                except Exception:
-                    if self.state is not State.RUNNING:
-                        raise
-                    # A bug here must not orphan the workers: stop them cleanly.
-                    self.log.exception("arbiter error; stopping the server")
+                    self.breaker.event("the arbiter's loop", self._turn)
+                except Unrecoverable as err:
+                    self.log.error("Cannot go on: %s; stopping the server", err)
                     self.exit_code = EXIT_FAILURE
                     self._begin_stop(graceful=True)
         finally:
             self._cleanup()
         return self.exit_code
+
+    def _turn(self) -> None:
+        news = self.poller.poll(self._poll_timeout())
+        if news or self.worker_news or time.monotonic() >= self.next_housekeeping:
+            self._tick()
+
+    def _contain_callback(self, callback: Callable[[], None]) -> None:
+        """Every poller callback (a listener, a control client, a pipe) runs contained."""
+        self.breaker.event(f"an event handler ({getattr(callback, '__qualname__', callback)})", callback)
 
     def _start(self) -> bool:
         cfg = self.cfg
@@ -398,7 +409,14 @@ class Arbiter:
         self.next_age += 1
         listeners = self._claim_listeners(handle, successor_of)
         run_hook(self.cfg, "pre_fork", self, handle)
-        pid = signals.fork_with_signals_held()
+        try:
+            pid = signals.fork_with_signals_held()
+        except OSError:
+            arbiter_end.close()
+            worker_end.close()
+            if successor_of is None:
+                self._lend_slot(handle)  # reuseport: its claimed slot is served by the others
+            raise
         if pid == 0:
             arbiter_end.close()
             worker = Worker(self.cfg, handle.age, listeners, worker_end, self, self.app)
@@ -457,37 +475,54 @@ class Arbiter:
             self.poller.remove(handle.channel.fileno())
             self.worker_news = True
             return
-        now = time.monotonic()
         for message in messages:
-            if self.dispatcher is not None and self.dispatcher.on_message(handle.pid, message):
-                continue
-            self.worker_news = self.worker_news or message.kind != HEARTBEAT
-            if message.kind == HEARTBEAT:
-                handle.last_heartbeat = now
-                handle.requests = _count(message.fields.get("requests"))
-                handle.accepted = _count(message.fields.get("accepted"))
-                handle.open_connections = _count(message.fields.get("open"))
-                handle.in_flight = _count(message.fields.get("in_flight"))
-                if message.fields.get("stats") is not None:
-                    handle.stats = RequestStats.from_message(message.fields["stats"])
-            elif message.kind == READY:
-                handle.ready = True
-                handle.last_heartbeat = now
-                self.ever_ready = True
-                self.crash_streak = 0
-                self.log.info("Worker %d (pid %d) ready, serving %s", handle.age, handle.pid,
-                              str(message.fields.get("interface", "")).upper())
-            elif message.kind == BOOT_ERROR:
-                handle.boot_error = str(message.fields.get("error", "unknown error"))
-            elif message.kind == RETIRE and self.state is State.RUNNING:
-                self._replace(handle, Why(ExitReason(message.fields["reason"]),
-                                          str(message.fields.get("detail", ""))))
-            elif message.kind == ABORT:
-                self._abort(handle, Why(ExitReason(message.fields["reason"]),
-                                        str(message.fields.get("detail", ""))))
-            for fd in message.fds:
-                os.close(fd)
+            wrong = problem(message, round_robin=self.dispatcher is not None)
+            if wrong is None:
+                self.breaker.event(f"a {message.kind!r} message from a worker",
+                                   lambda: self._on_message(handle, message))
+            else:
+                for fd in message.fds:
+                    os.close(fd)
+                self._distrust(handle, wrong)
         self._dispatch()
+
+    def _on_message(self, handle: WorkerHandle, message: Message) -> None:
+        """Act on one message, checked by ``worker_messages.problem``."""
+        if self.dispatcher is not None and self.dispatcher.on_message(handle.pid, message):
+            return
+        fields = message.fields
+        self.worker_news = self.worker_news or message.kind != HEARTBEAT
+        if message.kind == HEARTBEAT:
+            handle.last_heartbeat = time.monotonic()
+            handle.requests = fields["requests"]
+            handle.accepted = fields["accepted"]
+            handle.open_connections = fields["open"]
+            handle.in_flight = fields["in_flight"]
+            if fields["stats"] is not None:
+                handle.stats = RequestStats.from_message(fields["stats"])
+        elif message.kind == READY:
+            handle.ready = True
+            handle.last_heartbeat = time.monotonic()
+            self.ever_ready = True
+            self.crash_streak = 0
+            self.log.info("Worker %d (pid %d) ready, serving %s", handle.age, handle.pid,
+                          fields["interface"].upper())
+        elif message.kind == BOOT_ERROR:
+            handle.boot_error = fields["error"]
+        elif message.kind == RETIRE and self.state is State.RUNNING:
+            self._replace(handle, Why(ExitReason(fields["reason"]), fields["detail"]))
+        elif message.kind == ABORT:
+            self._abort(handle, Why(ExitReason(fields["reason"]), fields["detail"]))
+
+    def _distrust(self, handle: WorkerHandle, wrong: str) -> None:
+        """A worker sent a malformed message: replace it (once), as a crashed one would be."""
+        if handle.distrusted:
+            return
+        handle.distrusted = True
+        self.log.warning("Worker %d (pid %d) sent a malformed message: %s; replacing it",
+                         handle.age, handle.pid, wrong)
+        if self.state is State.RUNNING:
+            self._replace(handle, Why(ExitReason.BAD_MESSAGE, wrong))
 
     def _dispatch(self) -> None:
         if self.dispatcher is None:
@@ -514,10 +549,10 @@ class Arbiter:
             handle = self.workers.pop(pid, None)
             if handle is not None:
                 code = os.waitstatus_to_exitcode(status)
-                self._forget_worker(handle)
                 settle = STOP_SIGNAL_SETTLE if handle.why is None and self.state is State.RUNNING \
                     and (code == 0 or -code in STOP_SIGNALS) else 0.0
                 self.reaped.append(ReapedWorker(handle, code, time.monotonic() + settle))
+                self.breaker.event("a worker's exit", lambda: self._forget_worker(handle))
             elif self.successor is not None and pid == self.successor.pid:
                 self._upgrade_failed(f"it exited with code {os.waitstatus_to_exitcode(status)}")
             # anything else: an orphan we adopted as PID 1, or a stray child
@@ -539,7 +574,8 @@ class Arbiter:
         waiting, self.reaped = self.reaped, []
         for reaped in waiting:
             if reaped.judge_at <= now or self.state is not State.RUNNING:
-                self._worker_exited(reaped.handle, reaped.code)
+                self.breaker.event("a worker's exit",
+                                   lambda: self._worker_exited(reaped.handle, reaped.code))
             else:
                 self.reaped.append(reaped)
 
@@ -866,6 +902,9 @@ class Arbiter:
     # -- signals and transitions -------------------------------------------
 
     def _on_signal(self, signum: int) -> None:
+        self.breaker.event(signal_name(signum), lambda: self._act_on_signal(signum))
+
+    def _act_on_signal(self, signum: int) -> None:
         if signum == signal.SIGTERM:
             self._begin_stop(graceful=True)
         elif signum == signal.SIGINT:
@@ -935,48 +974,81 @@ class Arbiter:
             self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def _tick(self) -> None:
-        log_output.flush_all()  # what waits for a log pipe that was blocked
-        self._reap()
+        """Housekeeping: each step runs contained, and backs off while it keeps failing."""
+        step = self.breaker.periodic
+        step("writing the log", log_output.flush_all)  # what waits for a log pipe that was blocked
+        step("reaping workers", self._reap)
         now = time.monotonic()
-        self._judge_exits(now)
         self.worker_news = False
         self.next_housekeeping = now + HOUSEKEEPING_EVERY
+        step("judging worker exits", lambda: self._judge_exits(now))
+        step("expiring control clients", lambda: self._expire_endpoints(now))
+        step("the kill deadlines", lambda: self._check_kill_deadlines(now))
+        if self.state is State.RUNNING:
+            self._check_listeners()
+            step("the heartbeats", lambda: self._check_heartbeats(now))
+            step("the memory limit", self._check_memory)
+            step("the reload", self._check_reload)
+            step("stopping replaced workers", self._stop_replaced)
+            if self.num_workers > len(self._current()) and now >= self.respawn_at and not self.reaped:
+                step("starting a worker", self._spawn_missing)
+            step("announcing readiness", self._announce_ready)
+        elif not self.workers:
+            self.state = State.DONE
+        elif now >= self.stop_deadline:
+            self._stop_timed_out(now)
+
+    def _expire_endpoints(self, now: float) -> None:
         for endpoint in (self.control, self.metrics):
             if endpoint is not None:
                 endpoint.expire(now)
         if self.statsd is not None:
             self.statsd.gauge("workers", len(self.workers))
-        self._check_kill_deadlines(now)
-        if self.state is State.RUNNING:
-            self._check_heartbeats(now)
-            self._check_memory()
-            self._check_reload()
-            self._stop_replaced()
-            missing = self.num_workers - len(self._current())
-            if missing > 0 and now >= self.respawn_at and not self.reaped:
-                for _ in range(missing):
-                    self._spawn()
-            if not self.announced_ready and self.workers and all(h.ready for h in self.workers.values()):
-                self.announced_ready = True
-                run_hook(self.cfg, "when_ready", self)
-                systemd.notify("READY=1", f"STATUS=serving with {len(self.workers)} workers",
-                               f"MAINPID={self.pid}")
-                if self.ready_pipe is not None:
-                    upgrade.tell_ready(self.ready_pipe)
-                    self.ready_pipe = None
-                if self.detached is not None:
-                    self.detached.ready()
+
+    def _check_listeners(self) -> None:
+        """The listening sockets are the one thing the arbiter cannot do without."""
+        if self.handed_over:
             return
-        if not self.workers:
-            self.state = State.DONE
-        elif now >= self.stop_deadline and self.state is State.STOPPING and self.escalate_at_deadline:
+        for listener in self._all_listeners():
+            try:
+                os.fstat(listener.sock.fileno())
+            except (OSError, ValueError):
+                raise Unrecoverable(f"the listening socket for {listener.url} is gone") from None
+
+    def _spawn_missing(self) -> None:
+        for _ in range(self.num_workers - len(self._current())):
+            self._spawn()
+
+    def _announce_ready(self) -> None:
+        if self.announced_ready or not self.workers or not all(h.ready for h in self.workers.values()):
+            return
+        self.announced_ready = True
+        run_hook(self.cfg, "when_ready", self)
+        systemd.notify("READY=1", f"STATUS=serving with {len(self.workers)} workers", f"MAINPID={self.pid}")
+        if self.ready_pipe is not None:
+            upgrade.tell_ready(self.ready_pipe)
+            self.ready_pipe = None
+        if self.detached is not None:
+            self.detached.ready()
+
+    def _stop_timed_out(self, now: float) -> None:
+        """The stop's deadline passed: a SIGINT stop turns fast; otherwise SIGKILL what is left,
+        and a while later, end regardless."""
+        if self.state is State.STOPPING and self.escalate_at_deadline:
             self.log.warning("SIGINT: %d workers still running; stopping them fast", len(self.workers))
             self._begin_stop(graceful=False)
-        elif now >= self.stop_deadline:
-            self.log.warning("Stop timed out; killing %d workers", len(self.workers))
-            for handle in self.workers.values():
-                self._kill(handle, signal.SIGKILL)
-            self.stop_deadline = float("inf")
+            return
+        if self.stop_killed:
+            self.log.error("%d workers could not be reaped after SIGKILL; exiting without them",
+                           len(self.workers))
+            self.state = State.DONE
+            return
+        self.log.warning("Stop timed out; killing %d workers", len(self.workers))
+        for handle in self.workers.values():
+            handle.killed = True
+            self._kill(handle, signal.SIGKILL)
+        self.stop_killed = True
+        self.stop_deadline = now + GIVE_UP_AFTER_KILL
 
     def _poll_timeout(self) -> float:
         now = time.monotonic()
@@ -1059,11 +1131,6 @@ class Arbiter:
                     pass
         run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)
-
-
-def _count(value: Any) -> int:
-    """A count from a worker's message (0 if it is not one)."""
-    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def _remove_file(path: str) -> None:

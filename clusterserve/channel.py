@@ -44,6 +44,8 @@ HANDBACK = "handback"
 MAY_HAND_BACK = "may_hand_back"
 ADOPT = "adopt"
 RELEASE = "release"
+# What ``receive`` makes of data that is not a JSON object with a kind (the error in "error").
+MALFORMED = ""
 
 
 @dataclass
@@ -105,10 +107,12 @@ class Channel:
                 return messages or None
             try:
                 decoded = json.loads(data)
-                kind = str(decoded.pop("kind"))
-            except (ValueError, KeyError, AttributeError):
-                for fd in fds:
-                    socket.close(fd)
+                kind = decoded.pop("kind")
+                if not isinstance(kind, str) or kind == MALFORMED:
+                    raise ValueError(kind)
+            except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
+                messages.append(Message(MALFORMED, {"error": f"not a JSON object with a kind: {data[:40]!r}"},
+                                        fds))
                 continue
             messages.append(Message(kind, decoded, fds))
 

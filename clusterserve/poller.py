@@ -18,7 +18,9 @@ EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 
 
 class Poller:
-    def __init__(self) -> None:
+    def __init__(self, contain: Callable[[Callback], None] | None = None) -> None:
+        """``contain(callback)``, if given, runs each callback (to contain its exceptions)."""
+        self._contain = contain
         self._callbacks: dict[int, Callback] = {}
         self._routine: set[int] = set()
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
@@ -67,8 +69,12 @@ class Poller:
         for fd in ready:
             news = news or fd not in self._routine
             callback = self._callbacks.get(fd)
-            if callback is not None:
+            if callback is None:
+                continue
+            if self._contain is None:
                 callback()
+            else:
+                self._contain(callback)
         return news
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ class ExitReason(enum.Enum):
     SCALE_DOWN = "scale_down"  # retired by SIGTTOU or `ctl scale`
     BOOT_ERROR = "boot_error"
     STOP = "stop"  # the server stops (TERM, INT, QUIT, WINCH, the end of a USR2)
+    BAD_MESSAGE = "bad_message"  # it sent the arbiter a malformed message: replaced, then stopped
 
 
 # The reasons that mean a worker was replaced (counted as restarts by status and metrics).

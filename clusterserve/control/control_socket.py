@@ -19,7 +19,8 @@ from clusterserve.control.status import ServerStatus
 from clusterserve.poller import Poller
 from clusterserve.sockets import Listener, UnixAddress, bind_address
 
-COMMANDS = ("status", "reload", "scale", "stop")
+# Each command, and the fields it takes besides "command": nothing else is accepted.
+COMMANDS = {"status": (), "reload": (), "scale": ("workers",), "stop": ()}
 
 
 class Controlled(Protocol):
@@ -63,18 +64,21 @@ class ControlSocket:
 
     def _run(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request.get("command")
+        if not isinstance(command, str) or command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+        extra = sorted(set(request) - {"command", *COMMANDS[command]})
+        if extra:
+            raise ValueError(f"{command} takes no field {extra[0]!r}")
         if command == "status":
             return {"status": self.target.status().to_json()}
         if command == "reload":
             return {"message": self.target.start_reload()}
-        if command == "stop":
-            return {"message": self.target.stop()}
         if command == "scale":
             workers = request.get("workers")
             if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
                 raise ValueError("scale needs a whole number of workers, at least 1")
             return {"message": self.target.scale(workers)}
-        raise ValueError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+        return {"message": self.target.stop()}
 
     def expire(self, now: float) -> None:
         self.server.expire(now)

@@ -286,7 +286,6 @@ GARBAGE = ["not_json", "fds", "huge_count", "bad_reason", "bad_count", "bad_stat
            "bad_decline", "bad_report"]
 
 
-@pytest.mark.xfail(strict=True, reason="garbage from a worker is trusted, ignored, or stops the arbiter")
 @pytest.mark.parametrize(("case", "mode"), [(case, "round-robin") for case in GARBAGE] +
                          [("bad_reason", "shared"), ("bad_count", "reuseport")])
 def test_a_worker_that_sends_garbage_is_replaced(start_server, case, mode):
@@ -302,7 +301,6 @@ def test_a_worker_that_sends_garbage_is_replaced(start_server, case, mode):
     assert server.get("/?case=unknown_kind")[0] == 200  # and the next one is replaced too
 
 
-@pytest.mark.xfail(strict=True, reason="an exception in the arbiter's loop stops the server")
 def test_the_same_failure_every_tick_is_logged_once_and_backed_off(start_server):
     """The arbiter cannot fork more workers (its descriptor limit is reached): it says so
     with one traceback, once that it backs off, serves on, and recovers when it can."""

@@ -188,6 +188,9 @@ def test_metrics_endpoint_refuses_what_it_does_not_serve(observed):
 def test_bad_control_requests_get_an_error_not_a_crash(observed):
     for line, error in ((b"nonsense\n", "one JSON object per line"),
                         (b'{"command": "explode"}\n', "unknown command"),
+                        (b'{"command": ["status"]}\n', "unknown command"),
+                        (b'{"command": "status", "verbose": true}\n', "status takes no field 'verbose'"),
+                        (b'{"command": "scale", "workers": true}\n', "whole number"),
                         (b'{"command": "scale", "workers": 0}\n', "at least 1")):
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(10)
