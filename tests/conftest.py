@@ -3,6 +3,21 @@ import pytest
 from tests.harness import ServerProcess
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fault-seed", type=int, default=None,
+                     help="replay the fault injection tests with this seed (each run prints its seed)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The seed and counts of every fault injection run, passed or failed."""
+    lines = {value for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ()) if name == "fault injection"}
+    if lines:
+        terminalreporter.section("fault injection")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def start_server():
     """Start servers inside a test; every one is stopped and killed afterwards."""

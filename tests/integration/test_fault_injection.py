@@ -1,0 +1,35 @@
+"""Faults at random under load, in every dispatch mode and interface (bench/faults.py).
+
+A few seconds each here; ``python -m bench.faults`` runs a minute per mode and
+interface.  The seed and the counts are printed at the end of the pytest run;
+``pytest --fault-seed N`` replays a seed.
+"""
+
+import random
+
+import pytest
+
+from bench import faults
+
+SECONDS = 6.0
+
+
+@pytest.fixture
+def fault_seed(request):
+    seed = request.config.getoption("--fault-seed")
+    return seed if seed is not None else random.SystemRandom().randrange(1 << 32)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("interface", faults.INTERFACES)
+def test_the_arbiter_stays_and_recovers_from_random_faults(dispatch, interface, fault_seed, tmp_path,
+                                                           record_property):
+    outcome = faults.run(dispatch, interface, SECONDS, fault_seed, tmp_path)
+    record_property("fault injection", outcome.summary())
+    print(outcome.summary())
+    assert outcome.arbiter_exit is None, f"the arbiter exited with {outcome.arbiter_exit}"
+    assert outcome.not_recovered == []
+    assert outcome.arbiter_trouble == []
+    assert [(r, outcome.fault_before(r.ended)) for r in outcome.failed] == []
+    assert outcome.stop_code == 0
+    assert sum(outcome.faults.values()) >= 1 and outcome.requests > 100
