@@ -54,6 +54,7 @@ from clusterserve.signals import SignalQueue
 from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
                                   bind_reuseport, parse_address)
 from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, signal_name, unasked
+from clusterserve.worker_lifecycle import SERVING, SIGNALS, WITH_DEADLINE, WorkerEvent, WorkerState, next_state
 from clusterserve.worker_messages import problem
 from clusterserve.workers.base import EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR, Worker, resolve_interface
 from clusterserve.workers.grace import INTERRUPT_GRACE
@@ -114,12 +115,12 @@ class WorkerHandle:
     pid: int = 0
     started: float = field(default_factory=time.monotonic)
     last_heartbeat: float = field(default_factory=time.monotonic)
-    ready: bool = False
-    retiring: bool = False
-    stop_when_replaced: bool = False  # retiring, but serving until a replacement is ready
-    kill_at: float | None = None  # SIGKILL if still alive by then (set when it is told to go)
-    aborted: bool = False  # SIGABRT sent
-    killed: bool = False  # SIGKILL sent
+    state: WorkerState = WorkerState.BOOTING  # moved only by Arbiter._move
+    kill_at: float | None = None  # in a state WITH_DEADLINE: SIGKILL if still alive then
+    # Counts towards the wanted number of workers: until it is retired or a replacement is
+    # started for it.  A worker aborted while counted is replaced once it is gone.
+    counted: bool = True
+    ever_ready: bool = False
     distrusted: bool = False  # it sent a malformed message: replaced, its bad messages ignored
     boot_error: str | None = None
     why: Why | None = None  # why the arbiter stops it, once it decided to
@@ -451,7 +452,7 @@ class Arbiter:
 
     def _tell_workers(self, kind: str, fds: list[int] | None = None, **fields: Any) -> None:
         for handle in self.workers.values():
-            if not handle.retiring and not handle.channel.send(kind, fds=fds or (), **fields):
+            if handle.state in SERVING and not handle.channel.send(kind, fds=fds or (), **fields):
                 self.log.warning("cannot tell worker %d (pid %d) %s", handle.age, handle.pid, kind)
 
     def _forget_in_child(self, keep: list[Listener]) -> None:
@@ -501,7 +502,8 @@ class Arbiter:
             if fields["stats"] is not None:
                 handle.stats = RequestStats.from_message(fields["stats"])
         elif message.kind == READY:
-            handle.ready = True
+            self._move(handle, WorkerEvent.READY)
+            handle.ever_ready = True
             handle.last_heartbeat = time.monotonic()
             self.ever_ready = True
             self.crash_streak = 0
@@ -533,9 +535,9 @@ class Arbiter:
             self.dispatcher.pass_all()  # stopping, or the workers of a replaced arbiter
 
     def _may_take_connections(self, pid: int) -> bool:
-        """Round-robin: only ready workers that are not retiring and not late on heartbeats."""
+        """Round-robin: only ready workers, not told to go, and not late on heartbeats."""
         handle = self.workers.get(pid)
-        return (handle is not None and handle.ready and not handle.retiring
+        return (handle is not None and handle.state is WorkerState.READY
                 and time.monotonic() - handle.last_heartbeat < LATE_HEARTBEAT)
 
     def _reap(self) -> None:
@@ -559,6 +561,7 @@ class Arbiter:
 
     def _forget_worker(self, handle: WorkerHandle) -> None:
         """A worker is gone: read what it said last, close its channel, requeue its connections."""
+        self._move(handle, WorkerEvent.EXIT)
         if handle.channel.fileno() in self.poller:
             self._on_worker_message(handle)
             self.poller.remove(handle.channel.fileno())
@@ -580,7 +583,7 @@ class Arbiter:
                 self.reaped.append(reaped)
 
     def _worker_exited(self, handle: WorkerHandle, code: int) -> None:
-        if not handle.retiring and self.state is State.RUNNING:
+        if handle.counted and self.state is State.RUNNING:
             self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
         if handle.why is None and (handle.boot_error is not None or code in BOOT_ERROR_CODES):
             # The worker logged the whole error; its last line says enough here.
@@ -588,11 +591,11 @@ class Arbiter:
                              else "the app failed to load")
         why = handle.why or unasked(code)
         line = exit_line(handle.age, handle.pid, code, why, handle.accepted, handle.requests)
-        if self.state is not State.RUNNING or handle.retiring:
+        if self.state is not State.RUNNING or not handle.counted:
             self.log.info("%s", line)
             return
         self.restarts[why.reason.value] += 1
-        if self.reload is not None and handle.generation == self.reload.generation and not handle.ready:
+        if self.reload is not None and handle.generation == self.reload.generation and not handle.ever_ready:
             self.log.error("%s", line)
             self._abort_reload(why.detail if why.reason is ExitReason.BOOT_ERROR else exit_status(code))
             return
@@ -618,7 +621,8 @@ class Arbiter:
         if not timeout:
             return
         for handle in list(self.workers.values()):
-            if not handle.aborted and now - handle.last_heartbeat > timeout:
+            if handle.state not in (WorkerState.ABORTED, WorkerState.KILLED) and \
+                    now - handle.last_heartbeat > timeout:
                 self.log.error("Worker %d (pid %d) timed out: no heartbeat for %ds; aborting",
                                handle.age, handle.pid, timeout)
                 self._abort(handle, Why(ExitReason.TIMEOUT, f"no heartbeat for {timeout}s"))
@@ -626,27 +630,40 @@ class Arbiter:
     def _check_kill_deadlines(self, now: float) -> None:
         """SIGKILL every worker still alive past the deadline it was given when told to go."""
         for handle in self.workers.values():
-            if handle.kill_at is not None and now >= handle.kill_at and not handle.killed:
+            if handle.kill_at is not None and now >= handle.kill_at:
                 self.log.warning("Worker %d (pid %d) did not go by its deadline; killing it",
                                  handle.age, handle.pid)
-                handle.killed = True
-                self._kill(handle, signal.SIGKILL)
+                self._move(handle, WorkerEvent.DEADLINE)
 
     def _abort(self, handle: WorkerHandle, why: Why) -> None:
         """SIGABRT (the worker runs its worker_abort hook and exits), SIGKILL if it has not
         gone ABORT_GRACE seconds later; it is replaced when it is gone, unless it was leaving."""
-        if handle.aborted:
+        if next_state(handle.state, WorkerEvent.ABORT) is None:
             return
         if why.reason is not ExitReason.TIMEOUT:
             self.log.error("Worker %d (pid %d) aborted; reason: %s", handle.age, handle.pid, why)
         handle.why = why
-        handle.aborted = True
-        handle.stop_when_replaced = False
-        self._set_kill_deadline(handle, time.monotonic() + ABORT_GRACE)
-        self._kill(handle, signal.SIGABRT)
+        self._move(handle, WorkerEvent.ABORT)
 
-    def _set_kill_deadline(self, handle: WorkerHandle, deadline: float) -> None:
-        handle.kill_at = deadline if handle.kill_at is None else min(handle.kill_at, deadline)
+    def _move(self, handle: WorkerHandle, event: WorkerEvent) -> bool:
+        """Apply ``event`` to a worker as worker_lifecycle.TRANSITIONS says: its new state,
+        the signal the event sends and the deadline it sets.  False if its state ignores it."""
+        new = next_state(handle.state, event)
+        if new is None:
+            return False
+        handle.state = new
+        sig, deadline = SIGNALS.get(event, (None, None))
+        if deadline is not None:
+            grace = {"graceful": self.cfg.graceful_timeout + STOP_GRACE,
+                     "fast": min(FAST_STOP_GRACE, self.cfg.graceful_timeout) + STOP_GRACE,
+                     "abort": ABORT_GRACE}[deadline]
+            at = time.monotonic() + grace
+            handle.kill_at = at if handle.kill_at is None else min(handle.kill_at, at)
+        if new not in WITH_DEADLINE:
+            handle.kill_at = None
+        if sig is not None:
+            self._kill(handle, sig)
+        return True
 
     def _kill(self, handle: WorkerHandle, sig: int) -> None:
         try:
@@ -654,41 +671,40 @@ class Arbiter:
         except ProcessLookupError:
             pass
 
-    def _retire(self, handle: WorkerHandle, why: Why) -> None:
+    def _retire(self, handle: WorkerHandle, why: Why, others_serve: bool = True) -> None:
         """Stop a worker gracefully; it is not replaced."""
-        handle.retiring = True
+        handle.counted = False
         handle.why = why
         self.log.info("Retiring worker %d (pid %d); reason: %s", handle.age, handle.pid, why)
-        self._stop_one(handle)
+        self._stop_one(handle, WorkerEvent.STOP, others_serve)
 
-    def _stop_one(self, handle: WorkerHandle) -> None:
+    def _stop_one(self, handle: WorkerHandle, event: WorkerEvent, others_serve: bool = True) -> None:
         """SIGTERM one worker while others serve on; in round-robin mode it is told first
         that it may hand its untouched connections back (sent before the signal, the
         notice is waiting on its channel when the signal arrives)."""
-        if self.dispatcher is not None and any(not h.retiring for h in self.workers.values()):
+        if next_state(handle.state, event) is None:
+            return
+        if self.dispatcher is not None and others_serve:
             handle.channel.send(MAY_HAND_BACK)
-        self._set_kill_deadline(handle, time.monotonic() + self.cfg.graceful_timeout + STOP_GRACE)
-        self._kill(handle, signal.SIGTERM)
+        self._move(handle, event)
 
     def _replace(self, handle: WorkerHandle, why: Why) -> None:
         """Start a worker to take ``handle``'s place; stop ``handle`` once that one is ready."""
-        if handle.retiring:
+        if not handle.counted or not self._move(handle, WorkerEvent.REPLACE):
             return
         self.restarts[why.reason.value] += 1
-        handle.retiring = True
-        handle.stop_when_replaced = True
+        handle.counted = False
         handle.why = why
         self.log.info("Worker %d (pid %d) will be replaced; reason: %s", handle.age, handle.pid, why)
         self._spawn(successor_of=handle)
 
     def _stop_replaced(self) -> None:
-        ready = [h for h in self.workers.values() if h.ready and not h.retiring]
+        ready = [h for h in self.workers.values() if h.counted and h.state is WorkerState.READY]
         if len(ready) < self.num_workers:
             return
-        for handle in self.workers.values():
-            if handle.stop_when_replaced:
-                handle.stop_when_replaced = False
-                self._stop_one(handle)
+        for handle in list(self.workers.values()):
+            if handle.state is WorkerState.RETIRING:
+                self._stop_one(handle, WorkerEvent.REPLACED)
 
     def _check_memory(self) -> None:
         limit = self.cfg.max_worker_memory
@@ -696,7 +712,7 @@ class Arbiter:
             return
         for handle in list(self.workers.values()):
             rss = process.resident_bytes(handle.pid)
-            if handle.ready and not handle.retiring and rss is not None and rss > limit:
+            if handle.state is WorkerState.READY and handle.counted and rss is not None and rss > limit:
                 self._replace(handle, Why(ExitReason.MAX_WORKER_MEMORY,
                                           f"RSS {rss / MIB:.0f} MiB is above {limit / MIB:.0f} MiB"))
 
@@ -708,10 +724,10 @@ class Arbiter:
             self._tell_workers(ADOPT, fds=slot.fds, slot=slot.number)
 
     def _current(self) -> list[WorkerHandle]:
-        """The workers that count towards ``num_workers``: the current generation's, not
-        retiring, oldest first (during a reload, the new generation's)."""
+        """The workers that count towards ``num_workers``: the current generation's, neither
+        retired nor replaced, oldest first (during a reload, the new generation's)."""
         return sorted((h for h in self.workers.values()
-                       if h.generation == self.generation and not h.retiring), key=lambda h: h.age)
+                       if h.generation == self.generation and h.counted), key=lambda h: h.age)
 
     def _scale_to(self, count: int, cause: str) -> None:
         """Set the worker count (TTIN, TTOU, ``ctl scale``): missing workers start at the
@@ -764,7 +780,7 @@ class Arbiter:
         self._start_statsd()
         self.generation += 1
         self._set_worker_count(count)
-        old = sorted((h for h in self.workers.values() if not h.retiring), key=lambda h: h.age)
+        old = sorted((h for h in self.workers.values() if h.counted), key=lambda h: h.age)
         self.log.info("SIGHUP: starting %d workers of generation %d", self.num_workers, self.generation)
         systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading: generation {self.generation}")
         for index in range(self.num_workers):
@@ -788,18 +804,18 @@ class Arbiter:
         self.environment_set = dict(values)
 
     def _generation(self, generation: int) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.generation == generation and not h.retiring]
+        return [h for h in self.workers.values() if h.generation == generation and h.counted]
 
     def _check_reload(self) -> None:
         """When the whole new generation is ready, retire every older worker."""
         if self.reload is None:
             return
         new = self._current()
-        if len(new) < self.num_workers or not all(h.ready for h in new):
+        if len(new) < self.num_workers or not all(h.state is WorkerState.READY for h in new):
             return
         taken_over = {h.slot for h in new}
         for handle in list(self.workers.values()):
-            if handle.generation < self.reload.generation and not handle.retiring:
+            if handle.generation < self.reload.generation and handle.counted:
                 self._retire(handle, Why(ExitReason.RELOAD,
                                          f"generation {self.reload.generation} is ready"))
                 self.restarts[ExitReason.RELOAD.value] += 1
@@ -825,7 +841,7 @@ class Arbiter:
         self._set_environment(failed.previous_environment)
         self._set_worker_count(failed.previous_workers)
         for handle in self.workers.values():
-            if not handle.retiring:
+            if handle.counted:
                 handle.generation = self.generation  # the workers that stay are current again
         self._reopen_logs()
 
@@ -880,11 +896,9 @@ class Arbiter:
     def _stop_workers(self, reason: str) -> None:
         """Retire every worker and start none (WINCH; the end of a USR2)."""
         self._set_worker_count(0)
-        leaving = [h for h in self.workers.values() if not h.retiring]
-        for handle in leaving:
-            handle.retiring = True  # all at once: none is told it may hand connections back
-        for handle in leaving:
-            self._retire(handle, Why(ExitReason.STOP, reason))
+        leaving = [h for h in self.workers.values() if h.counted]
+        for handle in leaving:  # none may hand connections back: no worker stays
+            self._retire(handle, Why(ExitReason.STOP, reason), others_serve=False)
         for handle in leaving:
             self._lend_slot(handle)
 
@@ -969,9 +983,9 @@ class Arbiter:
         why = Why(ExitReason.STOP, "graceful stop" if graceful else "fast stop")
         for reaped in self.reaped:  # gone just before the stop: part of it (a Ctrl-C)
             reaped.handle.why = reaped.handle.why or why
-        for handle in self.workers.values():
+        for handle in list(self.workers.values()):
             handle.why = handle.why or why
-            self._kill(handle, signal.SIGTERM if graceful else signal.SIGQUIT)
+            self._move(handle, WorkerEvent.STOP if graceful else WorkerEvent.HALT)
 
     def _tick(self) -> None:
         """Housekeeping: each step runs contained, and backs off while it keeps failing."""
@@ -1020,7 +1034,8 @@ class Arbiter:
             self._spawn()
 
     def _announce_ready(self) -> None:
-        if self.announced_ready or not self.workers or not all(h.ready for h in self.workers.values()):
+        counted = [h for h in self.workers.values() if h.counted]
+        if self.announced_ready or not counted or not all(h.state is WorkerState.READY for h in counted):
             return
         self.announced_ready = True
         run_hook(self.cfg, "when_ready", self)
@@ -1045,7 +1060,6 @@ class Arbiter:
             return
         self.log.warning("Stop timed out; killing %d workers", len(self.workers))
         for handle in self.workers.values():
-            handle.killed = True
             self._kill(handle, signal.SIGKILL)
         self.stop_killed = True
         self.stop_deadline = now + GIVE_UP_AFTER_KILL

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from clusterserve import process
 from clusterserve.control.request_stats import RequestStats
+from clusterserve.worker_lifecycle import WorkerState
 
 
 class WorkerView(Protocol):
@@ -19,10 +20,7 @@ class WorkerView(Protocol):
     generation: int
     started: float
     last_heartbeat: float
-    ready: bool
-    retiring: bool
-    stop_when_replaced: bool
-    aborted: bool
+    state: WorkerState
     requests: int
     accepted: int
     open_connections: int
@@ -30,6 +28,16 @@ class WorkerView(Protocol):
     stats: RequestStats
 
 
+# How ``ctl status`` and the metrics name each state of a worker.
+STATE_NAMES = {
+    WorkerState.BOOTING: "booting",  # forked, app not ready yet
+    WorkerState.READY: "serving",
+    WorkerState.RETIRING: "replacing",  # serving until its replacement is ready
+    WorkerState.STOPPING: "stopping",
+    WorkerState.ABORTED: "aborting",  # SIGABRT sent, SIGKILL next
+    WorkerState.KILLED: "killed",
+    WorkerState.GONE: "gone",
+}
 
 
 @dataclass
@@ -81,24 +89,12 @@ class ServerStatus:
         return data
 
 
-def worker_state(handle: WorkerView) -> str:
-    if handle.aborted:
-        return "aborting"  # SIGABRT sent, SIGKILL next
-    if not handle.ready:
-        return "booting"
-    if handle.stop_when_replaced:
-        return "replacing"  # serving until its replacement is ready
-    if handle.retiring:
-        return "stopping"
-    return "serving"
-
-
 def worker_statuses(handles: Iterable[WorkerView]) -> list[WorkerStatus]:
     now = time.monotonic()
     return [
         WorkerStatus(
             worker=h.age, pid=h.pid, generation=h.generation, age=round(now - h.started, 1),
-            state=worker_state(h), connections=h.open_connections, accepted=h.accepted,
+            state=STATE_NAMES[h.state], connections=h.open_connections, accepted=h.accepted,
             requests=h.requests, in_flight=h.in_flight,
             last_heartbeat=round(now - h.last_heartbeat, 2), rss=process.resident_bytes(h.pid))
         for h in sorted(handles, key=lambda h: h.age)
