@@ -3,28 +3,25 @@
 It is single-threaded and never imports the app (unless ``preload_app``),
 so every fork is clean.  One loop waits on the signal wakeup socket and on
 each worker's channel; after every wake-up, ``_tick`` brings the world in
-line with the current state:
+line with the current state.
 
-    RUNNING --TERM--> STOPPING (graceful) --all workers gone--> DONE
-    RUNNING --INT/QUIT--> HALTING (fast)  --all workers gone--> DONE
-    STOPPING --INT/QUIT--> HALTING
+The arbiter's states and what moves it between them are one table,
+``arbiter_lifecycle.TABLE`` (starting, running, reloading, upgrading, handed
+over, stopping, interrupted, halting, killing, done); ``fire`` runs each transition.  A
+worker's own states are another, ``worker_lifecycle.TRANSITIONS``, applied by
+``_move``.  Signals, ctl commands and what the loop observes (every worker
+ready, a new generation ready or failed, no worker left, a deadline) are the
+events.
 
-While RUNNING, a HUP starts a reload: the config is read again and a new
-generation of workers starts beside the old one.  When every new worker is
-ready the old generation is retired gracefully; if one fails to boot, the
-new generation is stopped and the old one keeps serving.  A HUP during a
-reload replaces the generation still booting with a newer one.
-
-A worker that must go (max_requests, a stuck request, max_worker_memory)
-is replaced first and stopped once its replacement is ready.  USR2 execs a
-new arbiter on the same sockets; WINCH stops every worker and keeps the
-arbiter.  A first-generation worker that cannot load the app halts the
-server with the load error (exit code 3) instead of forking again and again.
+A worker that must go (max_requests, a stuck request on an app thread,
+max_worker_memory, a malformed message) is replaced first and stopped once
+its replacement is ready.  A first-generation worker that cannot load the
+app halts the server with the load error (exit code 3) instead of forking
+again and again.
 """
 
 from __future__ import annotations
 
-import enum
 import gc
 import os
 import signal
@@ -37,6 +34,9 @@ from typing import Any
 
 from clusterserve import __version__, daemon, log_output, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
+from clusterserve.arbiter_lifecycle import (SERVING, STAY, STOPPING, TABLE, Done, Event, HandedOver, Interrupted,
+                                            Killing, Reloading, Running, Starting, State, StoppingFast,
+                                            StoppingGracefully, Upgrading, accepts)
 from clusterserve.channel import (ABORT, ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE,
                                   RETIRE, Channel, Message)
 from clusterserve.config import Config, ConfigError, load_config
@@ -54,7 +54,7 @@ from clusterserve.signals import SignalQueue
 from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
                                   bind_reuseport, parse_address)
 from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, signal_name, unasked
-from clusterserve.worker_lifecycle import SERVING, SIGNALS, WITH_DEADLINE, WorkerEvent, WorkerState, next_state
+from clusterserve.worker_lifecycle import SIGNALS, STAYING, WITH_DEADLINE, WorkerEvent, WorkerState, next_state
 from clusterserve.worker_messages import problem
 from clusterserve.workers.base import EXIT_BOOT_ERROR, EXIT_CONFIG_ERROR, Worker, resolve_interface
 from clusterserve.workers.grace import INTERRUPT_GRACE
@@ -98,12 +98,9 @@ FIXED_FOR_LIFE = ("bind", "backlog", "reuse_port", "dispatch", "preload_app", "c
                   "control_socket_mode", "control_socket_disable", "metrics_bind")
 
 
-
-class State(enum.Enum):
-    RUNNING = "running"
-    STOPPING = "stopping"  # graceful: in-flight requests finish
-    HALTING = "halting"  # fast: workers exit at once
-    DONE = "done"
+SIGNAL_EVENTS = {signal.SIGTERM: Event.TERM, signal.SIGINT: Event.INT, signal.SIGQUIT: Event.QUIT,
+                 signal.SIGHUP: Event.HUP, signal.SIGUSR1: Event.USR1, signal.SIGUSR2: Event.USR2,
+                 signal.SIGWINCH: Event.WINCH, signal.SIGTTIN: Event.TTIN, signal.SIGTTOU: Event.TTOU}
 
 
 @dataclass
@@ -151,6 +148,7 @@ class Reload:
     previous_cfg: Config
     previous_workers: int
     previous_environment: dict[str, str]  # what raw_env and env_file had set
+    announce: bool  # begun while starting: when it is done, the server is ready for the first time
 
 
 class Arbiter:
@@ -160,16 +158,14 @@ class Arbiter:
         self.argv = list(argv)  # read again on HUP, exec'd again on USR2
         self.detached = detached  # daemon: told once the first workers are ready
         self.start_directory = os.getcwd()  # before any chdir setting, for USR2
-        self.successor: upgrade.Successor | None = None  # USR2: the new arbiter, until ready
         self.ready_pipe: int | None = None  # USR2: how this arbiter tells its predecessor
-        self.handed_over = False  # USR2 done: the sockets belong to the new arbiter
+        self.sockets_handed_over = False  # after USR2: the sockets and ctl path are the new arbiter's
         self.watcher_pid: int | None = None  # --reload: the process watching files
         self.generation = 1
-        self.reload: Reload | None = None
         self.log = logs.log
         self.breaker = Breaker(self.log)  # an exception in one event or step is logged, not fatal
         self.pid = os.getpid()
-        self.state = State.RUNNING
+        self.state: State = Starting()  # moved only by fire, as arbiter_lifecycle.TABLE says
         self.exit_code = EXIT_OK
         self.num_workers = cfg.workers
         self.scaled: int | None = None  # the count TTIN, TTOU or ctl scale set; kept across HUP
@@ -187,13 +183,8 @@ class Arbiter:
         self.slots: reuseport.SlotTable | None = None
         self.next_age = 1
         self.ever_ready = False
-        self.announced_ready = False
         self.crash_streak = 0
         self.respawn_at = 0.0
-        self.stop_deadline = float("inf")
-        self.interrupts = 0  # SIGINTs received
-        self.escalate_at_deadline = False  # a SIGINT stop: at its deadline, a fast stop
-        self.stop_killed = False  # the stop timed out and SIGKILLed what was left
         self.started = time.monotonic()
         self.control: ControlSocket | None = None
         self.metrics: Any = None  # control.prometheus.MetricsEndpoint, when metrics_bind is set
@@ -210,13 +201,11 @@ class Arbiter:
         try:
             if not self._start():
                 return self.exit_code
-            while self.state is not State.DONE:
+            while not isinstance(self.state, Done):
                 try:
                     self.breaker.event("the arbiter's loop", self._turn)
                 except Unrecoverable as err:
-                    self.log.error("Cannot go on: %s; stopping the server", err)
-                    self.exit_code = EXIT_FAILURE
-                    self._begin_stop(graceful=True)
+                    self.fire(Event.LISTENERS_GONE, str(err))
         finally:
             self._cleanup()
         return self.exit_code
@@ -452,7 +441,7 @@ class Arbiter:
 
     def _tell_workers(self, kind: str, fds: list[int] | None = None, **fields: Any) -> None:
         for handle in self.workers.values():
-            if handle.state in SERVING and not handle.channel.send(kind, fds=fds or (), **fields):
+            if handle.state in STAYING and not handle.channel.send(kind, fds=fds or (), **fields):
                 self.log.warning("cannot tell worker %d (pid %d) %s", handle.age, handle.pid, kind)
 
     def _forget_in_child(self, keep: list[Listener]) -> None:
@@ -511,7 +500,7 @@ class Arbiter:
                           fields["interface"].upper())
         elif message.kind == BOOT_ERROR:
             handle.boot_error = fields["error"]
-        elif message.kind == RETIRE and self.state is State.RUNNING:
+        elif message.kind == RETIRE and isinstance(self.state, SERVING):
             self._replace(handle, Why(ExitReason(fields["reason"]), fields["detail"]))
         elif message.kind == ABORT:
             self._abort(handle, Why(ExitReason(fields["reason"]), fields["detail"]))
@@ -523,15 +512,15 @@ class Arbiter:
         handle.distrusted = True
         self.log.warning("Worker %d (pid %d) sent a malformed message: %s; replacing it",
                          handle.age, handle.pid, wrong)
-        if self.state is State.RUNNING:
+        if isinstance(self.state, SERVING):
             self._replace(handle, Why(ExitReason.BAD_MESSAGE, wrong))
 
     def _dispatch(self) -> None:
         if self.dispatcher is None:
             return
-        if self.state is State.RUNNING and not self.handed_over:
+        if isinstance(self.state, (Starting, Running, Reloading, Upgrading)):
             self.dispatcher.dispatch()
-        elif self.state is not State.HALTING:
+        elif isinstance(self.state, (HandedOver, StoppingGracefully, Interrupted)):
             self.dispatcher.pass_all()  # stopping, or the workers of a replaced arbiter
 
     def _may_take_connections(self, pid: int) -> bool:
@@ -551,12 +540,12 @@ class Arbiter:
             handle = self.workers.pop(pid, None)
             if handle is not None:
                 code = os.waitstatus_to_exitcode(status)
-                settle = STOP_SIGNAL_SETTLE if handle.why is None and self.state is State.RUNNING \
+                settle = STOP_SIGNAL_SETTLE if handle.why is None and isinstance(self.state, SERVING) \
                     and (code == 0 or -code in STOP_SIGNALS) else 0.0
                 self.reaped.append(ReapedWorker(handle, code, time.monotonic() + settle))
                 self.breaker.event("a worker's exit", lambda: self._forget_worker(handle))
-            elif self.successor is not None and pid == self.successor.pid:
-                self._upgrade_failed(f"it exited with code {os.waitstatus_to_exitcode(status)}")
+            elif isinstance(self.state, Upgrading) and pid == self.state.successor.pid:
+                self.fire(Event.SUCCESSOR_FAILED, f"it exited with code {os.waitstatus_to_exitcode(status)}")
             # anything else: an orphan we adopted as PID 1, or a stray child
 
     def _forget_worker(self, handle: WorkerHandle) -> None:
@@ -576,14 +565,14 @@ class Arbiter:
         """Log and act on the exits that are due (all of them once the server stops)."""
         waiting, self.reaped = self.reaped, []
         for reaped in waiting:
-            if reaped.judge_at <= now or self.state is not State.RUNNING:
+            if reaped.judge_at <= now or not isinstance(self.state, SERVING):
                 self.breaker.event("a worker's exit",
                                    lambda: self._worker_exited(reaped.handle, reaped.code))
             else:
                 self.reaped.append(reaped)
 
     def _worker_exited(self, handle: WorkerHandle, code: int) -> None:
-        if handle.counted and self.state is State.RUNNING:
+        if handle.counted and isinstance(self.state, SERVING):
             self._lend_slot(handle)  # reuseport: the others serve its queue until it is replaced
         if handle.why is None and (handle.boot_error is not None or code in BOOT_ERROR_CODES):
             # The worker logged the whole error; its last line says enough here.
@@ -591,20 +580,19 @@ class Arbiter:
                              else "the app failed to load")
         why = handle.why or unasked(code)
         line = exit_line(handle.age, handle.pid, code, why, handle.accepted, handle.requests)
-        if self.state is not State.RUNNING or not handle.counted:
+        if not isinstance(self.state, SERVING) or not handle.counted:
             self.log.info("%s", line)
             return
         self.restarts[why.reason.value] += 1
-        if self.reload is not None and handle.generation == self.reload.generation and not handle.ever_ready:
+        if isinstance(self.state, Reloading) and handle.generation == self.state.reload.generation \
+                and not handle.ever_ready:
             self.log.error("%s", line)
-            self._abort_reload(why.detail if why.reason is ExitReason.BOOT_ERROR else exit_status(code))
+            self.fire(Event.RELOAD_FAILED, why.detail if why.reason is ExitReason.BOOT_ERROR else exit_status(code))
             return
         if why.reason is ExitReason.BOOT_ERROR:
             self.log.error("%s", line)
-            if not self.ever_ready:
-                self.log.error("Shutting down: the app cannot be loaded")
-                self.exit_code = code if code in BOOT_ERROR_CODES else EXIT_BOOT_ERROR
-                self._begin_stop(graceful=False)
+            if not self.ever_ready and accepts(self.state, Event.BOOT_FAILED):
+                self.fire(Event.BOOT_FAILED, code if code in BOOT_ERROR_CODES else EXIT_BOOT_ERROR)
                 return
         else:
             self.log.warning("%s; starting a replacement", line)
@@ -742,7 +730,8 @@ class Arbiter:
 
     # -- reload (HUP) ----------------------------------------------------------
 
-    def _begin_reload(self) -> None:
+    def _begin_reload(self) -> State:
+        """A new generation, on the config as read again; the same state on a config error."""
         here = os.getcwd()
         # Relative paths on the command line mean what they meant at start.
         os.chdir(self.start_directory)
@@ -756,7 +745,7 @@ class Arbiter:
             self._set_environment(previous_environment)
             os.chdir(here)
             self.log.error("SIGHUP: configuration error, the running workers stay: %s", err)
-            return
+            return self.state
         for warning in cfg.warnings:
             self.log.warning("SIGHUP: %s", warning)
         for name in FIXED_FOR_LIFE:
@@ -764,15 +753,16 @@ class Arbiter:
                 self.log.warning("SIGHUP: %s changed; that needs a restart, keeping %r",
                                  name, self.cfg.values[name])
                 cfg.values[name] = self.cfg.values[name]
-        if self.reload is not None:
-            superseded = self.reload
+        if isinstance(self.state, Reloading):
+            superseded = self.state.reload
             for handle in self._generation(superseded.generation):
                 self._retire(handle, Why(ExitReason.RELOAD,
                                          "its reload was superseded by a newer SIGHUP"))
-            self.reload = Reload(self.generation + 1, superseded.previous_cfg, superseded.previous_workers,
-                                 superseded.previous_environment)
+            reload = Reload(self.generation + 1, superseded.previous_cfg, superseded.previous_workers,
+                            superseded.previous_environment, superseded.announce)
         else:
-            self.reload = Reload(self.generation + 1, self.cfg, self.num_workers, previous_environment)
+            reload = Reload(self.generation + 1, self.cfg, self.num_workers, previous_environment,
+                            announce=isinstance(self.state, Starting))
         run_hook(cfg, "on_reload", self)
         count = self._workers_after_reload(cfg)
         self.cfg = cfg
@@ -784,7 +774,10 @@ class Arbiter:
         self.log.info("SIGHUP: starting %d workers of generation %d", self.num_workers, self.generation)
         systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading: generation {self.generation}")
         for index in range(self.num_workers):
-            self._spawn(successor_of=old[index] if index < len(old) else None)
+            # One that cannot be forked now is started by the housekeeping, backing off.
+            self.breaker.event("starting a worker",
+                               lambda: self._spawn(successor_of=old[index] if index < len(old) else None))
+        return Reloading(reload)
 
     def _workers_after_reload(self, cfg: Config) -> int:
         """One rule for TTIN, TTOU and ``ctl scale``: the count they set survives a HUP,
@@ -806,29 +799,34 @@ class Arbiter:
     def _generation(self, generation: int) -> list[WorkerHandle]:
         return [h for h in self.workers.values() if h.generation == generation and h.counted]
 
-    def _check_reload(self) -> None:
-        """When the whole new generation is ready, retire every older worker."""
-        if self.reload is None:
-            return
+    def _reload_is_ready(self) -> bool:
+        """Reloading, and every worker of the new generation is ready."""
         new = self._current()
-        if len(new) < self.num_workers or not all(h.state is WorkerState.READY for h in new):
-            return
-        taken_over = {h.slot for h in new}
+        return isinstance(self.state, Reloading) and len(new) >= self.num_workers and \
+            all(h.state is WorkerState.READY for h in new)
+
+    def _on_reload_ready(self, event: Event) -> State:
+        """Retire every older worker."""
+        assert isinstance(self.state, Reloading)
+        reload = self.state.reload
+        taken_over = {h.slot for h in self._current()}
         for handle in list(self.workers.values()):
-            if handle.generation < self.reload.generation and handle.counted:
-                self._retire(handle, Why(ExitReason.RELOAD,
-                                         f"generation {self.reload.generation} is ready"))
+            if handle.generation < reload.generation and handle.counted:
+                self._retire(handle, Why(ExitReason.RELOAD, f"generation {reload.generation} is ready"))
                 self.restarts[ExitReason.RELOAD.value] += 1
                 if handle.slot not in taken_over:
                     self._lend_slot(handle)
-        self.log.info("SIGHUP: reload done, generation %d serves", self.reload.generation)
-        systemd.notify("READY=1", f"STATUS=serving generation {self.reload.generation}")
-        self.reload = None
+        self.log.info("SIGHUP: reload done, generation %d serves", reload.generation)
+        if reload.announce:
+            self._announce_ready()
+        else:
+            systemd.notify("READY=1", f"STATUS=serving generation {reload.generation}")
+        return Running()
 
-    def _abort_reload(self, reason: str) -> None:
-        assert self.reload is not None
-        failed = self.reload
-        self.reload = None
+    def _on_reload_failed(self, event: Event, reason: str) -> State:
+        """Stop the new generation; the config, worker count and environment go back."""
+        assert isinstance(self.state, Reloading)
+        failed = self.state.reload
         self.log.error("SIGHUP: generation %d failed to boot (%s); the running workers stay",
                        failed.generation, reason)
         systemd.notify("READY=1", f"STATUS=reload failed ({reason}); previous workers serve")
@@ -844,54 +842,69 @@ class Arbiter:
             if handle.counted:
                 handle.generation = self.generation  # the workers that stay are current again
         self._reopen_logs()
+        return Starting() if failed.announce else Running()
 
     # -- upgrade (USR2) ----------------------------------------------------------
 
-    def _begin_upgrade(self) -> None:
+    def _on_upgrade(self, event: Event) -> State:
         if self.pid == 1:
             self.log.warning("SIGUSR2 refused: as PID 1, this arbiter's exit would end the container; "
                              "use SIGHUP to reload the app")
-            return
-        if self.successor is not None or self.handed_over:
-            self.log.warning("SIGUSR2 ignored: an upgrade is already under way or done")
-            return
+            return self.state
         if self.cfg.pidfile and os.path.exists(self.cfg.pidfile):
             os.replace(self.cfg.pidfile, self.cfg.pidfile + ".oldbin")
         labelled = self.slots.labelled() if self.slots is not None else [(l, "") for l in self.listeners]
-        self.successor = upgrade.start_successor(
+        successor = upgrade.start_successor(
             labelled, self.argv, self.start_directory,
             before_exec=lambda: run_hook(self.cfg, "pre_exec", self))
-        self.poller.add(self.successor.ready_pipe, self._on_successor)
-        self.log.info("SIGUSR2: started a new arbiter, pid %d", self.successor.pid)
+        self.poller.add(successor.ready_pipe, lambda: self._on_successor(successor))
+        self.log.info("SIGUSR2: started a new arbiter, pid %d", successor.pid)
+        return Upgrading(successor)
 
-    def _on_successor(self) -> None:
-        assert self.successor is not None
-        if os.read(self.successor.ready_pipe, 64).startswith(upgrade.READY):
-            self._forget_successor()
-            self.handed_over = True
-            self.log.info("SIGUSR2: the new arbiter is ready; stopping our workers "
-                          "(send SIGTERM to this arbiter, pid %d, to finish)", self.pid)
-            if self.dispatcher is not None:
-                self.dispatcher.stop(graceful=True)  # the new arbiter accepts from now on
-            self._stop_workers("SIGUSR2: the new arbiter serves")
-            for listener in self._all_listeners():
-                listener.sock.close()  # the new arbiter has its own copies
-            self._close_endpoints(remove_files=False)  # the new arbiter answers ctl and scrapes
+    def _on_successor(self, successor: upgrade.Successor) -> None:
+        """The new arbiter's ready pipe: it is ready, or it closed it (then its exit tells why)."""
+        if os.read(successor.ready_pipe, 64).startswith(upgrade.READY):
+            self.fire(Event.SUCCESSOR_READY, successor)
         else:
-            self.poller.remove(self.successor.ready_pipe)  # closed early: its exit tells why
+            self.poller.remove(successor.ready_pipe)
 
-    def _upgrade_failed(self, reason: str) -> None:
+    def _on_hand_over(self, event: Event, successor: upgrade.Successor) -> State:
+        self._forget_successor(successor)
+        self.sockets_handed_over = True
+        self.log.info("SIGUSR2: the new arbiter is ready; stopping our workers "
+                      "(send SIGTERM to this arbiter, pid %d, to finish)", self.pid)
+        if self.dispatcher is not None:
+            self.dispatcher.stop(graceful=True)  # the new arbiter accepts from now on
+        self._stop_workers("SIGUSR2: the new arbiter serves")
+        for listener in self._all_listeners():
+            listener.sock.close()  # the new arbiter has its own copies
+        self._close_endpoints(remove_files=False)  # the new arbiter answers ctl and scrapes
+        return HandedOver()
+
+    def _on_upgrade_failed(self, event: Event, reason: str) -> State:
+        assert isinstance(self.state, Upgrading)
         self.log.error("SIGUSR2: the new arbiter failed (%s); this one keeps serving", reason)
-        self._forget_successor()
+        self._forget_successor(self.state.successor)
         if self.cfg.pidfile and os.path.exists(self.cfg.pidfile + ".oldbin"):
             os.replace(self.cfg.pidfile + ".oldbin", self.cfg.pidfile)
+        return Running()
 
-    def _forget_successor(self) -> None:
-        assert self.successor is not None
-        if self.successor.ready_pipe in self.poller:
-            self.poller.remove(self.successor.ready_pipe)
-        os.close(self.successor.ready_pipe)
-        self.successor = None
+    def _on_leave_to_successor(self, event: Event, successor: upgrade.Successor) -> State:
+        """Stopping when the new arbiter became ready: it keeps the sockets and their files."""
+        self._forget_successor(successor)
+        self.sockets_handed_over = True
+        self.log.info("SIGUSR2: the new arbiter is ready and keeps serving; this one goes on stopping")
+        return self.state
+
+    def _on_refuse_handed_over(self, event: Event) -> State:
+        self.log.warning("%s ignored: this arbiter handed its sockets over after SIGUSR2; "
+                         "signal the new one", event.value)
+        return self.state
+
+    def _forget_successor(self, successor: upgrade.Successor) -> None:
+        if successor.ready_pipe in self.poller:
+            self.poller.remove(successor.ready_pipe)
+        os.close(successor.ready_pipe)
 
     def _stop_workers(self, reason: str) -> None:
         """Retire every worker and start none (WINCH; the end of a USR2)."""
@@ -913,65 +926,113 @@ class Arbiter:
         except (OSError, logs.LogConfigError) as err:
             self.log.error("cannot reopen the log files: %s", err)
 
-    # -- signals and transitions -------------------------------------------
+    # -- the transition table ---------------------------------------------------
+
+    def fire(self, event: Event, *args: Any) -> None:
+        """Take the transition arbiter_lifecycle.TABLE gives for ``event`` in the current
+        state: its ``_on_`` method acts and returns the next state, which must be one the
+        table allows.  An event the state's row does not list is ignored."""
+        row = TABLE[type(self.state)]
+        if event not in row:
+            if event in SIGNAL_EVENTS.values():
+                self.log.info("%s ignored: the server is %s", event.value, self.state.name)
+            return
+        action, targets = row[event]
+        before = self.state
+        after = getattr(self, f"_on_{action}")(event, *args)
+        allowed = tuple(type(before) if target == STAY else target
+                        for target in ((STAY,) if targets == STAY else targets))
+        if not isinstance(after, allowed):
+            raise AssertionError(f"{event.value} in {before.name}: {action} led to {after.name}")
+        self.state = after
 
     def _on_signal(self, signum: int) -> None:
-        self.breaker.event(signal_name(signum), lambda: self._act_on_signal(signum))
+        event = SIGNAL_EVENTS.get(signum)
+        if event is not None:  # SIGCHLD only wakes the loop: reaping is housekeeping
+            self.breaker.event(signal_name(signum), lambda: self.fire(event))
 
-    def _act_on_signal(self, signum: int) -> None:
-        if signum == signal.SIGTERM:
-            self._begin_stop(graceful=True)
-        elif signum == signal.SIGINT:
-            self._on_interrupt()
-        elif signum == signal.SIGQUIT:
-            self._begin_stop(graceful=False)
-        elif signum == signal.SIGCHLD:
-            pass  # reaped in _tick
-        elif self.handed_over and signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            self.log.warning("%s ignored: this arbiter handed its sockets over after SIGUSR2; "
-                             "signal the new one", signal_name(signum))
-        elif signum == signal.SIGTTIN and self.state is State.RUNNING:
-            self._scale_to(self.num_workers + 1, "SIGTTIN")
-        elif signum == signal.SIGTTOU and self.state is State.RUNNING:
-            if self.num_workers > 1:
-                self._scale_to(self.num_workers - 1, "SIGTTOU")
-            else:
-                self.log.info("SIGTTOU ignored: one worker is the minimum")
-        elif signum == signal.SIGUSR1:
-            logs.reopen_files()
-            for handle in self.workers.values():
-                self._kill(handle, signal.SIGUSR1)
-            self.log.info("SIGUSR1: log files reopened (and the workers told to)")
-        elif signum == signal.SIGHUP and self.state is State.RUNNING:
-            self._begin_reload()
-        elif signum == signal.SIGUSR2 and self.state is State.RUNNING:
-            self._begin_upgrade()
-        elif signum == signal.SIGWINCH and self.state is State.RUNNING:
-            self._stop_workers("SIGWINCH")
+    def _on_stop_gracefully(self, event: Event) -> State:
+        return StoppingGracefully(self._begin_stop(graceful=True))
 
-    def _on_interrupt(self) -> None:
-        """SIGINT (Ctrl-C): the first is a graceful stop bounded by INTERRUPT_GRACE, after
-        which what is left stops fast; the second is a fast stop at once."""
-        self.interrupts += 1
-        if self.interrupts > 1 or self.state is State.HALTING:
-            self._begin_stop(graceful=False)
-            return
-        self.escalate_at_deadline = True
+    def _on_stop_fast(self, event: Event) -> State:
+        return StoppingFast(self._begin_stop(graceful=False))
+
+    def _on_interrupt(self, event: Event) -> State:
+        """SIGINT (Ctrl-C): a graceful stop bounded by INTERRUPT_GRACE, after which what is
+        left stops fast (a second SIGINT: at once).  During a graceful stop, it shortens it."""
         within = min(INTERRUPT_GRACE, self.cfg.graceful_timeout) + INTERRUPT_MARGIN
-        if self.state is State.STOPPING:
-            self.stop_deadline = min(self.stop_deadline, time.monotonic() + within)
-            return
-        self._begin_stop(graceful=True, within=within)
+        if isinstance(self.state, StoppingGracefully):
+            return Interrupted(min(self.state.deadline, self.clock() + within))
+        return Interrupted(self._begin_stop(graceful=True, within=within))
 
-    def _begin_stop(self, graceful: bool, within: float | None = None) -> None:
-        if self.state is State.HALTING or (graceful and self.state is State.STOPPING):
-            return
-        self.state = State.STOPPING if graceful else State.HALTING
+    def _on_escalate(self, event: Event) -> State:
+        self.log.warning("SIGINT: %d workers still running; stopping them fast", len(self.workers))
+        return StoppingFast(self._begin_stop(graceful=False))
+
+    def _on_lost_listeners(self, event: Event, reason: str) -> State:
+        self.log.error("Cannot go on: %s; stopping the server", reason)
+        self.exit_code = EXIT_FAILURE
+        return StoppingGracefully(self._begin_stop(graceful=True))
+
+    def _on_unloadable(self, event: Event, code: int) -> State:
+        self.log.error("Shutting down: the app cannot be loaded")
+        self.exit_code = code
+        return StoppingFast(self._begin_stop(graceful=False))
+
+    def _on_one_more_worker(self, event: Event) -> State:
+        self._scale_to(self.num_workers + 1, event.value)
+        return self.state
+
+    def _on_one_fewer_worker(self, event: Event) -> State:
+        if self.num_workers > 1:
+            self._scale_to(self.num_workers - 1, event.value)
+        else:
+            self.log.info("SIGTTOU ignored: one worker is the minimum")
+        return self.state
+
+    def _on_scale(self, event: Event, workers: int) -> State:
+        self._scale_to(workers, event.value)
+        return self.state
+
+    def _on_reopen_logs(self, event: Event) -> State:
+        logs.reopen_files()
+        for handle in self.workers.values():
+            self._kill(handle, signal.SIGUSR1)
+        self.log.info("SIGUSR1: log files reopened (and the workers told to)")
+        return self.state
+
+    def _on_reload(self, event: Event) -> State:
+        return self._begin_reload()
+
+    def _on_stop_every_worker(self, event: Event) -> State:
+        self._stop_workers("SIGWINCH")
+        return self.state
+
+    def _on_ready(self, event: Event) -> State:
+        self._announce_ready()
+        return Running()
+
+    def _on_done(self, event: Event) -> State:
+        return Done()
+
+    def _on_kill_the_rest(self, event: Event) -> State:
+        """The stop's deadline passed: SIGKILL what is left, and end a while later regardless."""
+        self.log.warning("Stop timed out; killing %d workers", len(self.workers))
+        for handle in self.workers.values():
+            self._kill(handle, signal.SIGKILL)
+        return Killing(time.monotonic() + GIVE_UP_AFTER_KILL)
+
+    def _on_give_up(self, event: Event) -> State:
+        self.log.error("%d workers could not be reaped after SIGKILL; exiting without them",
+                       len(self.workers))
+        return Done()
+
+    def _begin_stop(self, graceful: bool, within: float | None = None) -> float:
+        """Tell every worker to stop; the stop's deadline."""
         systemd.notify("STOPPING=1")
         wait = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
         if within is not None:
             wait = min(wait, within)
-        self.stop_deadline = time.monotonic() + wait
         self.log.info("%s: %d workers%s", "Graceful stop" if graceful else "Fast stop", len(self.workers),
                       f", at most {wait:g}s (SIGINT again: fast stop)" if within is not None else "")
         if self.dispatcher is not None:
@@ -986,6 +1047,7 @@ class Arbiter:
         for handle in list(self.workers.values()):
             handle.why = handle.why or why
             self._move(handle, WorkerEvent.STOP if graceful else WorkerEvent.HALT)
+        return time.monotonic() + wait
 
     def _tick(self) -> None:
         """Housekeeping: each step runs contained, and backs off while it keeps failing."""
@@ -998,19 +1060,21 @@ class Arbiter:
         step("judging worker exits", lambda: self._judge_exits(now))
         step("expiring control clients", lambda: self._expire_endpoints(now))
         step("the kill deadlines", lambda: self._check_kill_deadlines(now))
-        if self.state is State.RUNNING:
+        if isinstance(self.state, SERVING):
             self._check_listeners()
             step("the heartbeats", lambda: self._check_heartbeats(now))
             step("the memory limit", self._check_memory)
-            step("the reload", self._check_reload)
+            if self._reload_is_ready():
+                self.fire(Event.RELOAD_READY)
             step("stopping replaced workers", self._stop_replaced)
             if self.num_workers > len(self._current()) and now >= self.respawn_at and not self.reaped:
                 step("starting a worker", self._spawn_missing)
-            step("announcing readiness", self._announce_ready)
+            if isinstance(self.state, Starting) and self._all_ready():
+                self.fire(Event.ALL_READY)
         elif not self.workers:
-            self.state = State.DONE
-        elif now >= self.stop_deadline:
-            self._stop_timed_out(now)
+            self.fire(Event.NO_WORKERS)
+        elif isinstance(self.state, STOPPING) and now >= self.state.deadline:
+            self.fire(Event.DEADLINE)
 
     def _expire_endpoints(self, now: float) -> None:
         for endpoint in (self.control, self.metrics):
@@ -1021,7 +1085,7 @@ class Arbiter:
 
     def _check_listeners(self) -> None:
         """The listening sockets are the one thing the arbiter cannot do without."""
-        if self.handed_over:
+        if self.sockets_handed_over:
             return
         for listener in self._all_listeners():
             try:
@@ -1033,11 +1097,12 @@ class Arbiter:
         for _ in range(self.num_workers - len(self._current())):
             self._spawn()
 
-    def _announce_ready(self) -> None:
+    def _all_ready(self) -> bool:
         counted = [h for h in self.workers.values() if h.counted]
-        if self.announced_ready or not counted or not all(h.state is WorkerState.READY for h in counted):
-            return
-        self.announced_ready = True
+        return bool(counted) and all(h.state is WorkerState.READY for h in counted)
+
+    def _announce_ready(self) -> None:
+        """Once: the when_ready hook, systemd's READY=1, a USR2 predecessor's ready pipe, a daemon's parent."""
         run_hook(self.cfg, "when_ready", self)
         systemd.notify("READY=1", f"STATUS=serving with {len(self.workers)} workers", f"MAINPID={self.pid}")
         if self.ready_pipe is not None:
@@ -1046,28 +1111,12 @@ class Arbiter:
         if self.detached is not None:
             self.detached.ready()
 
-    def _stop_timed_out(self, now: float) -> None:
-        """The stop's deadline passed: a SIGINT stop turns fast; otherwise SIGKILL what is left,
-        and a while later, end regardless."""
-        if self.state is State.STOPPING and self.escalate_at_deadline:
-            self.log.warning("SIGINT: %d workers still running; stopping them fast", len(self.workers))
-            self._begin_stop(graceful=False)
-            return
-        if self.stop_killed:
-            self.log.error("%d workers could not be reaped after SIGKILL; exiting without them",
-                           len(self.workers))
-            self.state = State.DONE
-            return
-        self.log.warning("Stop timed out; killing %d workers", len(self.workers))
-        for handle in self.workers.values():
-            self._kill(handle, signal.SIGKILL)
-        self.stop_killed = True
-        self.stop_deadline = now + GIVE_UP_AFTER_KILL
-
     def _poll_timeout(self) -> float:
         now = time.monotonic()
-        wake = min(now + TICK, self.stop_deadline)
-        if self.state is State.RUNNING and self.respawn_at > now:
+        wake = now + TICK
+        if isinstance(self.state, STOPPING):
+            wake = min(wake, self.state.deadline)
+        if isinstance(self.state, SERVING) and self.respawn_at > now:
             wake = min(wake, self.respawn_at)
         for reaped in self.reaped:
             wake = min(wake, reaped.judge_at)
@@ -1082,41 +1131,34 @@ class Arbiter:
             requests.add(handle.stats)
         return ServerStatus(
             pid=self.pid, version=__version__, app=self.cfg.wsgi_app or "",
-            dispatch=self.cfg.dispatch, state=self._state_name(), generation=self.generation,
+            dispatch=self.cfg.dispatch, state=self.state.name, generation=self.generation,
             uptime=round(time.monotonic() - self.started, 1), workers_wanted=self.num_workers,
             queued=self.dispatcher.queued if self.dispatcher is not None else None,
             workers=worker_statuses(self.workers.values()), restarts=dict(self.restarts),
             requests=requests)
 
-    def _state_name(self) -> str:
-        if self.handed_over:
-            return "handed over"
-        if self.state is State.RUNNING and self.reload is not None:
-            return "reloading"
-        return self.state.value
-
-    def _check_running(self, command: str) -> None:
-        if self.state is not State.RUNNING or self.handed_over:
-            raise ValueError(f"{command} refused: the server is {self._state_name()}")
+    def _check_accepted(self, command: str, event: Event) -> None:
+        if not accepts(self.state, event) or isinstance(self.state, HandedOver):
+            raise ValueError(f"{command} refused: the server is {self.state.name}")
 
     def start_reload(self) -> str:
-        self._check_running("reload")
+        self._check_accepted("reload", Event.HUP)
         self.log.info("ctl reload: as SIGHUP")
         before = self.generation
-        self._begin_reload()
+        self.fire(Event.HUP)
         if self.generation == before:
             raise ValueError("reload refused: the configuration has an error (see the error log); "
                              "the running workers stay")
         return f"reloading: generation {self.generation} is starting"
 
     def scale(self, workers: int) -> str:
-        self._check_running("scale")
-        self._scale_to(workers, "ctl scale")
+        self._check_accepted("scale", Event.SCALE)
+        self.fire(Event.SCALE, workers)
         return f"now {workers} workers"
 
     def stop(self) -> str:
         self.log.info("ctl stop: as SIGTERM")
-        self._begin_stop(graceful=True)
+        self.fire(Event.TERM)
         return "stopping gracefully"
 
     # -- helpers -------------------------------------------------------------
@@ -1130,11 +1172,11 @@ class Arbiter:
             except ProcessLookupError:
                 pass
         for listener in self._all_listeners():
-            if self.handed_over:
+            if self.sockets_handed_over:
                 listener.sock.close()  # a unix socket's file is the new arbiter's now
             else:
                 listener.close()
-        self._close_endpoints(remove_files=not self.handed_over)
+        self._close_endpoints(remove_files=not self.sockets_handed_over)
         if self.cfg.pidfile:
             for path in (self.cfg.pidfile, self.cfg.pidfile + ".oldbin"):
                 try:

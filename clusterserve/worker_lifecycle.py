@@ -61,7 +61,7 @@ SIGNALS: dict[WorkerEvent, tuple[int, str | None]] = {
 }
 
 # States in which a worker is alive and has not been told to go.
-SERVING = frozenset({S.BOOTING, S.READY})
+STAYING = frozenset({S.BOOTING, S.READY})
 # States that carry a kill deadline.
 WITH_DEADLINE = frozenset({S.STOPPING, S.ABORTED})
 
@@ -69,3 +69,15 @@ WITH_DEADLINE = frozenset({S.STOPPING, S.ABORTED})
 def next_state(state: WorkerState, event: WorkerEvent) -> WorkerState | None:
     """Where ``event`` takes a worker in ``state``; None if that state ignores it."""
     return TRANSITIONS[state].get(event)
+
+
+def render() -> str:
+    """The table as Markdown, for docs/architecture.md (a unit test keeps them the same)."""
+    lines = ["| state | accepts: event → next state |", "|---|---|"]
+    for state, row in TRANSITIONS.items():
+        grouped: dict[WorkerState, list[str]] = {}
+        for event, target in row.items():
+            grouped.setdefault(target, []).append(event.value)
+        cells = [f"{', '.join(events)} → {target.value}" for target, events in grouped.items()]
+        lines.append(f"| {state.value} | {'; '.join(cells) or 'nothing'} |")
+    return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """The docs that are generated from code must match the code."""
 
+from clusterserve import arbiter_lifecycle, worker_lifecycle
 from clusterserve.config import reference
 from tests.harness import ROOT
 
@@ -29,3 +30,9 @@ def test_ci_runs_the_whole_suite_with_the_test_extra():
 def test_license_file_is_the_mit_license_pyproject_names():
     assert 'license = "MIT"' in (ROOT / "pyproject.toml").read_text()
     assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
+def test_the_state_tables_in_the_architecture_notes_are_the_code_s():
+    notes = (ROOT / "docs" / "architecture.md").read_text()
+    assert arbiter_lifecycle.render() in notes
+    assert worker_lifecycle.render() in notes

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clusterserve.worker_lifecycle import (SERVING, SIGNALS, TRANSITIONS, WITH_DEADLINE, WorkerEvent,
+from clusterserve.worker_lifecycle import (SIGNALS, STAYING, TRANSITIONS, WITH_DEADLINE, WorkerEvent,
                                            WorkerState, next_state)
 
 LIVE = [state for state in WorkerState if state is not WorkerState.GONE]
@@ -15,7 +15,7 @@ def test_every_state_has_a_row_and_only_gone_is_final():
         assert next_state(state, WorkerEvent.EXIT) is WorkerState.GONE
 
 
-@pytest.mark.parametrize("state", sorted(SERVING, key=lambda s: s.value))
+@pytest.mark.parametrize("state", sorted(STAYING, key=lambda s: s.value))
 def test_a_serving_worker_can_be_told_to_go_every_way(state):
     assert next_state(state, WorkerEvent.STOP) is WorkerState.STOPPING
     assert next_state(state, WorkerEvent.HALT) is WorkerState.STOPPING
