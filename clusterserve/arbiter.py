@@ -39,9 +39,10 @@ from clusterserve.arbiter_lifecycle import (SERVING, STAY, STOPPING, TABLE, Done
                                             StoppingGracefully, Upgrading, accepts)
 from clusterserve.channel import (ABORT, ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE,
                                   RETIRE, Channel, Message)
+from clusterserve.children import OsProcessTable, ProcessTable
 from clusterserve.config import Config, ConfigError, load_config
 from clusterserve.config.settings import WORKER_CLASSES
-from clusterserve.containment import Breaker, Unrecoverable
+from clusterserve.containment import Breaker
 from clusterserve.control.control_socket import ControlSocket
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.control.statsd import StatsdClient
@@ -109,9 +110,9 @@ class WorkerHandle:
 
     age: int
     channel: Channel
+    started: float
+    last_heartbeat: float  # from its start until its first heartbeat
     pid: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_heartbeat: float = field(default_factory=time.monotonic)
     state: WorkerState = WorkerState.BOOTING  # moved only by Arbiter._move
     kill_at: float | None = None  # in a state WITH_DEADLINE: SIGKILL if still alive then
     # Counts towards the wanted number of workers: until it is retired or a replacement is
@@ -152,9 +153,12 @@ class Reload:
 
 
 class Arbiter:
-    def __init__(self, cfg: Config, argv: Sequence[str] = (),
-                 detached: daemon.Detached | None = None) -> None:
+    def __init__(self, cfg: Config, argv: Sequence[str] = (), detached: daemon.Detached | None = None,
+                 processes: ProcessTable | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """``processes`` and ``clock`` are the operating system's unless a test gives fakes."""
         self.cfg = cfg
+        self.processes = processes if processes is not None else OsProcessTable()
+        self.clock = clock
         self.argv = list(argv)  # read again on HUP, exec'd again on USR2
         self.detached = detached  # daemon: told once the first workers are ready
         self.start_directory = os.getcwd()  # before any chdir setting, for USR2
@@ -163,7 +167,7 @@ class Arbiter:
         self.watcher_pid: int | None = None  # --reload: the process watching files
         self.generation = 1
         self.log = logs.log
-        self.breaker = Breaker(self.log)  # an exception in one event or step is logged, not fatal
+        self.breaker = Breaker(self.log, clock)  # an exception in one event or step is logged, not fatal
         self.pid = os.getpid()
         self.state: State = Starting()  # moved only by fire, as arbiter_lifecycle.TABLE says
         self.exit_code = EXIT_OK
@@ -185,7 +189,7 @@ class Arbiter:
         self.ever_ready = False
         self.crash_streak = 0
         self.respawn_at = 0.0
-        self.started = time.monotonic()
+        self.started = self.clock()
         self.control: ControlSocket | None = None
         self.metrics: Any = None  # control.prometheus.MetricsEndpoint, when metrics_bind is set
         self.statsd: StatsdClient | None = None
@@ -202,17 +206,14 @@ class Arbiter:
             if not self._start():
                 return self.exit_code
             while not isinstance(self.state, Done):
-                try:
-                    self.breaker.event("the arbiter's loop", self._turn)
-                except Unrecoverable as err:
-                    self.fire(Event.LISTENERS_GONE, str(err))
+                self.breaker.event("the arbiter's loop", self._turn)
         finally:
             self._cleanup()
         return self.exit_code
 
     def _turn(self) -> None:
         news = self.poller.poll(self._poll_timeout())
-        if news or self.worker_news or time.monotonic() >= self.next_housekeeping:
+        if news or self.worker_news or self.clock() >= self.next_housekeeping:
             self._tick()
 
     def _contain_callback(self, callback: Callable[[], None]) -> None:
@@ -395,12 +396,14 @@ class Arbiter:
     def _spawn(self, successor_of: WorkerHandle | None = None) -> WorkerHandle:
         """Fork a worker of the current generation (taking over ``successor_of``'s slot)."""
         arbiter_end, worker_end = Channel.pair()
-        handle = WorkerHandle(age=self.next_age, channel=arbiter_end, generation=self.generation)
+        now = self.clock()
+        handle = WorkerHandle(age=self.next_age, channel=arbiter_end, started=now, last_heartbeat=now,
+                              generation=self.generation)
         self.next_age += 1
         listeners = self._claim_listeners(handle, successor_of)
         run_hook(self.cfg, "pre_fork", self, handle)
         try:
-            pid = signals.fork_with_signals_held()
+            pid = self.processes.fork()
         except OSError:
             arbiter_end.close()
             worker_end.close()
@@ -483,7 +486,7 @@ class Arbiter:
         fields = message.fields
         self.worker_news = self.worker_news or message.kind != HEARTBEAT
         if message.kind == HEARTBEAT:
-            handle.last_heartbeat = time.monotonic()
+            handle.last_heartbeat = self.clock()
             handle.requests = fields["requests"]
             handle.accepted = fields["accepted"]
             handle.open_connections = fields["open"]
@@ -493,7 +496,7 @@ class Arbiter:
         elif message.kind == READY:
             self._move(handle, WorkerEvent.READY)
             handle.ever_ready = True
-            handle.last_heartbeat = time.monotonic()
+            handle.last_heartbeat = self.clock()
             self.ever_ready = True
             self.crash_streak = 0
             self.log.info("Worker %d (pid %d) ready, serving %s", handle.age, handle.pid,
@@ -527,25 +530,19 @@ class Arbiter:
         """Round-robin: only ready workers, not told to go, and not late on heartbeats."""
         handle = self.workers.get(pid)
         return (handle is not None and handle.state is WorkerState.READY
-                and time.monotonic() - handle.last_heartbeat < LATE_HEARTBEAT)
+                and self.clock() - handle.last_heartbeat < LATE_HEARTBEAT)
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        while (exited := self.processes.reap()) is not None:
+            pid, code = exited
             handle = self.workers.pop(pid, None)
             if handle is not None:
-                code = os.waitstatus_to_exitcode(status)
                 settle = STOP_SIGNAL_SETTLE if handle.why is None and isinstance(self.state, SERVING) \
                     and (code == 0 or -code in STOP_SIGNALS) else 0.0
-                self.reaped.append(ReapedWorker(handle, code, time.monotonic() + settle))
+                self.reaped.append(ReapedWorker(handle, code, self.clock() + settle))
                 self.breaker.event("a worker's exit", lambda: self._forget_worker(handle))
             elif isinstance(self.state, Upgrading) and pid == self.state.successor.pid:
-                self.fire(Event.SUCCESSOR_FAILED, f"it exited with code {os.waitstatus_to_exitcode(status)}")
+                self.fire(Event.SUCCESSOR_FAILED, exit_status(code))
             # anything else: an orphan we adopted as PID 1, or a stray child
 
     def _forget_worker(self, handle: WorkerHandle) -> None:
@@ -598,10 +595,10 @@ class Arbiter:
             self.log.warning("%s; starting a replacement", line)
         # An early crash backs off; a worker aborted for a stuck request did nothing wrong at boot.
         if code != 0 and why.reason is not ExitReason.STUCK_REQUEST and \
-                time.monotonic() - handle.started < HEALTHY_UPTIME:
+                self.clock() - handle.started < HEALTHY_UPTIME:
             self.crash_streak += 1
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.crash_streak - 1))
-            self.respawn_at = time.monotonic() + delay
+            self.respawn_at = self.clock() + delay
             self.log.warning("Workers keep crashing; next start in %.1fs", delay)
 
     def _check_heartbeats(self, now: float) -> None:
@@ -645,7 +642,7 @@ class Arbiter:
             grace = {"graceful": self.cfg.graceful_timeout + STOP_GRACE,
                      "fast": min(FAST_STOP_GRACE, self.cfg.graceful_timeout) + STOP_GRACE,
                      "abort": ABORT_GRACE}[deadline]
-            at = time.monotonic() + grace
+            at = self.clock() + grace
             handle.kill_at = at if handle.kill_at is None else min(handle.kill_at, at)
         if new not in WITH_DEADLINE:
             handle.kill_at = None
@@ -655,7 +652,7 @@ class Arbiter:
 
     def _kill(self, handle: WorkerHandle, sig: int) -> None:
         try:
-            os.kill(handle.pid, sig)
+            self.processes.kill(handle.pid, sig)
         except ProcessLookupError:
             pass
 
@@ -684,7 +681,8 @@ class Arbiter:
         handle.counted = False
         handle.why = why
         self.log.info("Worker %d (pid %d) will be replaced; reason: %s", handle.age, handle.pid, why)
-        self._spawn(successor_of=handle)
+        if handle.generation == self.generation:  # during a reload, the new generation replaces it
+            self._spawn(successor_of=handle)
 
     def _stop_replaced(self) -> None:
         ready = [h for h in self.workers.values() if h.counted and h.state is WorkerState.READY]
@@ -699,7 +697,7 @@ class Arbiter:
         if not limit:
             return
         for handle in list(self.workers.values()):
-            rss = process.resident_bytes(handle.pid)
+            rss = self.processes.resident_bytes(handle.pid)
             if handle.state is WorkerState.READY and handle.counted and rss is not None and rss > limit:
                 self._replace(handle, Why(ExitReason.MAX_WORKER_MEMORY,
                                           f"RSS {rss / MIB:.0f} MiB is above {limit / MIB:.0f} MiB"))
@@ -854,7 +852,7 @@ class Arbiter:
         if self.cfg.pidfile and os.path.exists(self.cfg.pidfile):
             os.replace(self.cfg.pidfile, self.cfg.pidfile + ".oldbin")
         labelled = self.slots.labelled() if self.slots is not None else [(l, "") for l in self.listeners]
-        successor = upgrade.start_successor(
+        successor = self.processes.start_successor(
             labelled, self.argv, self.start_directory,
             before_exec=lambda: run_hook(self.cfg, "pre_exec", self))
         self.poller.add(successor.ready_pipe, lambda: self._on_successor(successor))
@@ -1020,7 +1018,7 @@ class Arbiter:
         self.log.warning("Stop timed out; killing %d workers", len(self.workers))
         for handle in self.workers.values():
             self._kill(handle, signal.SIGKILL)
-        return Killing(time.monotonic() + GIVE_UP_AFTER_KILL)
+        return Killing(self.clock() + GIVE_UP_AFTER_KILL)
 
     def _on_give_up(self, event: Event) -> State:
         self.log.error("%d workers could not be reaped after SIGKILL; exiting without them",
@@ -1047,21 +1045,24 @@ class Arbiter:
         for handle in list(self.workers.values()):
             handle.why = handle.why or why
             self._move(handle, WorkerEvent.STOP if graceful else WorkerEvent.HALT)
-        return time.monotonic() + wait
+        return self.clock() + wait
 
     def _tick(self) -> None:
         """Housekeeping: each step runs contained, and backs off while it keeps failing."""
         step = self.breaker.periodic
         step("writing the log", log_output.flush_all)  # what waits for a log pipe that was blocked
         step("reaping workers", self._reap)
-        now = time.monotonic()
+        now = self.clock()
         self.worker_news = False
         self.next_housekeeping = now + HOUSEKEEPING_EVERY
         step("judging worker exits", lambda: self._judge_exits(now))
         step("expiring control clients", lambda: self._expire_endpoints(now))
         step("the kill deadlines", lambda: self._check_kill_deadlines(now))
         if isinstance(self.state, SERVING):
-            self._check_listeners()
+            lost = self._lost_listener()
+            if lost is not None:
+                self.fire(Event.LISTENERS_GONE, lost)
+                return
             step("the heartbeats", lambda: self._check_heartbeats(now))
             step("the memory limit", self._check_memory)
             if self._reload_is_ready():
@@ -1083,15 +1084,16 @@ class Arbiter:
         if self.statsd is not None:
             self.statsd.gauge("workers", len(self.workers))
 
-    def _check_listeners(self) -> None:
-        """The listening sockets are the one thing the arbiter cannot do without."""
+    def _lost_listener(self) -> str | None:
+        """The listening sockets are the one thing the arbiter cannot do without: which is gone."""
         if self.sockets_handed_over:
-            return
+            return None
         for listener in self._all_listeners():
             try:
                 os.fstat(listener.sock.fileno())
             except (OSError, ValueError):
-                raise Unrecoverable(f"the listening socket for {listener.url} is gone") from None
+                return f"the listening socket for {listener.address} is gone"
+        return None
 
     def _spawn_missing(self) -> None:
         for _ in range(self.num_workers - len(self._current())):
@@ -1112,7 +1114,7 @@ class Arbiter:
             self.detached.ready()
 
     def _poll_timeout(self) -> float:
-        now = time.monotonic()
+        now = self.clock()
         wake = now + TICK
         if isinstance(self.state, STOPPING):
             wake = min(wake, self.state.deadline)
@@ -1132,7 +1134,7 @@ class Arbiter:
         return ServerStatus(
             pid=self.pid, version=__version__, app=self.cfg.wsgi_app or "",
             dispatch=self.cfg.dispatch, state=self.state.name, generation=self.generation,
-            uptime=round(time.monotonic() - self.started, 1), workers_wanted=self.num_workers,
+            uptime=round(self.clock() - self.started, 1), workers_wanted=self.num_workers,
             queued=self.dispatcher.queued if self.dispatcher is not None else None,
             workers=worker_statuses(self.workers.values()), restarts=dict(self.restarts),
             requests=requests)

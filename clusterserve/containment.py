@@ -4,8 +4,8 @@ The arbiter runs each event it handles (a signal, a worker's message or
 exit, a poller callback) and each step of its housekeeping under a
 ``Breaker``.  An exception there is logged with its traceback and the
 arbiter goes on: what a worker, a client or an operator does must never
-stop it.  Only ``Unrecoverable`` passes through: a failure that leaves no
-safe way forward, such as the listening sockets being gone.
+stop it.  (A failure that leaves no safe way forward, the listening sockets
+being gone, is not an exception but an event of the arbiter's own table.)
 
 The same failure of the same step again and again (a fork that fails on
 every tick) is logged once with its traceback, then once more to say it
@@ -25,10 +25,6 @@ FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 
 
-class Unrecoverable(Exception):
-    """No safe way forward: the server must stop."""
-
-
 @dataclass
 class _Failing:
     signature: tuple[str, str, str]  # the exception's type, its message, where it was raised
@@ -42,6 +38,7 @@ class Breaker:
         self.log = log
         self.clock = clock
         self._failing: dict[str, _Failing] = {}
+        self.failures = 0  # every failure so far, logged or not
 
     def event(self, step: str, action: Callable[[], None]) -> bool:
         """Handle one event; False if it failed (and was logged, once per run of failures)."""
@@ -57,8 +54,6 @@ class Breaker:
     def _run(self, step: str, action: Callable[[], None], periodic: bool) -> bool:
         try:
             action()
-        except Unrecoverable:
-            raise
         except Exception as err:  # noqa: BLE001 - the point of this module
             self._failed(step, err, periodic)
             return False
@@ -68,6 +63,7 @@ class Breaker:
         return True
 
     def _failed(self, step: str, err: Exception, periodic: bool) -> None:
+        self.failures += 1
         signature = _signature(err)
         failing = self._failing.get(step)
         if failing is None or failing.signature != signature:

@@ -1,6 +1,21 @@
+import random
+
 import pytest
 
 from tests.harness import ServerProcess
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Hypothesis tests run with a seed chosen here (before Hypothesis reads it, and before
+    xdist hands the options to its workers), so that the header can print it."""
+    if getattr(config.option, "hypothesis_seed", "") is None and not hasattr(config, "workerinput"):
+        config.option.hypothesis_seed = random.SystemRandom().randrange(1 << 32)
+
+
+def pytest_report_header(config):
+    seed = getattr(config.option, "hypothesis_seed", None)
+    return None if seed is None else f"hypothesis seed: {seed} (pytest --hypothesis-seed {seed} replays it)"
 
 
 def pytest_addoption(parser):

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from clusterserve.containment import MAX_BACKOFF, Breaker, Unrecoverable
+from clusterserve.containment import MAX_BACKOFF, Breaker
 
 
 class Clock:
@@ -88,15 +88,3 @@ def test_events_are_never_skipped(breaker):
     for _ in range(5):
         b.event("e", lambda: (calls.append(1), fail()))
     assert len(calls) == 5
-
-
-def test_unrecoverable_passes_through(breaker):
-    b, _ = breaker
-
-    def gone():
-        raise Unrecoverable("the listening socket is gone")
-
-    with pytest.raises(Unrecoverable):
-        b.event("x", gone)
-    with pytest.raises(Unrecoverable):
-        b.periodic("y", gone)
