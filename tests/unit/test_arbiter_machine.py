@@ -123,8 +123,6 @@ class Driver:
 
     def signal(self, sig: int) -> None:
         self.stop_sent = self.stop_sent or sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-        if sig == signal.SIGUSR2 and isinstance(self.state, Running):
-            pass  # remembered below, once it has started
         self.arbiter._on_signal(sig)
         if isinstance(self.state, Upgrading):
             self.successor = self.state.successor
