@@ -276,8 +276,7 @@ class Injector:
     # -- arbiter signals ----------------------------------------------------------
 
     def _hup(self) -> None:
-        self.server.send(signal.SIGHUP)
-        self.wanted = WORKERS  # a reload reads the worker count from the configuration again
+        self.server.send(signal.SIGHUP)  # the count TTIN and TTOU set survives it
         time.sleep(0.5)
 
     def _ttin(self) -> None:
