@@ -558,10 +558,11 @@ class Arbiter:
         self._stop_one(handle)
 
     def _stop_one(self, handle: WorkerHandle) -> None:
-        """SIGTERM one worker while others serve on; in round-robin mode it is told first
-        that it may hand its untouched connections back (sent before the signal, the
-        notice is waiting on its channel when the signal arrives)."""
-        if self.dispatcher is not None and any(not h.retiring for h in self.workers.values()):
+        """SIGTERM one worker while others serve on; it is told first that they do (sent
+        before the signal, the notice is waiting on its channel when the signal arrives):
+        in round-robin mode it may hand its untouched connections back, and in the other
+        modes a worker past ``max_requests`` leaves the listen queue to them."""
+        if any(not h.retiring for h in self.workers.values()):
             handle.channel.send(MAY_HAND_BACK)
         self._kill(handle, signal.SIGTERM)
 

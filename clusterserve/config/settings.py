@@ -274,7 +274,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Maximum open connections per worker; a full worker stops accepting.",
             metavar="INT"),
     Setting("max_requests", "Worker processes", ("--max-requests",), types.integer(0), 0,
-            "Restart a worker after this many requests (0 = never).", metavar="INT"),
+            "Restart a worker after this many requests (0 = never): from the request that "
+            "reaches it on, the worker takes no new connection and closes each open one after "
+            "its next response; its replacement starts at once.", metavar="INT"),
     Setting("max_requests_jitter", "Worker processes", ("--max-requests-jitter",),
             types.integer(0), 0,
             "Add a random 0..N to max_requests per worker, so they do not restart together.",

@@ -257,7 +257,9 @@ class ChannelAcceptor:
     def pause(self) -> None:
         """Room is reported from ``has_room`` at each flush."""
 
-    def close(self) -> None:
+    def close(self, leave_queued: bool = False) -> None:
+        """Stop taking connections (``leave_queued`` is for the accepting modes: here the
+        arbiter holds the queue)."""
         self.closed = True
         self.flush()
 

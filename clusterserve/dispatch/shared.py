@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from clusterserve.channel import Message
+from clusterserve.channel import MAY_HAND_BACK, Message
 from clusterserve.poller import Poller
 from clusterserve.sockets import Listener, accept_until_empty
 
@@ -40,6 +40,7 @@ class SharedAcceptor:
         self._has_room = has_room
         self.accepting = False
         self.closed = False
+        self.others_serve_on = False  # the arbiter stops only this worker
         self.accepted = 0
 
     def _watch(self, sock: socket.socket) -> None:
@@ -60,7 +61,7 @@ class SharedAcceptor:
             self._poller.remove(sock.fileno())
         self.accepting = False
 
-    def close(self) -> None:
+    def close(self, leave_queued: bool = False) -> None:
         """Stop accepting for good: take what is queued already, then drop this
         worker's copies of the listeners.
 
@@ -69,10 +70,15 @@ class SharedAcceptor:
         the last copy of the socket closes.  All of it is accepted before any
         is served: served one by one as accepted, a queue that clients keep
         filling would hold a retiring worker for as long as they do.
+
+        ``leave_queued``: this worker stopped watching the listeners long ago (it
+        reached ``max_requests``), so the queue is the other workers' while they
+        serve on; taken here, it would be served past the limit.
         """
         self.pause()
         self.closed = True
-        queued = [pair for sock in self._sockets for pair in accept_until_empty(sock.accept)]
+        take = not (leave_queued and self.others_serve_on)
+        queued = [pair for sock in self._sockets for pair in accept_until_empty(sock.accept)] if take else []
         self.remove_sockets(list(self._sockets))
         for conn, peer in queued:
             self._take(conn, peer)
@@ -110,6 +116,7 @@ class SharedAcceptor:
 
     def on_messages(self, messages: list[Message]) -> None:
         for message in messages:
+            self.others_serve_on |= message.kind == MAY_HAND_BACK
             for fd in message.fds:
                 socket.close(fd)
 

@@ -30,7 +30,7 @@ class RequestContext:
     info: ServerInfo
     access_log: AccessLog | None
     keepalive: bool
-    is_stopping: Callable[[], bool]
+    closing: Callable[[], bool]  # each response from now on closes its connection
     worker: Any
     errors: ErrorStream
     server_header: bool = True
@@ -71,7 +71,7 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
         connection.send_raw(error_response(err.status, err.detail))
         return False
     # Decided when the head goes out: a stop that begins meanwhile adds Connection: close.
-    response = Response(connection, request, lambda: ctx.keepalive and not ctx.is_stopping(),
+    response = Response(connection, request, lambda: ctx.keepalive and not ctx.closing(),
                         server_header=ctx.server_header, date_header=ctx.date_header)
     result: Any = None
     completed = False

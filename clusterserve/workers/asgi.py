@@ -30,6 +30,7 @@ from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
 from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.grace import FAST_LIFESPAN_SHUTDOWN, FRESH_CONNECTION_GRACE, INTERRUPT_GRACE
+from clusterserve.workers.request_limit import RequestLimit
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
@@ -125,6 +126,7 @@ class AsgiServer(uvicorn.Server):
         self.attaching: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.interrupts = 0  # SIGINTs so far
+        self.limit: RequestLimit | None = None  # with max_requests
         # A TLS handshake gets as long as a WSGI request head.
         self.handshake_timeout = float(worker.cfg.timeout) or 30.0
 
@@ -149,6 +151,10 @@ class AsgiServer(uvicorn.Server):
         if writer is not None or self.worker.request_stats is not None:
             self.config.loaded_app = ObservingMiddleware(self.config.loaded_app, writer,
                                                          self.worker.request_stats)
+        if self.worker.max_requests:
+            self.limit = RequestLimit(self.config.loaded_app, self.worker.max_requests,
+                                      lambda: self.acceptor.pause())
+            self.config.loaded_app = self.limit
         self.lifespan = self.config.lifespan_class(self.config)
         await self.startup()
         if not self.should_exit:
@@ -198,8 +204,12 @@ class AsgiServer(uvicorn.Server):
                                           f"served {self.server_state.total_requests} requests"))
         return should_exit
 
+    @property
+    def past_limit(self) -> bool:
+        return self.limit is not None and self.limit.reached
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         await self._let_fresh_connections_send()
         await super().shutdown()
         if self.force_exit:  # uvicorn skips the lifespan shutdown then; the app still gets it
@@ -263,7 +273,7 @@ class AsgiServer(uvicorn.Server):
             return
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         self._on_channel()  # connections the arbiter passed before the signal
         # Through uvicorn's own exit handler, not by setting should_exit: libraries hook it
         # to end their endless responses (sse-starlette closes its event streams).
@@ -282,7 +292,7 @@ class AsgiServer(uvicorn.Server):
 
     def _has_room(self) -> bool:
         open_now = len(self.transports) + len(self.attaching)
-        return not self.stopping and open_now < self.worker.cfg.worker_connections
+        return not self.stopping and not self.past_limit and open_now < self.worker.cfg.worker_connections
 
     def _create_protocol(self) -> asyncio.Protocol:
         return self.config.http_protocol_class(  # type: ignore[call-arg]

@@ -82,7 +82,7 @@ class WsgiServer:
                             keep_underscores=cfg.header_map == "dangerous"),
             access_log=access_log.from_settings(cfg),
             keepalive=cfg.keepalive > 0,
-            is_stopping=lambda: self.stopping or self.stop_signalled,
+            closing=lambda: self.stopping or self.stop_signalled or self.past_limit,
             worker=worker,
             errors=ErrorStream(),
             server_header=cfg.server_header,
@@ -93,6 +93,7 @@ class WsgiServer:
         self.waiting: set[HttpConnection] = set()  # owned by the loop
         self.ready: deque[tuple[HttpConnection, RequestHead]] = deque()  # complete heads, in order
         self.in_app = 0  # requests on an app thread
+        self.requests_taken = 0  # complete heads handed on to be served
         self.finished: queue.SimpleQueue[tuple[HttpConnection, bool]] = queue.SimpleQueue()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
@@ -253,7 +254,7 @@ class WsgiServer:
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
         self.stop_deadline = deadline
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         # What the arbiter sent before the signal: connections (a closed acceptor takes
         # them, to answer with Connection: close) and may_hand_back.
         self._on_channel()
@@ -282,7 +283,13 @@ class WsgiServer:
         return self.in_app < self.threads and self._can_hold()
 
     def _can_hold(self) -> bool:
-        return not self.stopping and len(self.connections) < self.max_connections
+        return not self.stopping and not self.past_limit and len(self.connections) < self.max_connections
+
+    @property
+    def past_limit(self) -> bool:
+        """The worker has taken ``max_requests`` requests (plus its jitter): it accepts no
+        more connections, and every response from now on closes its connection."""
+        return 0 < self.worker.max_requests <= self.requests_taken
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
@@ -345,6 +352,7 @@ class WsgiServer:
         if request is None:
             return
         self.waiting.discard(connection)
+        self.requests_taken += 1
         if self.pool is not None:
             # Not watched while an app thread owns it.  (Without a pool, requests run
             # before the loop polls again: leaving it registered saves two epoll_ctl.)

@@ -6,7 +6,7 @@ Every test runs in every dispatch mode and for both interfaces.
 
 from __future__ import annotations
 
-import http.client
+import threading
 from collections import Counter
 
 import pytest
@@ -53,3 +53,28 @@ def test_no_worker_serves_past_its_limit(start_server, dispatch, apps, jitter, k
     assert max(served.values()) <= MAX_REQUESTS + jitter, served
     assert sum(served.values()) == REQUESTS
     assert len(served) >= REQUESTS // (MAX_REQUESTS + jitter)
+
+
+def test_the_overshoot_is_bounded_by_the_open_connections(start_server, dispatch, apps):
+    """Concurrent keep-alive clients: a worker serves at most ``max_requests`` plus one
+    request on each other connection it had open when it reached the limit."""
+    clients = 4
+    server = start_server([f"{apps}:app", "-w", "2", "--threads", str(clients), "--dispatch", dispatch,
+                           "--max-requests", str(MAX_REQUESTS)], workers=2)
+    results: list[Counter[int] | BaseException] = []
+
+    def client() -> None:
+        try:
+            results.append(serve_all(server, keep_alive=True))
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            results.append(err)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == clients and not any(isinstance(r, BaseException) for r in results), results
+    served = sum(results, Counter())  # type: ignore[arg-type]
+    assert max(served.values()) <= MAX_REQUESTS + clients - 1, served
+    assert sum(served.values()) == clients * REQUESTS
