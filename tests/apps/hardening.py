@@ -131,6 +131,23 @@ def endless(environ: dict[str, Any], start_response: Any) -> Endless:
     return Endless(_query(environ).get("marker"))
 
 
+PATTERN = bytes(range(256)) * (CHUNK // 256)  # 64 KiB that show misplaced or lost bytes
+
+
+def big(environ: dict[str, Any], start_response: Any) -> Any:
+    """``size`` bytes of PATTERN, sized: as 64 KiB chunks from a generator (``kind=chunks``),
+    as one chunk (``single``), or the file ``path`` through ``wsgi.file_wrapper`` (``file``)."""
+    query = _query(environ)
+    size, kind = int(query.get("size", str(CHUNK))), query.get("kind", "chunks")
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)),
+                              ("X-Pid", str(os.getpid()))])
+    if kind == "file":
+        return environ["wsgi.file_wrapper"](open(query["path"], "rb"))  # noqa: SIM115 - closed by the server
+    if kind == "single":
+        return [(PATTERN * (size // CHUNK + 1))[:size]]
+    return (PATTERN[:min(CHUNK, size - sent)] for sent in range(0, size, CHUNK))
+
+
 def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The environ's HTTP_* keys and values, one per line, and wsgi.input_terminated."""
     lines = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith("HTTP_")]
@@ -139,7 +156,7 @@ def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 ROUTES = {name: globals()[name] for name in (
-    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "environ_keys")}
+    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "big", "environ_keys")}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:
