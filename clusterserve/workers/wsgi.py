@@ -11,6 +11,11 @@ thread frees up, the connections that queued on the listener meanwhile are
 accepted first, so that keep-alive clients cannot keep a new connection
 waiting.
 
+A response that does not fit the socket's buffer lets go of its thread:
+the loop writes the rest as the socket drains (``sending``), and the
+request goes back in line (``ready``) to pull the app's iterable on once
+all of it is out.  So a client that reads slowly holds no thread.
+
 With ``--threads 1`` there is no pool: the loop thread runs each request
 itself.  Handing a request to another thread and back costs two GIL
 hand-overs and a wake-up; running it in place, the worker spends about a
@@ -21,6 +26,7 @@ sends the heartbeats and notices a request stuck for longer than
 
 from __future__ import annotations
 
+import enum
 import queue
 import signal
 import socket
@@ -33,12 +39,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from clusterserve import access_log, tls
 from clusterserve.dispatch import make_acceptor
-from clusterserve.http.codec import RequestHead, codec_factory
+from clusterserve.http.codec import codec_factory
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
-from clusterserve.http.handler import RequestContext, serve_request
+from clusterserve.http.handler import Exchange, RequestContext, serve_request
 from clusterserve.http.opening import Opening, OpeningFailed, OpeningPolicy
-from clusterserve.http.response import FileWrapper
+from clusterserve.http.response import ClientGone, FileWrapper
 from clusterserve.logs import log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
@@ -52,6 +58,15 @@ if TYPE_CHECKING:
 DEFAULT_IO_TIMEOUT = 30.0
 # How often a busy loop looks for expired head deadlines and stuck requests.
 DEADLINE_CHECK_EVERY = 0.1
+
+
+class Outcome(enum.Enum):
+    """Where one step of serving a request (``serve_request``) left its connection."""
+
+    KEEP_ALIVE = "keep-alive"  # the response is done; the connection can take another request
+    CLOSE = "close"  # the response is done, or failed; the connection closes
+    SENDING = "sending"  # the rest of the response waits for the socket to drain
+
 
 
 class WsgiServer:
@@ -91,10 +106,13 @@ class WsgiServer:
         self.poller = Poller()
         self.connections: set[HttpConnection] = set()  # every open connection
         self.waiting: set[HttpConnection] = set()  # owned by the loop
-        self.ready: deque[tuple[HttpConnection, RequestHead]] = deque()  # complete heads, in order
+        # Work for an app thread, in order: a complete head's exchange, or one whose response
+        # the socket drained (with the error to throw into it, when the client stopped reading).
+        self.ready: deque[tuple[HttpConnection, Exchange, ClientGone | None]] = deque()
+        self.sending: dict[HttpConnection, Exchange] = {}  # responses waiting for their socket
         self.in_app = 0  # requests on an app thread
         self.requests_taken = 0  # complete heads handed on to be served
-        self.finished: queue.SimpleQueue[tuple[HttpConnection, bool]] = queue.SimpleQueue()
+        self.finished: queue.SimpleQueue[tuple[HttpConnection, Exchange, Outcome]] = queue.SimpleQueue()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
@@ -357,7 +375,7 @@ class WsgiServer:
             # Not watched while an app thread owns it.  (Without a pool, requests run
             # before the loop polls again: leaving it registered saves two epoll_ctl.)
             self.poller.remove(connection.fileno())
-        self.ready.append((connection, request))
+        self.ready.append((connection, serve_request(connection, request, self.context), None))
         self._start_ready()
 
     def _start_ready(self) -> None:
@@ -376,13 +394,13 @@ class WsgiServer:
             for _ in range(len(self.ready)):
                 if self.in_app >= self.threads:
                     break
-                connection, request = self.ready.popleft()
+                connection, exchange, error = self.ready.popleft()
                 connection.start_blocking()
                 self.in_app += 1
                 if self.pool is not None:
-                    self.pool.submit(self._run_request, connection, request)
+                    self.pool.submit(self._run_request, connection, exchange, error)
                 else:
-                    self._run_inline(connection, request)
+                    self._run_inline(connection, exchange, error)
         finally:
             self.starting = False
         if not self._has_room():
@@ -405,6 +423,8 @@ class WsgiServer:
                 self._refuse(connection, HttpError(408, "request head not received in time"))
             else:
                 self._close(connection)
+        for connection in [c for c in self.sending if c.deadline <= now]:
+            self._resume(connection, ClientGone(f"the client read nothing for {self.io_timeout:g}s"))
 
     def _find_stuck(self, now: float) -> None:
         """A request in the app for longer than ``timeout`` retires the worker (after a
@@ -425,6 +445,7 @@ class WsgiServer:
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
         self.waiting.discard(connection)
+        self.sending.pop(connection, None)
         if connection.fileno() in self.poller:
             self.poller.remove(connection.fileno())
         self.connections.discard(connection)
@@ -436,34 +457,70 @@ class WsgiServer:
         if self._has_room():
             self.acceptor.resume()
 
+    # -- responses waiting for their socket to drain ------------------------------
+
+    def _send_later(self, connection: HttpConnection, exchange: Exchange) -> None:
+        """The socket took what it could: the loop writes the rest as it drains, and the
+        request goes on (the app's iterable pulled again) only once all of it is out."""
+        connection.wait_to_send(time.monotonic() + self.io_timeout)
+        self.sending[connection] = exchange
+        fd = connection.fileno()
+        if fd in self.poller:  # without a pool it stays registered for reading
+            self.poller.remove(fd)
+        self.poller.add(fd, lambda: self._on_writable(connection), writable=not connection.waits_for_read)
+
+    def _on_writable(self, connection: HttpConnection) -> None:
+        try:
+            written = connection.write_some()
+        except OSError as err:
+            self._resume(connection, ClientGone(str(err)))
+            return
+        if written:
+            connection.deadline = time.monotonic() + self.io_timeout
+        if not connection.unsent:
+            self._resume(connection, None)
+
+    def _resume(self, connection: HttpConnection, error: ClientGone | None) -> None:
+        """Back in line for an app thread, to go on with the response (or to end it, with
+        ``error``, when the client is gone)."""
+        self.poller.remove(connection.fileno())
+        self.ready.append((connection, self.sending.pop(connection), error))
+        self._start_ready()
+
     # -- app threads -----------------------------------------------------------
 
-    def _serve(self, connection: HttpConnection, request: RequestHead) -> bool:
-        """Serve one request; True if the connection can take another."""
+    def _step(self, connection: HttpConnection, exchange: Exchange, error: ClientGone | None) -> Outcome:
+        """Serve a request until its response is done or must wait for the socket."""
         try:
-            return serve_request(connection, request, self.context)
+            if error is None:
+                next(exchange)
+            else:
+                exchange.throw(error)
+        except StopIteration as done:
+            return Outcome.KEEP_ALIVE if done.value else Outcome.CLOSE
         except Exception:  # noqa: BLE001 - never lose a connection to a bug
             log.exception("unexpected error serving a request")
-            return False
+            return Outcome.CLOSE
+        return Outcome.SENDING
 
-    def _run_request(self, connection: HttpConnection, request: RequestHead) -> None:
-        """On an app thread: serve one request, then hand the connection back."""
-        self.finished.put((connection, self._serve(connection, request)))
+    def _run_request(self, connection: HttpConnection, exchange: Exchange, error: ClientGone | None) -> None:
+        """On an app thread: one step of a request, then hand the connection back."""
+        self.finished.put((connection, exchange, self._step(connection, exchange, error)))
         try:
             self.wake_writer.send(b"\0")
         except BlockingIOError:
             pass  # the loop has wake-ups pending already
 
-    def _run_inline(self, connection: HttpConnection, request: RequestHead) -> None:
-        """Without a pool: serve one request on the loop thread, then take the connection back."""
+    def _run_inline(self, connection: HttpConnection, exchange: Exchange, error: ClientGone | None) -> None:
+        """Without a pool: one step of a request on the loop thread, then take the connection back."""
         self.acceptor.flush()  # round-robin: "no room" (and the acks) before the loop blocks
         self.inline = connection
         try:
-            keep = self._serve(connection, request)
+            outcome = self._step(connection, exchange, error)
         finally:
             self.inline = None
             self.progress_at = time.monotonic()
-        self._take_back([(connection, keep)])
+        self._take_back([(connection, exchange, outcome)])
 
     def _watch_inline_requests(self) -> None:
         """The watchdog thread (no pool): when the loop is busy with requests and its
@@ -492,14 +549,18 @@ class WsgiServer:
                 break
         self._take_back(finished)
 
-    def _take_back(self, finished: list[tuple[HttpConnection, bool]]) -> None:
-        """Requests are done: keep their connections alive or close them, and go on."""
+    def _take_back(self, finished: list[tuple[HttpConnection, Exchange, Outcome]]) -> None:
+        """Steps are done: keep the connections alive, close them, or write the rest of
+        their responses as their sockets drain; and go on."""
         kept = []
-        for connection, keep in finished:
+        for connection, exchange, outcome in finished:
             self.in_app -= 1
             self.stuck.discard(connection)
+            if outcome is Outcome.SENDING:
+                self._send_later(connection, exchange)
+                continue
             self.worker.requests_served += 1
-            if keep and not self.stopping and connection.phase is Phase.IN_APP:
+            if outcome is Outcome.KEEP_ALIVE and not self.stopping and connection.phase is Phase.IN_APP:
                 connection.back_to_loop()
                 wait = self.head_timeout if connection.received_any else self.keepalive
                 self._wait_for_head(connection, time.monotonic() + wait)

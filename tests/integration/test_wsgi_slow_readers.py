@@ -75,14 +75,16 @@ def normal_get(server: ServerProcess, timeout: float) -> float | None:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize(("dispatch", "kind"), [
-    ("shared", "chunks"), ("shared", "single"), ("shared", "file"),
-    ("round-robin", "chunks"), ("reuseport", "chunks"),
+@pytest.mark.parametrize(("dispatch", "kind", "threads"), [
+    ("shared", "chunks", 1), ("shared", "single", 1), ("shared", "file", 1),
+    ("round-robin", "chunks", 1), ("reuseport", "chunks", 1), ("shared", "chunks", 2),
 ])
-def test_slow_readers_do_not_stall_other_clients(dispatch, kind, big_file):
+def test_slow_readers_do_not_stall_other_clients(dispatch, kind, threads, big_file):
     """2 workers, default --threads 1: 4 clients read a 20 MB response slowly; 5 normal
-    requests are all served within 20 s (each in under 2 s)."""
-    with running([APP, "-w", "2", "--dispatch", dispatch], workers=2) as server:
+    requests are all served within 20 s (each in under 2 s).  Also with a pool of 2
+    threads, fewer than the slow readers."""
+    with running([APP, "-w", "2", "--dispatch", dispatch, "--threads", str(threads)],
+                 workers=2) as server:
         stop = threading.Event()
         readers = [SlowReader(server, big_request(kind, big_file), stop) for _ in range(SLOW_READERS)]
         try:
@@ -139,3 +141,37 @@ def test_a_response_written_as_the_socket_drains_arrives_whole(kind, big_file):
         expected = PATTERN * (BIG // len(PATTERN))
         assert all(body == expected for body in bodies)
         assert served > 0
+
+
+@pytest.mark.parametrize("kind", ["chunks", "file"])
+def test_over_tls_the_rest_of_a_response_is_written_as_the_socket_drains(kind, big_file, tmp_path):
+    """The same over TLS (where a file goes through the TLS layer, not sendfile): a client
+    that pauses while reading gets every byte, and other clients are served meanwhile."""
+    from tests.integration.test_tls import Certs
+
+    certs = Certs(tmp_path)
+    context = certs.client_context()
+    with running([APP, "-w", "1", "--certfile", str(certs.server_pem)], workers=1) as server:
+        raw = socket.create_connection((server.host, server.port), timeout=20)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(big_request(kind, big_file))
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += tls.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.5)  # the socket buffers fill: the worker must go on with others
+            for _ in range(3):
+                plain = socket.create_connection((server.host, server.port), timeout=5)
+                with context.wrap_socket(plain, server_hostname="127.0.0.1") as other:
+                    other.sendall(b"GET /ignore HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    assert other.recv(65536).startswith(b"HTTP/1.1 200 ")
+            chunks = [body]
+            received = len(body)
+            while received < BIG:
+                chunk = tls.recv(1 << 20)
+                assert chunk, f"closed after {received} bytes"
+                chunks.append(chunk)
+                received += len(chunk)
+        assert b"".join(chunks) == PATTERN * (BIG // len(PATTERN))
