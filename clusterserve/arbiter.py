@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, daemon, logs, process, reloader, signals, systemd, tls, upgrade
+from clusterserve import __version__, daemon, descriptors, logs, process, reloader, signals, systemd, tls, upgrade
 from clusterserve import app as app_loader
 from clusterserve.channel import ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE, RETIRE, Channel
 from clusterserve.config import Config, ConfigError, load_config
@@ -79,9 +79,9 @@ LATE_HEARTBEAT = 2.0
 MIB = 1024 * 1024
 
 # Settings a HUP cannot change: the sockets and how they are shared, a preloaded app,
-# and the arbiter's own control and metrics endpoints.
+# the arbiter's own control and metrics endpoints, and its open-file limit.
 FIXED_FOR_LIFE = ("bind", "backlog", "reuse_port", "dispatch", "preload_app", "control_socket",
-                  "control_socket_mode", "control_socket_disable", "metrics_bind")
+                  "control_socket_mode", "control_socket_disable", "metrics_bind", "rlimit_nofile")
 
 
 
@@ -195,6 +195,8 @@ class Arbiter:
     def _start(self) -> bool:
         cfg = self.cfg
         os.umask(cfg.umask)
+        if cfg.rlimit_nofile:
+            descriptors.raise_limit(cfg.rlimit_nofile)  # checked as the setting was read
         app_loader.prepare_environment(cfg)
         run_hook(self.cfg, "on_starting", self)
         try:

@@ -9,11 +9,12 @@ the listeners while it has no room, leaving new connections to the others.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 from clusterserve.channel import MAY_HAND_BACK, Message
 from clusterserve.poller import Poller
-from clusterserve.sockets import Listener, accept_until_empty
+from clusterserve.sockets import ACCEPT_BACKOFF, Listener, OutOfDescriptors, accept_until_empty
 
 OnConnection = Callable[[socket.socket, object], None]
 
@@ -41,6 +42,7 @@ class SharedAcceptor:
         self.accepting = False
         self.closed = False
         self.others_serve_on = False  # the arbiter stops only this worker
+        self.resume_at = 0.0  # out of descriptors: the listeners are left alone until then
         self.accepted = 0
 
     def _watch(self, sock: socket.socket) -> None:
@@ -48,7 +50,7 @@ class SharedAcceptor:
 
     def resume(self) -> None:
         """Watch the listeners again (epoll reports at once what queued meanwhile)."""
-        if self.accepting or self.closed:
+        if self.accepting or self.closed or time.monotonic() < self.resume_at:
             return
         for sock in self._sockets:
             self._watch(sock)
@@ -77,8 +79,13 @@ class SharedAcceptor:
         """
         self.pause()
         self.closed = True
-        take = not (leave_queued and self.others_serve_on)
-        queued = [pair for sock in self._sockets for pair in accept_until_empty(sock.accept)] if take else []
+        queued: list[tuple[socket.socket, object]] = []
+        if not (leave_queued and self.others_serve_on):
+            try:
+                for sock in self._sockets:
+                    queued.extend(accept_until_empty(sock.accept))
+            except OutOfDescriptors:
+                pass  # what is left stays queued, for the other workers
         self.remove_sockets(list(self._sockets))
         for conn, peer in queued:
             self._take(conn, peer)
@@ -108,7 +115,16 @@ class SharedAcceptor:
         """Accept what waits on the listeners now, as room allows (the worker calls it
         when a thread frees up, before the next poll).  While the listeners are watched
         the next poll reports them anyway, so only a paused acceptor looks."""
-        if not self.closed and not self.accepting:
+        if not self.closed and not self.accepting and time.monotonic() >= self.resume_at:
+            for sock in list(self._sockets):
+                self._accept_all(sock)
+
+    def sweep(self) -> None:
+        """Accept what waits on the listeners now, even while they are watched (the worker
+        calls it with each heartbeat).  ``EPOLLEXCLUSIVE`` gives a connection's wake-up to
+        one worker; if that one cannot take it (out of descriptors, or pausing just then),
+        the connection would wait until the next one wakes somebody."""
+        if not self.closed and time.monotonic() >= self.resume_at:
             for sock in list(self._sockets):
                 self._accept_all(sock)
 
@@ -127,16 +143,26 @@ class SharedAcceptor:
         return False
 
     def flush(self) -> None:
-        pass
+        """Once a back-off is over, watch the listeners again (if there is room)."""
+        if self.resume_at and time.monotonic() >= self.resume_at:
+            self.resume_at = 0.0
+            if self._has_room():
+                self.resume()
 
     def _accept_all(self, listener: socket.socket) -> None:
         """Accept while there is room, up to ``accept_batch`` connections."""
         if not self._has_room():
             return
-        for taken, (conn, peer) in enumerate(accept_until_empty(listener.accept), 1):
-            self._take(conn, peer)
-            if taken == self._accept_batch or not self._has_room():
-                return
+        try:
+            for taken, (conn, peer) in enumerate(accept_until_empty(listener.accept), 1):
+                self._take(conn, peer)
+                if taken == self._accept_batch or not self._has_room():
+                    return
+        except OutOfDescriptors:
+            # The connection stays queued and the listener readable: watching it now
+            # would only spin.  Other workers may have descriptors to spare.
+            self.pause()
+            self.resume_at = time.monotonic() + ACCEPT_BACKOFF
 
     def _take(self, conn: socket.socket, peer: object) -> None:
         self.accepted += 1

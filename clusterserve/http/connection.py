@@ -144,6 +144,7 @@ class HttpConnection:
         self.codec = codec(limits.max_head)
         self.phase = Phase.WAITING_FOR_HEAD
         self.received_any = False  # bytes of the current request have arrived
+        self.quiet_since = time.monotonic()  # when the client last sent bytes (or connected)
         self.served = 0  # requests answered on this connection
         self.app_started = 0.0  # when the current request went to an app thread
         self._held = bytearray()
@@ -173,6 +174,7 @@ class HttpConnection:
         """Bytes of the request stream (b"": its end), read here or before (a PROXY header's reader)."""
         if data:
             self.received_any = True
+            self.quiet_since = time.monotonic()
             self.head_end.feed(data)
         self.codec.receive(data)
 

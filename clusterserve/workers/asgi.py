@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from clusterserve import access_log, tls
+from clusterserve import access_log, descriptors, tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.connection import error_response
 from clusterserve.http.response_headers import HeaderRuleMiddleware
 from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
-from clusterserve.logs import log
+from clusterserve.logs import Throttled, log
 from clusterserve.poller import AsyncioPoller
 from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.grace import FAST_LIFESPAN_SHUTDOWN, FRESH_CONNECTION_GRACE, INTERRUPT_GRACE
@@ -114,6 +114,16 @@ class ObservingMiddleware:
         self.writer.flush()
 
 
+# Connections closed at once (at most; a sixteenth of the limit) when the worker holds all
+# it can and another arrives.
+SHED_BATCH = 32
+
+
+def _is_silent(transport: asyncio.BaseTransport) -> bool:
+    """Open, and its HTTP protocol has had no request yet (uvicorn makes a ``cycle`` for each)."""
+    return not transport.is_closing() and getattr(transport.get_protocol(), "cycle", False) is None
+
+
 class LifespanStartupFailed(Exception):
     """The app's lifespan startup failed (uvicorn has logged why)."""
 
@@ -122,7 +132,10 @@ class AsgiServer(uvicorn.Server):
     def __init__(self, worker: Worker, app: Any) -> None:
         super().__init__(uvicorn_config(worker.cfg, app))
         self.worker = worker
-        self.transports: list[asyncio.BaseTransport] = []
+        self.transports: list[asyncio.BaseTransport] = []  # oldest first
+        # worker_connections, or fewer when the open-file limit leaves less room.
+        self.max_connections = descriptors.worker_connection_cap(worker.cfg.worker_connections, worker.pid)
+        self.shed_log = Throttled()
         self.attaching: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.interrupts = 0  # SIGINTs so far
@@ -167,6 +180,8 @@ class AsgiServer(uvicorn.Server):
     def _heartbeat(self) -> None:
         self.worker.heartbeat(self.acceptor.accepted, len(self.server_state.connections),
                               len(self.server_state.tasks))
+        if self._has_room():
+            self.acceptor.sweep()
 
     async def _beat(self) -> None:
         """Heartbeats on their own task, so they go on while uvicorn's shutdown waits."""
@@ -291,14 +306,33 @@ class AsgiServer(uvicorn.Server):
     # -- connections ------------------------------------------------------------
 
     def _has_room(self) -> bool:
-        open_now = len(self.transports) + len(self.attaching)
-        return not self.stopping and not self.past_limit and open_now < self.worker.cfg.worker_connections
+        """Not stopping, and room for one more connection, or an idle one to shed for it."""
+        if self.stopping or self.past_limit:
+            return False
+        return self._open_now() < self.max_connections or any(map(_is_silent, self.transports))
+
+    def _open_now(self) -> int:
+        return len(self.transports) + len(self.attaching)
+
+    def _shed(self) -> None:
+        """At the limit: close the oldest connections that have not sent a request, so that
+        a new one, which may carry one, gets in (uvicorn never times them out)."""
+        batch = min(SHED_BATCH, max(1, self.max_connections // 16))
+        shed = [t for t in self.transports if _is_silent(t)][:batch]
+        for transport in shed:
+            transport.close()
+        if shed:
+            self.shed_log.warning("worker %s holds %d connections, its limit: closed the %d oldest "
+                                  "that had sent no request", self.worker.pid, self.max_connections,
+                                  len(shed))
 
     def _create_protocol(self) -> asyncio.Protocol:
         return self.config.http_protocol_class(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        if self._open_now() >= self.max_connections:
+            self._shed()
         sock.setblocking(False)
         if self.force_exit:  # taken from the queue by a fast stop: the app will not start it
             _refuse_at_once(sock)

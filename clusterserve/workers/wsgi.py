@@ -27,7 +27,9 @@ sends the heartbeats and notices a request stuck for longer than
 from __future__ import annotations
 
 import enum
+import heapq
 import queue
+import select
 import signal
 import socket
 import threading
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from clusterserve import access_log, tls
+from clusterserve import access_log, descriptors, tls
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.codec import codec_factory
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
@@ -45,7 +47,7 @@ from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
 from clusterserve.http.handler import Exchange, RequestContext, serve_request
 from clusterserve.http.opening import Opening, OpeningFailed, OpeningPolicy
 from clusterserve.http.response import ClientGone, FileWrapper
-from clusterserve.logs import log
+from clusterserve.logs import Throttled, log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.worker_exits import ExitReason, Why
@@ -58,6 +60,10 @@ if TYPE_CHECKING:
 DEFAULT_IO_TIMEOUT = 30.0
 # How often a busy loop looks for expired head deadlines and stuck requests.
 DEADLINE_CHECK_EVERY = 0.1
+# Connections closed at once (at most; a sixteenth of the limit) when the worker holds all
+# it can and another arrives, as nginx reuses connections: the next ones then get in
+# without a search each.
+SHED_BATCH = 32
 
 
 class Outcome(enum.Enum):
@@ -77,7 +83,9 @@ class WsgiServer:
         self.keepalive = float(cfg.keepalive)
         self.io_timeout = float(cfg.timeout) or DEFAULT_IO_TIMEOUT
         self.head_timeout = float(cfg.header_timeout)
-        self.max_connections = cfg.worker_connections
+        # worker_connections, or fewer when the open-file limit leaves less room.
+        self.max_connections = descriptors.worker_connection_cap(cfg.worker_connections, worker.pid)
+        self.shed_log = Throttled()
         self.codec = codec_factory(cfg.http)  # h11 unless httptools is asked for by name
         self.limits = HeadLimits(cfg.limit_request_line, cfg.limit_request_fields,
                                  cfg.limit_request_field_size, body=cfg.limit_request_body,
@@ -157,11 +165,14 @@ class WsgiServer:
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.worker.heartbeat_interval
+                if self._has_room():
+                    self.acceptor.sweep()
             if now >= next_deadline_check:  # seconds-long deadlines: not every turn under load
                 self._expire_waiting(now)
                 self._find_stuck(now)
                 next_deadline_check = now + DEADLINE_CHECK_EVERY
-            wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now))
+            wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now),
+                       self.acceptor.resume_at or float("inf"))
             self.poller.poll(0.0 if self._can_start() else max(0.0, wake - now))
             self._start_ready()
             self.acceptor.flush()
@@ -301,7 +312,33 @@ class WsgiServer:
         return self.in_app < self.threads and self._can_hold()
 
     def _can_hold(self) -> bool:
-        return not self.stopping and not self.past_limit and len(self.connections) < self.max_connections
+        """Not stopping, and room for one more connection, or an idle one to shed for it."""
+        if self.stopping or self.past_limit:
+            return False
+        return len(self.connections) < self.max_connections or any(map(self._is_silent, self.waiting))
+
+    def _is_silent(self, connection: HttpConnection) -> bool:
+        """No bytes of a request so far (new, or idle after a response): sheddable."""
+        return not connection.received_any
+
+    def _shed(self) -> None:
+        """At the limit: close the connections that have sent nothing for the longest, so
+        that a new one, which may carry a request, gets in.  One whose bytes have arrived
+        since the loop last looked is spared."""
+        batch = min(SHED_BATCH, max(1, self.max_connections // 16))
+        oldest = heapq.nsmallest(2 * batch, filter(self._is_silent, self.waiting),
+                                 key=lambda c: c.quiet_since)
+        arrived = select.poll()
+        for connection in oldest:
+            arrived.register(connection.fileno(), select.POLLIN)
+        spoken = {fd for fd, _ in arrived.poll(0)}
+        shed = [c for c in oldest if c.fileno() not in spoken][:batch]
+        for connection in shed:
+            self._close(connection)
+        if shed:
+            self.shed_log.warning("worker %s holds %d connections, its limit: closed the %d that "
+                                  "had sent nothing for the longest", self.worker.pid,
+                                  self.max_connections, len(shed))
 
     @property
     def past_limit(self) -> bool:
@@ -310,6 +347,8 @@ class WsgiServer:
         return 0 < self.worker.max_requests <= self.requests_taken
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        if len(self.connections) >= self.max_connections:
+            self._shed()
         sock.setblocking(False)
         connection = HttpConnection(sock, peer, self.limits, self.io_timeout, self.codec)
         self.connections.add(connection)

@@ -8,6 +8,7 @@ writes to, so a test can see what happened inside the worker.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -148,6 +149,31 @@ def big(environ: dict[str, Any], start_response: Any) -> Any:
     return (PATTERN[:min(CHUNK, size - sent)] for sent in range(0, size, CHUNK))
 
 
+_hoarded: list[int] = []
+
+
+def _hoard() -> None:
+    try:
+        while True:
+            _hoarded.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+
+
+def _keep_hoarding() -> None:
+    while True:
+        _hoard()
+        time.sleep(0.005)
+
+
+def hoard_descriptors(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """From now on a thread takes every descriptor the worker has left, as soon as one
+    is free: the worker cannot accept connections any more."""
+    _hoard()
+    threading.Thread(target=_keep_hoarding, daemon=True).start()
+    return _plain(start_response, f"holding {len(_hoarded)} descriptors\n".encode())
+
+
 def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The environ's HTTP_* keys and values, one per line, and wsgi.input_terminated."""
     lines = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith("HTTP_")]
@@ -156,7 +182,7 @@ def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 ROUTES = {name: globals()[name] for name in (
-    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "big", "environ_keys")}
+    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "big", "hoard_descriptors", "environ_keys")}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:
