@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import inspect
 import queue
 import select
 import signal
@@ -251,8 +252,11 @@ class WsgiServer:
         """Answer 503 with Connection: close to every request the app has not started."""
         stopping = HttpError(503, "the server is stopping")
         while self.ready:
-            connection, _ = self.ready.popleft()
-            self._refuse(connection, stopping)
+            connection, exchange, _ = self.ready.popleft()
+            if inspect.getgeneratorstate(exchange) == inspect.GEN_CREATED:
+                self._refuse(connection, stopping)
+            else:
+                self._close(connection)  # its response had begun: cut, as the ones the app runs
         for connection in list(self.waiting):
             opening = self.openings.get(connection)
             if opening is None or opening.done:
