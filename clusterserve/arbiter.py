@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import __version__, daemon, log_output, logs, process, reloader, signals, systemd, tls, upgrade
+from clusterserve import (__version__, daemon, descriptors, log_output, logs, process, reloader, signals, systemd,
+                          tls, upgrade)
 from clusterserve import app as app_loader
 from clusterserve.arbiter_lifecycle import (SERVING, STAY, STOPPING, TABLE, Done, Event, HandedOver, Interrupted,
                                             Killing, Reloading, Running, Starting, State, StoppingFast,
@@ -94,9 +95,9 @@ LATE_HEARTBEAT = 2.0
 MIB = 1024 * 1024
 
 # Settings a HUP cannot change: the sockets and how they are shared, a preloaded app,
-# and the arbiter's own control and metrics endpoints.
+# the arbiter's own control and metrics endpoints, and its open-file limit.
 FIXED_FOR_LIFE = ("bind", "backlog", "reuse_port", "dispatch", "preload_app", "control_socket",
-                  "control_socket_mode", "control_socket_disable", "metrics_bind")
+                  "control_socket_mode", "control_socket_disable", "metrics_bind", "rlimit_nofile")
 
 
 SIGNAL_EVENTS = {signal.SIGTERM: Event.TERM, signal.SIGINT: Event.INT, signal.SIGQUIT: Event.QUIT,
@@ -223,6 +224,8 @@ class Arbiter:
     def _start(self) -> bool:
         cfg = self.cfg
         os.umask(cfg.umask)
+        if cfg.rlimit_nofile:
+            descriptors.raise_limit(cfg.rlimit_nofile)  # checked as the setting was read
         self._set_environment(app_loader.environment_of(cfg))
         app_loader.prepare_import_path(cfg.chdir, cfg.pythonpath)
         run_hook(self.cfg, "on_starting", self)
@@ -664,12 +667,13 @@ class Arbiter:
         self._stop_one(handle, WorkerEvent.STOP, others_serve)
 
     def _stop_one(self, handle: WorkerHandle, event: WorkerEvent, others_serve: bool = True) -> None:
-        """SIGTERM one worker while others serve on; in round-robin mode it is told first
-        that it may hand its untouched connections back (sent before the signal, the
-        notice is waiting on its channel when the signal arrives)."""
+        """SIGTERM one worker; while others serve on it is told first that they do (sent
+        before the signal, the notice is waiting on its channel when the signal arrives):
+        in round-robin mode it may hand its untouched connections back, and in the other
+        modes a worker past ``max_requests`` leaves the listen queue to them."""
         if next_state(handle.state, event) is None:
             return
-        if self.dispatcher is not None and others_serve:
+        if others_serve and any(h.counted for h in self.workers.values() if h is not handle):
             handle.channel.send(MAY_HAND_BACK)
         self._move(handle, event)
 

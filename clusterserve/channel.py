@@ -12,9 +12,9 @@ reads them; and once per loop turn, how many it closed and whether it has
 room now),
 ``decline`` for a connection it cannot hold, and ``handback`` (a
 connection it took but will not serve, with its descriptor).
-Arbiter to worker, in ``round-robin`` mode: ``connection`` with a descriptor,
-and ``may_hand_back`` just before a SIGTERM that retires only this worker;
-in ``reuseport`` mode: ``adopt`` (a retired slot's sockets, to watch too) and
+Arbiter to worker: ``may_hand_back`` just before a SIGTERM that retires only
+this worker (others serve on); in ``round-robin`` mode ``connection`` with a
+descriptor; in ``reuseport`` mode: ``adopt`` (a retired slot's sockets, to watch too) and
 ``release`` (stop watching that slot again).
 """
 

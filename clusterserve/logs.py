@@ -17,6 +17,7 @@ import logging
 import logging.config
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 from clusterserve.log_output import NonBlockingOutput
@@ -39,6 +40,27 @@ _captured_into: str | None = None
 # The accesslog handler, when no log config was applied: while it is the access
 # logger's only handler (and the logger has no filters), lines are written straight to it.
 direct_access_handler: logging.StreamHandler | None = None
+
+
+class Throttled:
+    """A warning that may repeat on every loop turn, logged at most once every
+    ``interval`` seconds; the next line says how many were left out."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._left_out = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" (and {self._left_out} more times since the last such line)"
+        log.warning(message, *args)
+        self._next = now + self.interval
+        self._left_out = 0
 
 
 class LogConfigError(Exception):

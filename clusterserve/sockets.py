@@ -15,15 +15,31 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from clusterserve.logs import log
+from clusterserve.logs import Throttled
 
 SYSTEMD_FIRST_FD = 3
 Accepted = TypeVar("Accepted")
 
 
+# accept() failures for want of a resource: the connection stays queued and the
+# listener readable, so the caller must stop watching it for a while, not spin.
+OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# How long an accept loop leaves a listener alone after such a failure (nginx: 0.5 s).
+ACCEPT_BACKOFF = 0.25
+_accept_failures = Throttled()
+
+
+class OutOfDescriptors(OSError):
+    """accept() failed for want of descriptors (or memory): back off for ACCEPT_BACKOFF."""
+
+
 def accept_until_empty(accept: Callable[[], Accepted]) -> Iterator[Accepted]:
     """Call a non-blocking listener's ``accept`` (or ``_accept``) as the caller asks,
-    until its queue is empty: one policy for every dispatch mode's accept loop."""
+    until its queue is empty: one policy for every dispatch mode's accept loop.
+
+    Raises ``OutOfDescriptors`` when the process (or the system) is out of
+    descriptors, after a warning that is logged at most every few seconds.
+    """
     while True:
         try:
             accepted = accept()
@@ -32,9 +48,10 @@ def accept_until_empty(accept: Callable[[], Accepted]) -> Iterator[Accepted]:
         except ConnectionAbortedError:
             continue  # that client gave up while queued; the next may not have
         except OSError as err:
-            # Out of descriptors (EMFILE) or similar: leave the rest queued (for
-            # other workers) rather than spin.
-            log.warning("accept failed: %s", err)
+            if err.errno in OUT_OF_RESOURCES:
+                _accept_failures.warning("accept failed: %s; not accepting for %gs", err, ACCEPT_BACKOFF)
+                raise OutOfDescriptors(err.errno, err.strerror) from None
+            _accept_failures.warning("accept failed: %s", err)
             return
         yield accepted
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -35,7 +36,8 @@ class ServerProcess:
     program = "clusterserve"
 
     def __init__(self, args: Sequence[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None,
-                 bind: str | None = "127.0.0.1:0") -> None:
+                 bind: str | None = "127.0.0.1:0", open_files: int | None = None) -> None:
+        """``open_files``: the soft RLIMIT_NOFILE of the server process (as ``ulimit -n``)."""
         self.args = list(args) + (["-b", bind] if bind else [])
         if HTTP_UNDER_TEST and self.program == "clusterserve":
             self.args += ["--http", HTTP_UNDER_TEST]
@@ -50,6 +52,7 @@ class ServerProcess:
         self.host = ""
         self.port = 0
         self.known_pids: set[int] = set()
+        self.open_files = open_files
 
     # -- life --------------------------------------------------------------
 
@@ -59,6 +62,7 @@ class ServerProcess:
             [sys.executable, "-m", self.program, *self.args],
             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=self.log_file, stderr=subprocess.STDOUT,
+            preexec_fn=None if self.open_files is None else self._limit_open_files,
         )
         self.known_pids.add(self.proc.pid)
         match = self.wait_for_log(LISTENING, timeout=timeout)
@@ -67,6 +71,11 @@ class ServerProcess:
         if wait_ready:
             self.wait_ready(wait_ready, timeout=timeout)
         return self
+
+    def _limit_open_files(self) -> None:
+        """In the child, before exec: only the server gets the lower limit."""
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     def wait_ready(self, count: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

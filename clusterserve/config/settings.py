@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import access_log, process, sockets
+from clusterserve import access_log, descriptors, process, sockets
 from clusterserve.app import AppLoadError, parse_app_spec
 from clusterserve.config import types
 from clusterserve.control.statsd import parse_statsd_address
@@ -54,6 +54,14 @@ def _bind_item(raw: Any) -> str:
     if not value.strip():
         raise ValueError("empty address")
     sockets.parse_address(value)
+    return value
+
+
+def _open_file_limit(raw: Any) -> int:
+    value = types.integer(0)(raw)
+    why = descriptors.why_not_raisable(value) if value else None
+    if why:
+        raise ValueError(f"{value} is {why}")
     return value
 
 
@@ -271,10 +279,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Idle connections never hold a thread.", metavar="INT"),
     Setting("worker_connections", "Worker processes", ("--worker-connections",),
             types.integer(1), 1000,
-            "Maximum open connections per worker; a full worker stops accepting.",
+            "Maximum open connections per worker (fewer if the open-file limit leaves less "
+            "room). A full worker closes the connections that have sent nothing for the "
+            "longest to take a new one, else stops accepting.",
             metavar="INT"),
     Setting("max_requests", "Worker processes", ("--max-requests",), types.integer(0), 0,
-            "Restart a worker after this many requests (0 = never).", metavar="INT"),
+            "Restart a worker after this many requests (0 = never): from the request that "
+            "reaches it on, the worker takes no new connection and closes each open one after "
+            "its next response; its replacement starts at once.", metavar="INT"),
     Setting("max_requests_jitter", "Worker processes", ("--max-requests-jitter",),
             types.integer(0), 0,
             "Add a random 0..N to max_requests per worker, so they do not restart together.",
@@ -400,6 +412,12 @@ SETTINGS: tuple[Setting, ...] = (
             types.integer(0, octal_strings=True), 0,
             "File mode creation mask, e.g. 0o027 (also applies to unix sockets).",
             metavar="INT"),
+    Setting("rlimit_nofile", "Server mechanics", ("--rlimit-nofile",), _open_file_limit, 0,
+            "Raise the open-file limit (RLIMIT_NOFILE, as ulimit -n) of the arbiter to at "
+            "least this at start, as nginx's worker_rlimit_nofile (0 = keep the inherited "
+            "one). Workers, and processes the app starts, inherit it. Above the hard limit "
+            "only as root. Each worker holds at most the limit less 64 connections, and "
+            "sheds idle ones beyond.", metavar="INT"),
     # -- Debugging --------------------------------------------------------
     Setting("reload", "Debugging", ("--reload",), types.boolean, False,
             "Development: restart the workers when a Python file under the working directory "

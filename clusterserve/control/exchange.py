@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from clusterserve.logs import log
 from clusterserve.poller import Poller
-from clusterserve.sockets import accept_until_empty
+from clusterserve.sockets import ACCEPT_BACKOFF, OutOfDescriptors, accept_until_empty
 
 # ``reply(request so far)`` returns the whole reply once the request is complete, else None.
 Replier = Callable[[bytes], "bytes | None"]
@@ -45,17 +45,22 @@ class ExchangeServer:
         self.reply = reply
         self.too_large = too_large  # sent when a request outgrows MAX_REQUEST
         self.open: set[_Exchange] = set()
+        self.resume_at = 0.0  # out of descriptors: the listener is left alone until then
         poller.add(listener.fileno(), self._accept)
 
     def _accept(self) -> None:
-        for sock, _ in accept_until_empty(self.listener.accept):
-            if len(self.open) >= MAX_CLIENTS:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            exchange = _Exchange(sock, time.monotonic() + TIMEOUT)
-            self.open.add(exchange)
-            self.poller.add(sock.fileno(), lambda e=exchange: self._on_readable(e))
+        try:
+            for sock, _ in accept_until_empty(self.listener.accept):
+                if len(self.open) >= MAX_CLIENTS:
+                    sock.close()
+                    continue
+                sock.setblocking(False)
+                exchange = _Exchange(sock, time.monotonic() + TIMEOUT)
+                self.open.add(exchange)
+                self.poller.add(sock.fileno(), lambda e=exchange: self._on_readable(e))
+        except OutOfDescriptors:
+            self.poller.remove(self.listener.fileno())
+            self.resume_at = time.monotonic() + ACCEPT_BACKOFF
 
     def _on_readable(self, exchange: _Exchange) -> None:
         try:
@@ -98,9 +103,12 @@ class ExchangeServer:
             self._finish(exchange)
 
     def expire(self, now: float) -> None:
-        """Drop clients past their deadline (called from the arbiter's tick)."""
+        """Drop clients past their deadline, and end a back-off (called from the arbiter's tick)."""
         for exchange in [e for e in self.open if e.deadline <= now]:
             self._finish(exchange)
+        if self.resume_at and now >= self.resume_at:
+            self.resume_at = 0.0
+            self.poller.add(self.listener.fileno(), self._accept)
 
     def _finish(self, exchange: _Exchange) -> None:
         self.open.discard(exchange)

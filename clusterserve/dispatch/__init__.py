@@ -1,7 +1,7 @@
 """How a connection reaches a worker: one module per dispatch mode.
 
 Each mode has an acceptor on the worker's side with the same small
-interface (``resume``, ``pause``, ``accept_queued``, ``close``,
+interface (``resume``, ``pause``, ``accept_queued``, ``sweep``, ``close``,
 ``on_messages``, ``connection_closed``, ``hand_back``, ``flush``, ``accepted``), so the WSGI
 and ASGI workers serve every mode with the same code.
 

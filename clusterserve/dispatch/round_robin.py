@@ -8,9 +8,13 @@ that have said they have no room, are retiring, or are late on their
 heartbeat.  As in Node.js ``cluster``, the worker acknowledges each
 connection (or declines it), before it reads a byte of it, and the arbiter
 keeps its copy until then, so a connection passed to a worker that
-declines or dies goes to another worker.  When no worker has room, connections wait in a bounded queue;
-when the queue is full the arbiter stops accepting and the kernel's
-backlog holds the rest.
+declines or dies goes to another worker.  When no worker has room,
+connections wait in a bounded queue.  What the arbiter holds, queued or
+not yet acknowledged, is bounded by ``backlog`` and by its open-file limit
+(``descriptors.connection_cap``); at that bound it closes queued
+connections that have sent nothing, oldest first, and else stops
+accepting, and the kernel's backlog holds the rest.  Out of descriptors
+all the same, it leaves the listeners alone for ``ACCEPT_BACKOFF``.
 
 ``ChannelAcceptor`` is the worker's side.
 """
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterserve import descriptors
 from clusterserve.channel import (
     CONNECTION,
     DECLINE,
@@ -34,11 +41,12 @@ from clusterserve.channel import (
     Channel,
     Message,
 )
-from clusterserve.logs import log
+from clusterserve.logs import Throttled, log
 from clusterserve.poller import Poller
-from clusterserve.sockets import Listener, accept_until_empty
+from clusterserve.sockets import ACCEPT_BACKOFF, Listener, OutOfDescriptors, accept_until_empty
 
 ACK_WAIT = 5.0  # seconds a worker waits for room on its channel to acknowledge connections
+SHED_BATCH = 32  # connections shed at once when the arbiter holds all it can
 
 
 def _peer_to_pass(family: int, peer: Any) -> Any:
@@ -71,6 +79,9 @@ class Seat:
     channel: Channel
     open: int = 0
     has_room: bool = True
+    # Its channel was full at the last pass (it is not reading now); cleared by its next
+    # message.  Not "no room": the worker says that itself, and only when it changes.
+    clogged: bool = False
     sent: dict[int, Passing] = field(default_factory=dict)  # unacknowledged, by id
 
     @property
@@ -90,7 +101,11 @@ class RoundRobinDispatcher:
             sock.setblocking(False)
         self._poller = poller
         self._queue: deque[Passing] = deque()
-        self._queue_limit = queue_limit
+        # Every connection it holds (queued, or passed and not acknowledged) is a
+        # descriptor of the arbiter's own: no more than its open-file limit leaves.
+        self._limit = descriptors.connection_cap(queue_limit)
+        self._resume_at = 0.0  # out of descriptors: the listeners are left alone until then
+        self._shed_log = Throttled()
         self._seats: dict[int, Seat] = {}  # by worker pid, in fork order
         self._ids = itertools.count(1)
         self._turn = 0
@@ -143,15 +158,48 @@ class RoundRobinDispatcher:
         self.dispatch()
 
     def _accept(self, listener: socket.socket, bounded: bool) -> None:
-        """Accept until the listen queue is empty or, if ``bounded``, ours is full."""
+        """Accept until the listen queue is empty or, if ``bounded``, the arbiter holds
+        all it can."""
         family = listener.family
-        if bounded and len(self._queue) >= self._queue_limit:
+        if bounded and self._full():
             return
-        # listener._accept: what accept() wraps in a socket object
-        for fd, peer in accept_until_empty(listener._accept):
-            self._queue.append(Passing(fd, family, _peer_to_pass(family, peer)))
-            if bounded and len(self._queue) >= self._queue_limit:
-                return
+        try:
+            # listener._accept: what accept() wraps in a socket object
+            for fd, peer in accept_until_empty(listener._accept):
+                self._queue.append(Passing(fd, family, _peer_to_pass(family, peer)))
+                if bounded and self._full():
+                    return
+        except OutOfDescriptors:
+            self._resume_at = time.monotonic() + ACCEPT_BACKOFF
+            self._watch_listeners(False)
+
+    def _full(self) -> bool:
+        return len(self._queue) + sum(len(seat.sent) for seat in self._seats.values()) >= self._limit
+
+    def _clients_waiting(self) -> bool:
+        """Connections wait in a listening socket's queue."""
+        listeners = select.poll()
+        for sock in self._listeners:
+            listeners.register(sock.fileno(), select.POLLIN)
+        return bool(listeners.poll(0))
+
+    def _shed(self) -> None:
+        """Holding all it can, with no worker to take any, and more clients waiting: close
+        the queued connections that have sent nothing, oldest first, so that one with a
+        request gets in.  (The kernel's listen queue would hold it behind them for as
+        long as they stay.)"""
+        waiting = select.poll()
+        for conn in self._queue:
+            waiting.register(conn.fd, select.POLLIN)
+        spoken = {fd for fd, _ in waiting.poll(0)}
+        shed = [conn for conn in self._queue if conn.fd not in spoken][:SHED_BATCH]
+        for conn in shed:
+            self._queue.remove(conn)
+            conn.close()
+        if shed:
+            self._shed_log.warning("holding %d connections, as many as the open-file limit allows, "
+                                   "and no worker has room: closed %d that had sent nothing",
+                                   self._limit, len(shed))
 
     # -- workers -------------------------------------------------------------
 
@@ -169,6 +217,7 @@ class RoundRobinDispatcher:
         seat = self._seats.get(pid)
         if seat is None:
             return False
+        seat.clogged = False  # it reads its channel again
         if message.kind == REPORT:
             fields = message.fields
             for conn_id in fields.get("taken", ()):
@@ -195,7 +244,9 @@ class RoundRobinDispatcher:
     def dispatch(self) -> None:
         """Pass queued connections to workers with room, then accept again if there is space."""
         self._pass_queue(anyone=False)
-        self._watch_listeners(len(self._queue) < self._queue_limit)
+        if self._full() and self._queue and self._clients_waiting():
+            self._shed()
+        self._watch_listeners(not self._full() and time.monotonic() >= self._resume_at)
 
     def _pass_queue(self, anyone: bool) -> None:
         while self._queue:
@@ -209,13 +260,11 @@ class RoundRobinDispatcher:
                 seat.sent[conn_id] = conn
             else:
                 self._queue.appendleft(conn)
-                seat.has_room = False  # its channel is full: it is not reading
-                if anyone:
-                    return
+                seat.clogged = True
 
     def _pick(self, anyone: bool) -> int | None:
         candidates = [pid for pid, seat in self._seats.items()
-                      if anyone or (seat.has_room and self._available(pid))]
+                      if not seat.clogged and (anyone or (seat.has_room and self._available(pid)))]
         if not candidates:
             return None
         lightest = min(self._seats[pid].load for pid in candidates)
@@ -249,6 +298,7 @@ class ChannelAcceptor:
         self._offer_room = False  # see accept_queued
         self.closed = False
         self.may_hand_back = False  # only when retiring while other workers serve on
+        self.resume_at = 0.0  # never backs off: the arbiter accepts
         self.accepted = 0
 
     def resume(self) -> None:
@@ -257,7 +307,9 @@ class ChannelAcceptor:
     def pause(self) -> None:
         """Room is reported from ``has_room`` at each flush."""
 
-    def close(self) -> None:
+    def close(self, leave_queued: bool = False) -> None:
+        """Stop taking connections (``leave_queued`` is for the accepting modes: here the
+        arbiter holds the queue)."""
         self.closed = True
         self.flush()
 
@@ -266,6 +318,9 @@ class ChannelAcceptor:
         so that the arbiter passes what it queued meanwhile; such a connection is held
         (``can_hold``) and waits in line with the requests of this worker's connections."""
         self._offer_room = True
+
+    def sweep(self) -> None:
+        """Nothing to sweep: the arbiter accepts."""
 
     def on_messages(self, messages: list[Message]) -> None:
         """Take what the arbiter sent, acknowledging every connection before reading it.
@@ -297,6 +352,10 @@ class ChannelAcceptor:
         for fd in message.fds[1:]:
             socket.close(fd)
         if not message.fds:
+            # The kernel could not give us the descriptor (this worker is out of them): the
+            # arbiter still holds its copy, for another worker.
+            self._channel.send(DECLINE, id=conn_id)
+            self._said_free = False
             return None
         # Once closing, take what the arbiter still passes (it stopped choosing
         # us; these were on their way) rather than bounce it back at a stop.

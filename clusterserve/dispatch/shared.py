@@ -9,11 +9,12 @@ the listeners while it has no room, leaving new connections to the others.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
-from clusterserve.channel import Message
+from clusterserve.channel import MAY_HAND_BACK, Message
 from clusterserve.poller import Poller
-from clusterserve.sockets import Listener, accept_until_empty
+from clusterserve.sockets import ACCEPT_BACKOFF, Listener, OutOfDescriptors, accept_until_empty
 
 OnConnection = Callable[[socket.socket, object], None]
 
@@ -40,6 +41,8 @@ class SharedAcceptor:
         self._has_room = has_room
         self.accepting = False
         self.closed = False
+        self.others_serve_on = False  # the arbiter stops only this worker
+        self.resume_at = 0.0  # out of descriptors: the listeners are left alone until then
         self.accepted = 0
 
     def _watch(self, sock: socket.socket) -> None:
@@ -47,7 +50,7 @@ class SharedAcceptor:
 
     def resume(self) -> None:
         """Watch the listeners again (epoll reports at once what queued meanwhile)."""
-        if self.accepting or self.closed:
+        if self.accepting or self.closed or time.monotonic() < self.resume_at:
             return
         for sock in self._sockets:
             self._watch(sock)
@@ -60,7 +63,7 @@ class SharedAcceptor:
             self._poller.remove(sock.fileno())
         self.accepting = False
 
-    def close(self) -> None:
+    def close(self, leave_queued: bool = False) -> None:
         """Stop accepting for good: take what is queued already, then drop this
         worker's copies of the listeners.
 
@@ -69,10 +72,20 @@ class SharedAcceptor:
         the last copy of the socket closes.  All of it is accepted before any
         is served: served one by one as accepted, a queue that clients keep
         filling would hold a retiring worker for as long as they do.
+
+        ``leave_queued``: this worker stopped watching the listeners long ago (it
+        reached ``max_requests``), so the queue is the other workers' while they
+        serve on; taken here, it would be served past the limit.
         """
         self.pause()
         self.closed = True
-        queued = [pair for sock in self._sockets for pair in accept_until_empty(sock.accept)]
+        queued: list[tuple[socket.socket, object]] = []
+        if not (leave_queued and self.others_serve_on):
+            try:
+                for sock in self._sockets:
+                    queued.extend(accept_until_empty(sock.accept))
+            except OutOfDescriptors:
+                pass  # what is left stays queued, for the other workers
         self.remove_sockets(list(self._sockets))
         for conn, peer in queued:
             self._take(conn, peer)
@@ -102,7 +115,16 @@ class SharedAcceptor:
         """Accept what waits on the listeners now, as room allows (the worker calls it
         when a thread frees up, before the next poll).  While the listeners are watched
         the next poll reports them anyway, so only a paused acceptor looks."""
-        if not self.closed and not self.accepting:
+        if not self.closed and not self.accepting and time.monotonic() >= self.resume_at:
+            for sock in list(self._sockets):
+                self._accept_all(sock)
+
+    def sweep(self) -> None:
+        """Accept what waits on the listeners now, even while they are watched (the worker
+        calls it with each heartbeat).  ``EPOLLEXCLUSIVE`` gives a connection's wake-up to
+        one worker; if that one cannot take it (out of descriptors, or pausing just then),
+        the connection would wait until the next one wakes somebody."""
+        if not self.closed and time.monotonic() >= self.resume_at:
             for sock in list(self._sockets):
                 self._accept_all(sock)
 
@@ -110,6 +132,7 @@ class SharedAcceptor:
 
     def on_messages(self, messages: list[Message]) -> None:
         for message in messages:
+            self.others_serve_on |= message.kind == MAY_HAND_BACK
             for fd in message.fds:
                 socket.close(fd)
 
@@ -120,16 +143,26 @@ class SharedAcceptor:
         return False
 
     def flush(self) -> None:
-        pass
+        """Once a back-off is over, watch the listeners again (if there is room)."""
+        if self.resume_at and time.monotonic() >= self.resume_at:
+            self.resume_at = 0.0
+            if self._has_room():
+                self.resume()
 
     def _accept_all(self, listener: socket.socket) -> None:
         """Accept while there is room, up to ``accept_batch`` connections."""
         if not self._has_room():
             return
-        for taken, (conn, peer) in enumerate(accept_until_empty(listener.accept), 1):
-            self._take(conn, peer)
-            if taken == self._accept_batch or not self._has_room():
-                return
+        try:
+            for taken, (conn, peer) in enumerate(accept_until_empty(listener.accept), 1):
+                self._take(conn, peer)
+                if taken == self._accept_batch or not self._has_room():
+                    return
+        except OutOfDescriptors:
+            # The connection stays queued and the listener readable: watching it now
+            # would only spin.  Other workers may have descriptors to spare.
+            self.pause()
+            self.resume_at = time.monotonic() + ACCEPT_BACKOFF
 
     def _take(self, conn: socket.socket, peer: object) -> None:
         self.accepted += 1

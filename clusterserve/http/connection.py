@@ -3,24 +3,34 @@
 A connection lives in two places in turn.  While it waits for a request
 head it belongs to the worker's event loop, which reads without blocking
 (``read_available`` / ``next_request``).  Once a head is complete it
-belongs to one app thread, which reads the body and writes the response,
-waiting at most ``io_timeout`` for the socket each time it would block.
+belongs to one app thread, which reads the body (waiting at most
+``io_timeout`` for the socket each time it would block) and writes the
+response.
 
-The socket stays non-blocking throughout: an app thread tries each read
-and write first and polls only when the kernel says it would block.  (A
-socket timeout would cost two ``ioctl`` calls per request to switch modes,
-and a ``poll`` before every read and write.)
+The response goes into an outbox (``queue``), which is written at once as
+far as the socket takes it.  What does not fit waits there, and the
+response goes no further, until the socket drains: the event loop owns
+the connection meanwhile (``SENDING``) and writes the outbox as the
+client reads, so a slow reader holds neither a thread nor the loop.
+Writes that must be complete before the app goes on (``100 Continue``,
+the ``write()`` callable, error responses) wait for the socket instead
+(``drain``), at most ``io_timeout`` each time it takes nothing.
+
+The socket stays non-blocking throughout: each read and write is tried
+first, and waits only when the kernel says it would block.  (A socket
+timeout would cost two ``ioctl`` calls per request to switch modes, and a
+``poll`` before every read and write.)
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import select
 import socket
 import ssl
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -30,6 +40,8 @@ from clusterserve.http.errors import HttpError
 from clusterserve.http.head_checks import HeadEnd, check_head
 
 RECV_SIZE = 65536
+# What one write of a file slice reads, on TLS (where sendfile cannot be used).
+SENDFILE_BLOCK = 65536
 # What a limit of 0 stands for: gunicorn's ceilings (its MAX_REQUEST_LINE,
 # DEFAULT_MAX_HEADERFIELD_SIZE and MAX_HEADERS), never "unbounded".
 MAX_REQUEST_LINE = 8190
@@ -102,7 +114,24 @@ def error_response(status: int, detail: str = "") -> bytes:
 class Phase(enum.Enum):
     WAITING_FOR_HEAD = "waiting for head"  # owned by the event loop
     IN_APP = "in app"  # owned by an app thread
+    SENDING = "sending"  # owned by the event loop, which writes the outbox as the socket drains
     CLOSED = "closed"
+
+
+class FileSlice:
+    """``count`` bytes of an open file from ``offset``: a response body part written with
+    ``sendfile``, never read into memory."""
+
+    def __init__(self, file: Any, offset: int, count: int) -> None:
+        self.file, self.offset, self.count = file, offset, count
+        self.fileno = file.fileno()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def advance(self, sent: int) -> None:
+        self.offset += sent
+        self.count -= sent
 
 
 class HttpConnection:
@@ -115,9 +144,12 @@ class HttpConnection:
         self.codec = codec(limits.max_head)
         self.phase = Phase.WAITING_FOR_HEAD
         self.received_any = False  # bytes of the current request have arrived
+        self.quiet_since = time.monotonic()  # when the client last sent bytes (or connected)
         self.served = 0  # requests answered on this connection
         self.app_started = 0.0  # when the current request went to an app thread
         self._held = bytearray()
+        self._outbox: deque[memoryview | FileSlice] = deque()  # response bytes the socket has not taken
+        self.waits_for_read = False  # TLS: the outbox waits for the peer's bytes, not for room
         self._local_address: Any = None
         self.deadline = 0.0
         self.head_end = HeadEnd()
@@ -142,6 +174,7 @@ class HttpConnection:
         """Bytes of the request stream (b"": its end), read here or before (a PROXY header's reader)."""
         if data:
             self.received_any = True
+            self.quiet_since = time.monotonic()
             self.head_end.feed(data)
         self.codec.receive(data)
 
@@ -180,6 +213,11 @@ class HttpConnection:
         self.phase = Phase.IN_APP
         self.app_started = time.monotonic()
 
+    def wait_to_send(self, deadline: float) -> None:
+        """The response waits for the socket to drain: the event loop owns the connection."""
+        self.phase = Phase.SENDING
+        self.deadline = deadline
+
     def back_to_loop(self) -> None:
         """After a response: the event loop owns the connection again."""
         self.served += 1
@@ -206,34 +244,83 @@ class HttpConnection:
                 received = b""
             self.codec.receive(received)
 
-    def send(self, data: bytes, *, hold: bool = False) -> None:
-        """Write bytes from the codec; ``hold`` keeps them to go out with the next write
-        (a response head with its first body bytes: one send, one packet)."""
-        if hold:
-            self._held += data
-            return
+    # -- the response side: an outbox the socket drains -----------------
+
+    def hold(self, data: bytes) -> None:
+        """Keep bytes to go out with the next ones queued (a response head with its first
+        body bytes: one send, one packet)."""
+        self._held += data
+
+    def queue(self, data: bytes | FileSlice) -> None:
+        """Add response bytes (or a slice of a file) to the outbox and write what the
+        socket takes now, without waiting; ``unsent`` then tells whether some is left.
+        Raises ``OSError`` if the client is gone.
+        """
         if self._held:
-            data, self._held = bytes(self._held) + data, bytearray()
+            held, self._held = bytes(self._held), bytearray()
+            if isinstance(data, FileSlice):
+                self._outbox.append(memoryview(held))
+            else:
+                data = held + data
         if data:
-            self.send_all(data)
+            self._outbox.append(data if isinstance(data, FileSlice) else memoryview(data))
+            self.write_some()
 
-    def flush(self) -> None:
-        """Write what ``send(hold=True)`` kept."""
-        if self._held:
-            data, self._held = bytes(self._held), bytearray()
-            self.send_all(data)
+    @property
+    def unsent(self) -> bool:
+        """Response bytes wait in the outbox for the socket to take them."""
+        return bool(self._outbox)
 
-    def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write every byte, waiting up to ``io_timeout`` whenever the socket is full
-        (``TimeoutError``: the client stopped reading)."""
-        view = memoryview(data)
-        while view:
+    def write_some(self) -> int:
+        """Write from the outbox what the socket takes now; return how many bytes that was.
+        Raises ``OSError`` if the client is gone."""
+        written = 0
+        while self._outbox:
+            item = self._outbox[0]
             try:
-                view = view[self.sock.send(view):]
-            except (BlockingIOError, ssl.SSLWantWriteError):
-                self._wait(select.POLLOUT)
+                sent = self._send_file_now(item) if isinstance(item, FileSlice) else self._send_now(item)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                self.waits_for_read = False
+                break
             except ssl.SSLWantReadError:  # TLS renegotiation wants the peer first
-                self._wait(select.POLLIN)
+                self.waits_for_read = True
+                break
+            written += sent
+            if isinstance(item, FileSlice):
+                item.advance(sent)
+                if item.count:
+                    continue
+            elif sent < len(item):
+                self._outbox[0] = item[sent:]
+                continue
+            self._outbox.popleft()
+        return written
+
+    def _send_now(self, data: bytes | memoryview) -> int:
+        return self.sock.send(data)
+
+    def _send_file_now(self, part: FileSlice) -> int:
+        """Part of a file, with ``sendfile`` (read and sent through the TLS layer, on TLS)."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            sent = self.sock.send(os.pread(part.fileno, min(part.count, SENDFILE_BLOCK), part.offset))
+        else:
+            sent = os.sendfile(self.sock.fileno(), part.fileno, part.offset, part.count)
+        if not sent:
+            raise BrokenPipeError(f"the file ended {part.count} bytes early")
+        return sent
+
+    def drain(self) -> None:
+        """Wait until the outbox is empty, at most ``io_timeout`` each time the socket takes
+        nothing (``TimeoutError``: the client stopped reading)."""
+        self.write_some()
+        while self._outbox:
+            self._wait(select.POLLIN if self.waits_for_read else select.POLLOUT)
+            self.write_some()
+
+    def send(self, data: bytes) -> None:
+        """Write bytes outside a response body (``100 Continue``), waiting as ``drain`` does."""
+        self.queue(data)
+        self.drain()
 
     def _recv_waiting(self) -> bytes:
         """Read what arrives, waiting up to ``io_timeout`` for it."""
@@ -251,16 +338,6 @@ class HttpConnection:
         if not poller.poll(self.io_timeout * 1000):
             raise TimeoutError(f"socket not ready within {self.io_timeout:g}s")
 
-    @contextmanager
-    def blocking(self) -> Iterator[None]:
-        """The socket in blocking mode, bounded by ``io_timeout`` (for ``socket.sendfile``,
-        which refuses non-blocking sockets)."""
-        self.sock.settimeout(self.io_timeout)
-        try:
-            yield
-        finally:
-            self.sock.settimeout(0.0)
-
     def get_local_address(self) -> Any:
         """The address the client connected to (asked of the kernel once per connection)."""
         if self._local_address is None:
@@ -270,7 +347,7 @@ class HttpConnection:
     def send_raw(self, data: bytes) -> None:
         """Best-effort write of bytes outside the codec (error responses)."""
         try:
-            self.send_all(data)
+            self.send(data)
         except OSError:
             pass
 
@@ -279,6 +356,7 @@ class HttpConnection:
         if self.phase is Phase.CLOSED:
             return
         self.phase = Phase.CLOSED
+        self._outbox.clear()
         if handed_back:
             self.sock.close()  # no shutdown: that would end it for the next worker too
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -30,7 +30,7 @@ class RequestContext:
     info: ServerInfo
     access_log: AccessLog | None
     keepalive: bool
-    is_stopping: Callable[[], bool]
+    closing: Callable[[], bool]  # each response from now on closes its connection
     worker: Any
     errors: ErrorStream
     server_header: bool = True
@@ -57,10 +57,19 @@ class HookRequest:
                    environ["QUERY_STRING"], (int(major or 1), int(minor or 1)), headers)
 
 
-def serve_request(connection: HttpConnection, request: RequestHead, ctx: RequestContext) -> bool:
-    """Run the app for ``request`` and send its response.
+# serve_request's steps; the generator returns whether the connection can take another request.
+Exchange = Generator[None, None, bool]
 
-    Returns True when the connection can take another request.
+
+def serve_request(connection: HttpConnection, request: RequestHead, ctx: RequestContext) -> Exchange:
+    """Run the app for ``request`` and send its response, in steps.
+
+    The response goes out as far as the socket takes it.  When the rest must
+    wait for the socket to drain, the generator yields, and the app's
+    iterable is not pulled further: the caller resumes it once the
+    connection's outbox is empty, or throws ``ClientGone`` into it when the
+    client stopped reading.  It returns True when the connection can take
+    another request.
     """
     started_wall, started = time.time(), time.perf_counter()
     body = RequestBody(connection)
@@ -71,7 +80,7 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
         connection.send_raw(error_response(err.status, err.detail))
         return False
     # Decided when the head goes out: a stop that begins meanwhile adds Connection: close.
-    response = Response(connection, request, lambda: ctx.keepalive and not ctx.is_stopping(),
+    response = Response(connection, request, lambda: ctx.keepalive and not ctx.closing(),
                         server_header=ctx.server_header, date_header=ctx.date_header)
     result: Any = None
     completed = False
@@ -85,8 +94,12 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
         if not (isinstance(result, FileWrapper) and response.send_file(result)):
             for chunk in result:
                 if chunk:
-                    response.write(chunk)
+                    response.put(chunk)
+                    if connection.unsent:
+                        yield
         response.finish()
+        if connection.unsent:
+            yield
         completed = True
     except ClientGone:
         log.debug("client %s went away during the response", environ.get("REMOTE_ADDR"))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clusterserve.http.codec import RequestHead
-from clusterserve.http.connection import HttpConnection
+from clusterserve.http.connection import FileSlice, HttpConnection
 from clusterserve.http.response_headers import SERVER_HEADER, check_status, clean_header, http_date
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) belong to the connection this
@@ -56,14 +56,6 @@ class FileWrapper:
         return offset, max(0, info.st_size - offset)
 
 
-class _FileSlice:
-    """A body chunk that the codec frames without copying; written with sendfile."""
-
-    def __init__(self, file: Any, offset: int, count: int) -> None:
-        self.file, self.offset, self.count = file, offset, count
-
-    def __len__(self) -> int:
-        return self.count
 
 
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -141,16 +133,29 @@ class Response:
             headers.append((b"connection", b"close"))
         head = self._connection.codec.response_head(code, self.status[4:].encode("latin-1"), headers)
         self.headers_sent = True
-        self._send(head, hold=True)
+        self._connection.hold(head)  # goes out with the first body bytes
 
-    def _send(self, data: bytes, hold: bool = False) -> None:
+    def _send(self, data: bytes | FileSlice) -> None:
+        """Into the connection's outbox, which the socket drains (see ``put``)."""
         try:
-            self._connection.send(data, hold=hold)
+            self._connection.queue(data)
+        except OSError as err:
+            raise ClientGone(str(err)) from None
+
+    def _drain(self) -> None:
+        try:
+            self._connection.drain()
         except OSError as err:
             raise ClientGone(str(err)) from None
 
     def write(self, data: bytes) -> None:
-        """The ``write()`` callable, also used for each chunk of the iterable."""
+        """The ``write()`` callable: returns once the bytes are in the kernel's hands."""
+        self.put(data)
+        self._drain()
+
+    def put(self, data: bytes) -> None:
+        """A body chunk (of the app's iterable): written as far as the socket takes it now;
+        the connection's ``unsent`` tells whether the rest waits for the socket to drain."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"response body chunks must be bytes, got {type(data).__name__}")
         if not self.headers_sent:
@@ -162,12 +167,13 @@ class Response:
             if fits:
                 self._send(self._connection.codec.response_body(data[:fits]))
                 self.body_bytes += fits
+                self._drain()  # the part that fits goes out before the connection closes
             raise LengthMismatch(f"the app sent more than its Content-Length of {self._length} bytes")
         self._send(self._connection.codec.response_body(data))
         self.body_bytes += len(data)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
-        """Send a file wrapper's file with sendfile; False if it cannot be."""
+        """Queue a file wrapper's file, to go out with sendfile; False if it cannot."""
         file_range = wrapper.file_range()
         if file_range is None:
             return False
@@ -181,22 +187,14 @@ class Response:
         self._send_head()
         if self._bodiless or count == 0:
             return True
-        conn = self._connection
-        parts = conn.codec.response_passthrough(_FileSlice(wrapper.filelike, offset, count))
-        try:
-            conn.flush()  # the held head goes first
-            with conn.blocking():
-                for part in parts:
-                    if isinstance(part, _FileSlice):
-                        conn.sock.sendfile(part.file, part.offset, part.count)
-                    else:
-                        conn.sock.sendall(part)
-        except OSError as err:
-            raise ClientGone(str(err)) from None
+        codec = self._connection.codec
+        for part in codec.response_passthrough(FileSlice(wrapper.filelike, offset, count)):
+            self._send(part)
         self.body_bytes += count
         return True
 
     def finish(self) -> None:
+        """End the response (queued as ``put`` does)."""
         if not self.headers_sent:
             self._send_head()
         if self._length is not None and self.body_bytes < self._length:

@@ -20,16 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from clusterserve import access_log, tls
+from clusterserve import access_log, descriptors, tls
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.connection import error_response
 from clusterserve.http.response_headers import HeaderRuleMiddleware
 from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
-from clusterserve.logs import log
+from clusterserve.logs import Throttled, log
 from clusterserve.poller import AsyncioPoller
 from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.grace import FAST_LIFESPAN_SHUTDOWN, FRESH_CONNECTION_GRACE, INTERRUPT_GRACE
+from clusterserve.workers.request_limit import RequestLimit
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
@@ -113,6 +114,16 @@ class ObservingMiddleware:
         self.writer.flush()
 
 
+# Connections closed at once (at most; a sixteenth of the limit) when the worker holds all
+# it can and another arrives.
+SHED_BATCH = 32
+
+
+def _is_silent(transport: asyncio.BaseTransport) -> bool:
+    """Open, and its HTTP protocol has had no request yet (uvicorn makes a ``cycle`` for each)."""
+    return not transport.is_closing() and getattr(transport.get_protocol(), "cycle", False) is None
+
+
 class LifespanStartupFailed(Exception):
     """The app's lifespan startup failed (uvicorn has logged why)."""
 
@@ -121,10 +132,14 @@ class AsgiServer(uvicorn.Server):
     def __init__(self, worker: Worker, app: Any) -> None:
         super().__init__(uvicorn_config(worker.cfg, app))
         self.worker = worker
-        self.transports: list[asyncio.BaseTransport] = []
+        self.transports: list[asyncio.BaseTransport] = []  # oldest first
+        # worker_connections, or fewer when the open-file limit leaves less room.
+        self.max_connections = descriptors.worker_connection_cap(worker.cfg.worker_connections, worker.pid)
+        self.shed_log = Throttled()
         self.attaching: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.interrupts = 0  # SIGINTs so far
+        self.limit: RequestLimit | None = None  # with max_requests
         # A TLS handshake gets as long as a WSGI request head.
         self.handshake_timeout = float(worker.cfg.timeout) or 30.0
 
@@ -149,6 +164,10 @@ class AsgiServer(uvicorn.Server):
         if writer is not None or self.worker.request_stats is not None:
             self.config.loaded_app = ObservingMiddleware(self.config.loaded_app, writer,
                                                          self.worker.request_stats)
+        if self.worker.max_requests:
+            self.limit = RequestLimit(self.config.loaded_app, self.worker.max_requests,
+                                      lambda: self.acceptor.pause())
+            self.config.loaded_app = self.limit
         self.lifespan = self.config.lifespan_class(self.config)
         await self.startup()
         if not self.should_exit:
@@ -161,6 +180,8 @@ class AsgiServer(uvicorn.Server):
     def _heartbeat(self) -> None:
         self.worker.heartbeat(self.acceptor.accepted, len(self.server_state.connections),
                               len(self.server_state.tasks))
+        if self._has_room():
+            self.acceptor.sweep()
 
     async def _beat(self) -> None:
         """Heartbeats on their own task, so they go on while uvicorn's shutdown waits."""
@@ -198,8 +219,12 @@ class AsgiServer(uvicorn.Server):
                                           f"served {self.server_state.total_requests} requests"))
         return should_exit
 
+    @property
+    def past_limit(self) -> bool:
+        return self.limit is not None and self.limit.reached
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         await self._let_fresh_connections_send()
         await super().shutdown()
         if self.force_exit:  # uvicorn skips the lifespan shutdown then; the app still gets it
@@ -263,7 +288,7 @@ class AsgiServer(uvicorn.Server):
             return
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         self._on_channel()  # connections the arbiter passed before the signal
         # Through uvicorn's own exit handler, not by setting should_exit: libraries hook it
         # to end their endless responses (sse-starlette closes its event streams).
@@ -281,14 +306,33 @@ class AsgiServer(uvicorn.Server):
     # -- connections ------------------------------------------------------------
 
     def _has_room(self) -> bool:
-        open_now = len(self.transports) + len(self.attaching)
-        return not self.stopping and open_now < self.worker.cfg.worker_connections
+        """Not stopping, and room for one more connection, or an idle one to shed for it."""
+        if self.stopping or self.past_limit:
+            return False
+        return self._open_now() < self.max_connections or any(map(_is_silent, self.transports))
+
+    def _open_now(self) -> int:
+        return len(self.transports) + len(self.attaching)
+
+    def _shed(self) -> None:
+        """At the limit: close the oldest connections that have not sent a request, so that
+        a new one, which may carry one, gets in (uvicorn never times them out)."""
+        batch = min(SHED_BATCH, max(1, self.max_connections // 16))
+        shed = [t for t in self.transports if _is_silent(t)][:batch]
+        for transport in shed:
+            transport.close()
+        if shed:
+            self.shed_log.warning("worker %s holds %d connections, its limit: closed the %d oldest "
+                                  "that had sent no request", self.worker.pid, self.max_connections,
+                                  len(shed))
 
     def _create_protocol(self) -> asyncio.Protocol:
         return self.config.http_protocol_class(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        if self._open_now() >= self.max_connections:
+            self._shed()
         sock.setblocking(False)
         if self.force_exit:  # taken from the queue by a fast stop: the app will not start it
             _refuse_at_once(sock)

@@ -11,6 +11,11 @@ thread frees up, the connections that queued on the listener meanwhile are
 accepted first, so that keep-alive clients cannot keep a new connection
 waiting.
 
+A response that does not fit the socket's buffer lets go of its thread:
+the loop writes the rest as the socket drains (``sending``), and the
+request goes back in line (``ready``) to pull the app's iterable on once
+all of it is out.  So a client that reads slowly holds no thread.
+
 With ``--threads 1`` there is no pool: the loop thread runs each request
 itself.  Handing a request to another thread and back costs two GIL
 hand-overs and a wake-up; running it in place, the worker spends about a
@@ -21,7 +26,11 @@ sends the heartbeats and notices a request stuck for longer than
 
 from __future__ import annotations
 
+import enum
+import heapq
+import inspect
 import queue
+import select
 import signal
 import socket
 import threading
@@ -31,15 +40,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from clusterserve import access_log, tls
+from clusterserve import access_log, descriptors, tls
 from clusterserve.dispatch import make_acceptor
-from clusterserve.http.codec import RequestHead, codec_factory
+from clusterserve.http.codec import codec_factory
 from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
-from clusterserve.http.handler import RequestContext, serve_request
+from clusterserve.http.handler import Exchange, RequestContext, serve_request
 from clusterserve.http.opening import Opening, OpeningFailed, OpeningPolicy
-from clusterserve.http.response import FileWrapper
-from clusterserve.logs import log
+from clusterserve.http.response import ClientGone, FileWrapper
+from clusterserve.logs import Throttled, log
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
 from clusterserve.worker_exits import ExitReason, Why
@@ -52,6 +61,19 @@ if TYPE_CHECKING:
 DEFAULT_IO_TIMEOUT = 30.0
 # How often a busy loop looks for expired head deadlines and stuck requests.
 DEADLINE_CHECK_EVERY = 0.1
+# Connections closed at once (at most; a sixteenth of the limit) when the worker holds all
+# it can and another arrives, as nginx reuses connections: the next ones then get in
+# without a search each.
+SHED_BATCH = 32
+
+
+class Outcome(enum.Enum):
+    """Where one step of serving a request (``serve_request``) left its connection."""
+
+    KEEP_ALIVE = "keep-alive"  # the response is done; the connection can take another request
+    CLOSE = "close"  # the response is done, or failed; the connection closes
+    SENDING = "sending"  # the rest of the response waits for the socket to drain
+
 
 
 class WsgiServer:
@@ -62,7 +84,9 @@ class WsgiServer:
         self.keepalive = float(cfg.keepalive)
         self.io_timeout = float(cfg.timeout) or DEFAULT_IO_TIMEOUT
         self.head_timeout = float(cfg.header_timeout)
-        self.max_connections = cfg.worker_connections
+        # worker_connections, or fewer when the open-file limit leaves less room.
+        self.max_connections = descriptors.worker_connection_cap(cfg.worker_connections, worker.pid)
+        self.shed_log = Throttled()
         self.codec = codec_factory(cfg.http)  # h11 unless httptools is asked for by name
         self.limits = HeadLimits(cfg.limit_request_line, cfg.limit_request_fields,
                                  cfg.limit_request_field_size, body=cfg.limit_request_body,
@@ -82,7 +106,7 @@ class WsgiServer:
                             keep_underscores=cfg.header_map == "dangerous"),
             access_log=access_log.from_settings(cfg),
             keepalive=cfg.keepalive > 0,
-            is_stopping=lambda: self.stopping or self.stop_signalled,
+            closing=lambda: self.stopping or self.stop_signalled or self.past_limit,
             worker=worker,
             errors=ErrorStream(),
             server_header=cfg.server_header,
@@ -91,9 +115,13 @@ class WsgiServer:
         self.poller = Poller()
         self.connections: set[HttpConnection] = set()  # every open connection
         self.waiting: set[HttpConnection] = set()  # owned by the loop
-        self.ready: deque[tuple[HttpConnection, RequestHead]] = deque()  # complete heads, in order
+        # Work for an app thread, in order: a complete head's exchange, or one whose response
+        # the socket drained (with the error to throw into it, when the client stopped reading).
+        self.ready: deque[tuple[HttpConnection, Exchange, ClientGone | None]] = deque()
+        self.sending: dict[HttpConnection, Exchange] = {}  # responses waiting for their socket
         self.in_app = 0  # requests on an app thread
-        self.finished: queue.SimpleQueue[tuple[HttpConnection, bool]] = queue.SimpleQueue()
+        self.requests_taken = 0  # complete heads handed on to be served
+        self.finished: queue.SimpleQueue[tuple[HttpConnection, Exchange, Outcome]] = queue.SimpleQueue()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
@@ -138,11 +166,14 @@ class WsgiServer:
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.worker.heartbeat_interval
+                if self._has_room():
+                    self.acceptor.sweep()
             if now >= next_deadline_check:  # seconds-long deadlines: not every turn under load
                 self._expire_waiting(now)
                 self._find_stuck(now)
                 next_deadline_check = now + DEADLINE_CHECK_EVERY
-            wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now))
+            wake = min(next_heartbeat, self.stop_deadline, self._flush_access_log(now),
+                       self.acceptor.resume_at or float("inf"))
             self.poller.poll(0.0 if self._can_start() else max(0.0, wake - now))
             self._start_ready()
             self.acceptor.flush()
@@ -221,8 +252,11 @@ class WsgiServer:
         """Answer 503 with Connection: close to every request the app has not started."""
         stopping = HttpError(503, "the server is stopping")
         while self.ready:
-            connection, _ = self.ready.popleft()
-            self._refuse(connection, stopping)
+            connection, exchange, _ = self.ready.popleft()
+            if inspect.getgeneratorstate(exchange) == inspect.GEN_CREATED:
+                self._refuse(connection, stopping)
+            else:
+                self._close(connection)  # its response had begun: cut, as the ones the app runs
         for connection in list(self.waiting):
             opening = self.openings.get(connection)
             if opening is None or opening.done:
@@ -253,7 +287,7 @@ class WsgiServer:
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
         self.stop_deadline = deadline
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         # What the arbiter sent before the signal: connections (a closed acceptor takes
         # them, to answer with Connection: close) and may_hand_back.
         self._on_channel()
@@ -282,9 +316,43 @@ class WsgiServer:
         return self.in_app < self.threads and self._can_hold()
 
     def _can_hold(self) -> bool:
-        return not self.stopping and len(self.connections) < self.max_connections
+        """Not stopping, and room for one more connection, or an idle one to shed for it."""
+        if self.stopping or self.past_limit:
+            return False
+        return len(self.connections) < self.max_connections or any(map(self._is_silent, self.waiting))
+
+    def _is_silent(self, connection: HttpConnection) -> bool:
+        """No bytes of a request so far (new, or idle after a response): sheddable."""
+        return not connection.received_any
+
+    def _shed(self) -> None:
+        """At the limit: close the connections that have sent nothing for the longest, so
+        that a new one, which may carry a request, gets in.  One whose bytes have arrived
+        since the loop last looked is spared."""
+        batch = min(SHED_BATCH, max(1, self.max_connections // 16))
+        oldest = heapq.nsmallest(2 * batch, filter(self._is_silent, self.waiting),
+                                 key=lambda c: c.quiet_since)
+        arrived = select.poll()
+        for connection in oldest:
+            arrived.register(connection.fileno(), select.POLLIN)
+        spoken = {fd for fd, _ in arrived.poll(0)}
+        shed = [c for c in oldest if c.fileno() not in spoken][:batch]
+        for connection in shed:
+            self._close(connection)
+        if shed:
+            self.shed_log.warning("worker %s holds %d connections, its limit: closed the %d that "
+                                  "had sent nothing for the longest", self.worker.pid,
+                                  self.max_connections, len(shed))
+
+    @property
+    def past_limit(self) -> bool:
+        """The worker has taken ``max_requests`` requests (plus its jitter): it accepts no
+        more connections, and every response from now on closes its connection."""
+        return 0 < self.worker.max_requests <= self.requests_taken
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        if len(self.connections) >= self.max_connections:
+            self._shed()
         sock.setblocking(False)
         connection = HttpConnection(sock, peer, self.limits, self.io_timeout, self.codec)
         self.connections.add(connection)
@@ -345,11 +413,12 @@ class WsgiServer:
         if request is None:
             return
         self.waiting.discard(connection)
+        self.requests_taken += 1
         if self.pool is not None:
             # Not watched while an app thread owns it.  (Without a pool, requests run
             # before the loop polls again: leaving it registered saves two epoll_ctl.)
             self.poller.remove(connection.fileno())
-        self.ready.append((connection, request))
+        self.ready.append((connection, serve_request(connection, request, self.context), None))
         self._start_ready()
 
     def _start_ready(self) -> None:
@@ -368,13 +437,13 @@ class WsgiServer:
             for _ in range(len(self.ready)):
                 if self.in_app >= self.threads:
                     break
-                connection, request = self.ready.popleft()
+                connection, exchange, error = self.ready.popleft()
                 connection.start_blocking()
                 self.in_app += 1
                 if self.pool is not None:
-                    self.pool.submit(self._run_request, connection, request)
+                    self.pool.submit(self._run_request, connection, exchange, error)
                 else:
-                    self._run_inline(connection, request)
+                    self._run_inline(connection, exchange, error)
         finally:
             self.starting = False
         if not self._has_room():
@@ -397,6 +466,8 @@ class WsgiServer:
                 self._refuse(connection, HttpError(408, "request head not received in time"))
             else:
                 self._close(connection)
+        for connection in [c for c in self.sending if c.deadline <= now]:
+            self._resume(connection, ClientGone(f"the client read nothing for {self.io_timeout:g}s"))
 
     def _find_stuck(self, now: float) -> None:
         """A request in the app for longer than ``timeout`` retires the worker (after a
@@ -419,6 +490,7 @@ class WsgiServer:
     def _close(self, connection: HttpConnection, handed_back: bool = False) -> None:
         """Close a connection (the arbiter counts a handed-back one itself)."""
         self.waiting.discard(connection)
+        self.sending.pop(connection, None)
         if connection.fileno() in self.poller:
             self.poller.remove(connection.fileno())
         self.connections.discard(connection)
@@ -430,34 +502,70 @@ class WsgiServer:
         if self._has_room():
             self.acceptor.resume()
 
+    # -- responses waiting for their socket to drain ------------------------------
+
+    def _send_later(self, connection: HttpConnection, exchange: Exchange) -> None:
+        """The socket took what it could: the loop writes the rest as it drains, and the
+        request goes on (the app's iterable pulled again) only once all of it is out."""
+        connection.wait_to_send(time.monotonic() + self.io_timeout)
+        self.sending[connection] = exchange
+        fd = connection.fileno()
+        if fd in self.poller:  # without a pool it stays registered for reading
+            self.poller.remove(fd)
+        self.poller.add(fd, lambda: self._on_writable(connection), writable=not connection.waits_for_read)
+
+    def _on_writable(self, connection: HttpConnection) -> None:
+        try:
+            written = connection.write_some()
+        except OSError as err:
+            self._resume(connection, ClientGone(str(err)))
+            return
+        if written:
+            connection.deadline = time.monotonic() + self.io_timeout
+        if not connection.unsent:
+            self._resume(connection, None)
+
+    def _resume(self, connection: HttpConnection, error: ClientGone | None) -> None:
+        """Back in line for an app thread, to go on with the response (or to end it, with
+        ``error``, when the client is gone)."""
+        self.poller.remove(connection.fileno())
+        self.ready.append((connection, self.sending.pop(connection), error))
+        self._start_ready()
+
     # -- app threads -----------------------------------------------------------
 
-    def _serve(self, connection: HttpConnection, request: RequestHead) -> bool:
-        """Serve one request; True if the connection can take another."""
+    def _step(self, connection: HttpConnection, exchange: Exchange, error: ClientGone | None) -> Outcome:
+        """Serve a request until its response is done or must wait for the socket."""
         try:
-            return serve_request(connection, request, self.context)
+            if error is None:
+                next(exchange)
+            else:
+                exchange.throw(error)
+        except StopIteration as done:
+            return Outcome.KEEP_ALIVE if done.value else Outcome.CLOSE
         except Exception:  # noqa: BLE001 - never lose a connection to a bug
             log.exception("unexpected error serving a request")
-            return False
+            return Outcome.CLOSE
+        return Outcome.SENDING
 
-    def _run_request(self, connection: HttpConnection, request: RequestHead) -> None:
-        """On an app thread: serve one request, then hand the connection back."""
-        self.finished.put((connection, self._serve(connection, request)))
+    def _run_request(self, connection: HttpConnection, exchange: Exchange, error: ClientGone | None) -> None:
+        """On an app thread: one step of a request, then hand the connection back."""
+        self.finished.put((connection, exchange, self._step(connection, exchange, error)))
         try:
             self.wake_writer.send(b"\0")
         except BlockingIOError:
             pass  # the loop has wake-ups pending already
 
-    def _run_inline(self, connection: HttpConnection, request: RequestHead) -> None:
-        """Without a pool: serve one request on the loop thread, then take the connection back."""
+    def _run_inline(self, connection: HttpConnection, exchange: Exchange, error: ClientGone | None) -> None:
+        """Without a pool: one step of a request on the loop thread, then take the connection back."""
         self.acceptor.flush()  # round-robin: "no room" (and the acks) before the loop blocks
         self.inline = connection
         try:
-            keep = self._serve(connection, request)
+            outcome = self._step(connection, exchange, error)
         finally:
             self.inline = None
             self.progress_at = time.monotonic()
-        self._take_back([(connection, keep)])
+        self._take_back([(connection, exchange, outcome)])
 
     def _watch_inline_requests(self) -> None:
         """The watchdog thread (no pool): when the loop is busy with requests and its
@@ -488,14 +596,18 @@ class WsgiServer:
                 break
         self._take_back(finished)
 
-    def _take_back(self, finished: list[tuple[HttpConnection, bool]]) -> None:
-        """Requests are done: keep their connections alive or close them, and go on."""
+    def _take_back(self, finished: list[tuple[HttpConnection, Exchange, Outcome]]) -> None:
+        """Steps are done: keep the connections alive, close them, or write the rest of
+        their responses as their sockets drain; and go on."""
         kept = []
-        for connection, keep in finished:
+        for connection, exchange, outcome in finished:
             self.in_app -= 1
             self.stuck.discard(connection)
+            if outcome is Outcome.SENDING:
+                self._send_later(connection, exchange)
+                continue
             self.worker.requests_served += 1
-            if keep and not self.stopping and connection.phase is Phase.IN_APP:
+            if outcome is Outcome.KEEP_ALIVE and not self.stopping and connection.phase is Phase.IN_APP:
                 connection.back_to_loop()
                 wait = self.head_timeout if connection.received_any else self.keepalive
                 self._wait_for_head(connection, time.monotonic() + wait)

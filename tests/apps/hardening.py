@@ -8,6 +8,7 @@ writes to, so a test can see what happened inside the worker.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -131,6 +132,48 @@ def endless(environ: dict[str, Any], start_response: Any) -> Endless:
     return Endless(_query(environ).get("marker"))
 
 
+PATTERN = bytes(range(256)) * (CHUNK // 256)  # 64 KiB that show misplaced or lost bytes
+
+
+def big(environ: dict[str, Any], start_response: Any) -> Any:
+    """``size`` bytes of PATTERN, sized: as 64 KiB chunks from a generator (``kind=chunks``),
+    as one chunk (``single``), or the file ``path`` through ``wsgi.file_wrapper`` (``file``)."""
+    query = _query(environ)
+    size, kind = int(query.get("size", str(CHUNK))), query.get("kind", "chunks")
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)),
+                              ("X-Pid", str(os.getpid()))])
+    if kind == "file":
+        return environ["wsgi.file_wrapper"](open(query["path"], "rb"))  # noqa: SIM115 - closed by the server
+    if kind == "single":
+        return [(PATTERN * (size // CHUNK + 1))[:size]]
+    return (PATTERN[:min(CHUNK, size - sent)] for sent in range(0, size, CHUNK))
+
+
+_hoarded: list[int] = []
+
+
+def _hoard() -> None:
+    try:
+        while True:
+            _hoarded.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+
+
+def _keep_hoarding() -> None:
+    while True:
+        _hoard()
+        time.sleep(0.005)
+
+
+def hoard_descriptors(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """From now on a thread takes every descriptor the worker has left, as soon as one
+    is free: the worker cannot accept connections any more."""
+    _hoard()
+    threading.Thread(target=_keep_hoarding, daemon=True).start()
+    return _plain(start_response, f"holding {len(_hoarded)} descriptors\n".encode())
+
+
 def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The environ's HTTP_* keys and values, one per line, and wsgi.input_terminated."""
     lines = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith("HTTP_")]
@@ -139,7 +182,7 @@ def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 ROUTES = {name: globals()[name] for name in (
-    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "environ_keys")}
+    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "big", "hoard_descriptors", "environ_keys")}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:

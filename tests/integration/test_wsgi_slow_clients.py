@@ -3,7 +3,8 @@
 Clients that send their head a byte at a time, hold idle keep-alive
 connections, trickle or stall their body, or stop reading the response must
 not keep normal requests from being answered, nor hold an app thread for
-longer than ``timeout``; ``worker_connections`` caps what one worker holds;
+longer than ``timeout``; ``worker_connections`` caps what one worker holds
+(idle connections are shed at the cap to let a new one in);
 and keep-alive clients must not starve a client that opens a new connection
 per request.
 """
@@ -113,13 +114,13 @@ def test_slow_head_is_dropped_at_the_head_timeout_counted_from_its_first_byte():
 
 
 def test_worker_connections_caps_open_connections_and_the_queue_holds_the_rest():
+    """Ten connections in the middle of a head: none can be shed, the 11th waits."""
     cap = 10
-    with running([APP, "-w", "1", "--worker-connections", str(cap), "--keep-alive", "30"],
-                 workers=1) as server:
+    with running([APP, "-w", "1", "--worker-connections", str(cap)], workers=1) as server:
         held = [Conn(server) for _ in range(cap)]
         try:
             for conn in held:
-                assert conn.get("/ignore").status == 200
+                conn.send(b"GET /ignore HTTP/1.1\r\n")
             with Conn(server) as extra:  # connected: the kernel queued it
                 extra.send(b"GET /ignore HTTP/1.1\r\nHost: t\r\n\r\n")
                 assert not extra.closed_within(1.0), "an 11th connection was served"
@@ -127,6 +128,27 @@ def test_worker_connections_caps_open_connections_and_the_queue_holds_the_rest()
                 held.pop().sock.close()
                 extra.sock.settimeout(3)
                 assert extra.response().status == 200
+        finally:
+            for conn in held:
+                conn.sock.close()
+
+
+def test_at_worker_connections_the_longest_idle_connection_makes_room():
+    """Ten idle keep-alive connections: an 11th client with a request is served, and the
+    connection that had been quiet for the longest is the one closed for it."""
+    cap = 10
+    with running([APP, "-w", "1", "--worker-connections", str(cap), "--keep-alive", "30"],
+                 workers=1) as server:
+        held = [Conn(server) for _ in range(cap)]
+        try:
+            for conn in held:
+                assert conn.get("/ignore").status == 200
+                time.sleep(0.01)
+            with Conn(server, timeout=3) as extra:
+                assert extra.get("/ignore").status == 200
+            assert held[0].closed_within(1.0)
+            for conn in held[1:]:
+                assert conn.get("/ignore").status == 200
         finally:
             for conn in held:
                 conn.sock.close()

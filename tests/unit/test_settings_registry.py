@@ -102,6 +102,8 @@ OWN_SETTINGS = {
     "server_header": (("--no-server-header",), True),
     "date_header": (("--no-date-header",), True),
     "access_log_json": (("--access-log-json",), False),
+    # nginx's worker_rlimit_nofile
+    "rlimit_nofile": (("--rlimit-nofile",), 0),
 }
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "post_worker_init",
          "worker_exit", "child_exit", "on_exit", "pre_request", "post_request",
