@@ -10,8 +10,9 @@
    debootstrap of Debian bookworm (minbase, with python3, python3-venv and
    ca-certificates), ``python`` linked to ``python3``, this machine's CA
    bundle copied in (pip reaches the package index through a proxy with its
-   own CA; Debian's pip reads that bundle), then ``docker import`` under the
-   name in the Dockerfile's FROM. The tarball is kept in a cache directory
+   own CA; Debian's pip reads that bundle, so no pip.conf is needed: the
+   host's adds only local mirrors of packages the image does not use), then
+   ``docker import`` under the name in the Dockerfile's FROM. The tarball is kept in a cache directory
    when there is one (``$CLUSTERSERVE_CI_CACHE``, else ``~/.cache`` if it
    exists) and made again after a week;
 4. builds the image with ``docker build --network host`` from the checkout
