@@ -182,7 +182,8 @@ class Engine:
         config.write_text("{}\n")
         with open(self.log_path, "wb") as log_file:
             self.proc = subprocess.Popen(
-                [dockerd, "--config-file", str(config), "--host", f"unix://{self.socket}", "--data-root", str(self.workdir / "data"),
+                [dockerd, "--config-file", str(config), "--host", f"unix://{self.socket}",
+                 "--data-root", str(self.workdir / "data"),
                  "--exec-root", str(self.workdir / "exec"), "--pidfile", str(self.workdir / "dockerd.pid"),
                  "--bridge", "none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
                  "--log-level", "warn"],
@@ -516,11 +517,13 @@ def check_not_root(engine: Engine, container: Container) -> None:
 
 def check_context_left_out(container: Container) -> None:
     """What .dockerignore keeps out of the build context is not in the image."""
-    candidates = [name for name in (".git", ".venv") if (ROOT / name).exists()] or [".git"]
-    present = container.sh("cd /app && for p in " + " ".join(candidates)
-                           + ' .dockerignore deploy/docker/Dockerfile; do [ -e "$p" ] && echo "$p"; done; true')
+    candidates = [name for name in (".git", ".venv", "tests/foreign/.venv", "tests/foreign/.cache")
+                  if (ROOT / name).exists()]
+    candidates += [".dockerignore", "deploy/docker/Dockerfile"]
+    present = container.sh(f"cd /app && for p in {shlex.join(candidates)}; do "
+                           '[ -e "$p" ] && echo "$p"; done; true')
     expect(not present.split(), f"in the image's /app, though .dockerignore leaves them out: {present.split()}")
-    log(f"ok: {', '.join(candidates)} of the checkout are not in the image")
+    log(f"ok: not in the image: {', '.join(candidates)}")
 
 
 def check_healthy(container: Container, timeout: float = 120) -> None:
@@ -602,7 +605,8 @@ def check_stop(engine: Engine, container: Container, graceful: float) -> None:
     state = container.state()
     expect(not state["Running"] and state["ExitCode"] == 0 and not state["OOMKilled"],
            f"docker stop: exit code {state['ExitCode']} ({state})")
-    expect(took < container.stop_timeout, f"docker stop took {took:.1f} s, the stop timeout is {container.stop_timeout} s")
+    expect(took < container.stop_timeout,
+           f"docker stop took {took:.1f} s, the stop timeout is {container.stop_timeout} s")
     expect("Shutting down: exit code 0" in container.logs(), "no 'Shutting down: exit code 0' in the log")
     log(f"ok: docker stop: exit code 0 in {took:.1f} s (stop timeout {container.stop_timeout} s, "
         f"graceful timeout {graceful:.0f} s)")

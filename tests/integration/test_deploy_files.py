@@ -274,7 +274,9 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_the_rest():
     for needed in ("pyproject.toml", "README.md", "clusterserve/__init__.py", "clusterserve/cli.py",
                    "examples/hello.py", "examples/django_project/settings.py"):
         assert (ROOT / needed).exists() and not dockerignore_excludes(patterns, needed), needed
-    for dropped in (".git/config", ".venv/bin/python", "bench/.venv-deploy/bin/python", "clusterserve/__pycache__/cli.cpython-311.pyc",
+    for dropped in (".git/config", ".venv/bin/python", "bench/.venv-deploy/bin/python",
+                    "tests/foreign/.venv/bin/python", "tests/foreign/.cache/requests-2.32.3.tar.gz",
+                    "clusterserve/__pycache__/cli.cpython-311.pyc",
                     ".env", "deploy/docker/Dockerfile", ".pytest_cache/README.md", "dist/x.whl"):
         assert dockerignore_excludes(patterns, dropped), dropped
     # The whole checkout: what the context would hold.
