@@ -1,11 +1,15 @@
 """The deployment files in deploy/: linted, validated, and the behaviours they rely on run here.
 
-There is no container engine, Kubernetes or systemd manager on a test
-machine, so each file is checked as far as the machine allows:
+The suite needs no container engine, Kubernetes or systemd manager, so
+each file is checked here as far as the machine allows (the image itself
+is built and run by a real dockerd in .ci/docker_deploy_check.py, which
+.ci/run starts beside the suite):
 
-- deploy/docker: hadolint on the Dockerfile; the .dockerignore against the
-  files the build needs; compose.yaml against the Dockerfile and the
-  settings; and the image's start command run as PID 1 of a new PID
+- deploy/docker: hadolint on the Dockerfile, and no BuildKit frontend to
+  pull; the .dockerignore at the build context's root, against the files
+  the build needs; the stop timeouts of the README, docs and compose.yaml
+  against the image's graceful timeout; compose.yaml against the
+  Dockerfile and the settings; and the image's start command run as PID 1 of a new PID
   namespace, as the image's non-root user, with exactly the image's
   environment: it serves, its HEALTHCHECK passes, and TERM (its STOPSIGNAL)
   ends it with 0 well within the grace period, in-flight requests answered.
@@ -264,13 +268,15 @@ def dockerignore_excludes(patterns: list[str], path: str) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_needs_and_drops_the_rest():
-    patterns = [line.strip() for line in (DOCKER / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.strip().startswith("#")]
     # pip install . builds clusterserve from these; CMD serves examples/hello.py.
     for needed in ("pyproject.toml", "README.md", "clusterserve/__init__.py", "clusterserve/cli.py",
                    "examples/hello.py", "examples/django_project/settings.py"):
         assert (ROOT / needed).exists() and not dockerignore_excludes(patterns, needed), needed
-    for dropped in (".git/config", ".venv/bin/python", "clusterserve/__pycache__/cli.cpython-311.pyc",
+    for dropped in (".git/config", ".venv/bin/python", "bench/.venv-deploy/bin/python",
+                    "tests/foreign/.venv/bin/python", "tests/foreign/.cache/requests-2.32.3.tar.gz",
+                    "clusterserve/__pycache__/cli.cpython-311.pyc",
                     ".env", "deploy/docker/Dockerfile", ".pytest_cache/README.md", "dist/x.whl"):
         assert dockerignore_excludes(patterns, dropped), dropped
     # The whole checkout: what the context would hold.
@@ -281,6 +287,43 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_the_rest():
         dirs[:] = [d for d in dirs if not dockerignore_excludes(patterns, rel + d)]
         kept += [rel + f for f in files if not dockerignore_excludes(patterns, rel + f)]
     assert not [p for p in kept if "__pycache__" in p or p.startswith((".venv/", ".git/"))]
+
+
+def test_the_ignore_file_is_where_docker_reads_it():
+    """The root of the build context, which compose.yaml and the docs' commands give as the project's root.
+
+    Docker reads no other .dockerignore: one beside the Dockerfile would
+    be ignored and .git and .venv would go into the image.
+    """
+    (compose,) = load_yaml_documents(DOCKER / "compose.yaml")
+    assert (DOCKER / compose["services"]["web"]["build"]["context"]).resolve() == ROOT
+    assert (ROOT / ".dockerignore").is_file()
+    assert not (DOCKER / ".dockerignore").exists() and not (DOCKER / "Dockerfile.dockerignore").exists()
+    for text in (ROOT / "README.md", ROOT / "docs" / "deploy.md", DOCKER / "Dockerfile"):
+        contexts = re.findall(r"docker build -f deploy/docker/Dockerfile -t \S+ (\S+)", text.read_text())
+        assert contexts and set(contexts) == {"."}, (text, contexts)
+
+
+def test_dockerfile_pulls_no_frontend():
+    """A `# syntax=` directive makes BuildKit pull a frontend image: no build without a registry."""
+    first_lines = (DOCKER / "Dockerfile").read_text().splitlines()[:5]
+    assert not [line for line in first_lines if re.match(r"#\s*syntax\s*=", line, re.I)], first_lines
+
+
+def test_stop_timeouts_leave_the_graceful_timeout_room():
+    """Every `docker run` command shown, and compose.yaml, wait longer than the image's graceful timeout.
+
+    (A command: at the start of a line or after `&&`, not a fragment quoted in prose.)
+    """
+    graceful = effective(image_env()).graceful_timeout
+    for path in (ROOT / "README.md", ROOT / "docs" / "deploy.md", DOCKER / "Dockerfile"):
+        runs = re.findall(r"(?:^[#\s]*|&& )(docker run .*)$", path.read_text(), re.M)
+        assert runs, path
+        for run in runs:
+            timeout = re.search(r"--stop-timeout[ =](\d+)", run)
+            assert timeout and int(timeout.group(1)) > graceful, (path, run, graceful)
+    (compose,) = load_yaml_documents(DOCKER / "compose.yaml")
+    assert seconds(compose["services"]["web"]["stop_grace_period"]) > graceful
 
 
 def test_compose_file_fits_the_image():
