@@ -45,10 +45,13 @@ import math
 import os
 import platform
 import random
+import re
 import select
 import signal
 import socket
+import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -131,6 +134,17 @@ def keepalive_requests(port: int, count: int, clients: int, deadline: float) -> 
     return sum(answered)
 
 
+def wrk_requests(port: int, keepalive: bool, connections: int, seconds: float) -> int:
+    """Requests ``wrk -t1`` got answered in ``seconds``; non-2xx and socket errors are refused."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", f"http://{HOST}:{port}/"]
+    if not keepalive:
+        command[1:1] = ["-H", "Connection: close"]
+    text = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    if "Non-2xx" in text or "Socket errors" in text:
+        raise RuntimeError(f"wrk saw errors:\n{text}")
+    return int(re.search(r"(\d+) requests in", text).group(1))
+
+
 def run_threads(target: Any, count: int) -> None:
     threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(count)]
     for thread in threads:
@@ -159,13 +173,21 @@ def arbiter_cost(proc: Any, load: Any, count: int, clients: int, idle_ns_per_s: 
     answered = load(proc.port, count, clients, began + limit_s)
     elapsed = time.monotonic() - began
     spent_ns = cpu_ns(proc.pid) - before - idle_ns_per_s * elapsed
-    return {"answered": answered, "seconds": round(elapsed, 3),
+    return {"answered": answered, "seconds": round(elapsed, 3), "per_second": round(answered / elapsed),
             "arbiter_us_each": round(spent_ns / max(1, answered) / 1000, 1),
             "loadavg": round(os.getloadavg()[0], 1)}
 
 
-def measure(connections: int, requests: int, clients: int, reps: int, limit_s: float) -> dict[str, Any]:
-    """Round-robin arbiter CPU per new connection and per keep-alive request, WSGI and ASGI."""
+def measure(connections: int, requests: int, clients: int, reps: int, limit_s: float,
+            wrk_seconds: float) -> dict[str, Any]:
+    """Round-robin arbiter CPU per new connection and per keep-alive request, WSGI and ASGI.
+
+    The Python clients give a fixed count at a modest rate; ``wrk`` (when installed and
+    ``wrk_seconds`` > 0) the highest rate this machine reaches.  The arbiter's cost per
+    connection falls as the rate rises (one loop turn serves several), so the ``wrk``
+    figure is the one nearer saturation.
+    """
+    use_wrk = wrk_seconds > 0 and shutil.which("wrk") is not None
     out: dict[str, Any] = {}
     for interface, app in (("wsgi", "bench.apps:app"), ("asgi", "bench.apps:asgi_app")):
         with round_robin_server(app) as proc:
@@ -173,15 +195,20 @@ def measure(connections: int, requests: int, clients: int, reps: int, limit_s: f
             idle_before = cpu_ns(proc.pid)
             time.sleep(1.0)
             idle_ns_per_s = (cpu_ns(proc.pid) - idle_before) / 1.0
-            runs: dict[str, list[dict[str, Any]]] = {"new_connection": [], "keepalive": []}
+            runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
             for _ in range(reps):
                 runs["new_connection"].append(
                     arbiter_cost(proc, close_connections, connections, clients, idle_ns_per_s, limit_s))
                 runs["keepalive"].append(
                     arbiter_cost(proc, keepalive_requests, requests, clients, idle_ns_per_s, limit_s))
+                if use_wrk:
+                    for keepalive in (False, True):
+                        runs[f"{'keepalive' if keepalive else 'new_connection'}_wrk"].append(arbiter_cost(
+                            proc, lambda port, *_, ka=keepalive: wrk_requests(port, ka, 64, wrk_seconds),
+                            0, 0, idle_ns_per_s, limit_s))
         out[interface] = {"idle_arbiter_us_per_s": round(idle_ns_per_s / 1000, 1), "runs": runs,
                           **{f"{variant}_median_us": statistics.median(r["arbiter_us_each"] for r in rs)
-                             for variant, rs in runs.items()}}
+                             for variant, rs in runs.items() if rs}}
     return out
 
 
@@ -260,6 +287,9 @@ def serve_wakes(listener: socket.socket, index: int, report_w: int, stop_r: int,
             if re_register:
                 poller.unregister(listener.fileno())
                 poller.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+
+
+VARIANTS = ("new_connection", "keepalive", "new_connection_wrk", "keepalive_wrk")
 
 
 # -- modelled: closed forms ------------------------------------------------------------------
@@ -463,6 +493,18 @@ def markdown(out: dict[str, Any]) -> str:
     arb = out["arbiter_us"]
     add(f"Arbiter CPU, µs ({arb['source']}):")
     add("")
+    if "measured" in out:
+        add("")
+        add("| worker | load | new connection: µs (at conn/s) | keep-alive request: µs (at req/s) |")
+        add("|---|---|---:|---:|")
+        for interface, m in out["measured"].items():
+            rates = out["arbiter_us"][interface]["rates"]
+            for suffix, load in (("", "Python clients, fixed count"), ("_wrk", "wrk -t1 -c64, fixed time")):
+                if f"new_connection{suffix}" in rates:
+                    add(f"| {interface.upper()} | {load} "
+                        f"| {m[f'new_connection{suffix}_median_us']:.0f} ({rates[f'new_connection{suffix}']:,.0f}) "
+                        f"| {m[f'keepalive{suffix}_median_us']:.1f} ({rates[f'keepalive{suffix}']:,.0f}) |")
+    add("")
     add("| worker | per new connection | per keep-alive request | saturates at (100 % / 70 % of a core) "
         "| hello-world worker cores it feeds |")
     add("|---|---:|---:|---:|---:|")
@@ -535,13 +577,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             arb[interface] = {"new_connection": args.arbiter_us[interface],
                               "keepalive": args.arbiter_ka_us[interface]}
     else:
-        measured = measure(args.connections, args.requests, args.clients, args.reps, args.limit)
+        measured = measure(args.connections, args.requests, args.clients, args.reps, args.limit,
+                           args.wrk_seconds)
         out["measured"] = measured
-        arb = {"source": f"measured here, median of {args.reps} runs of {args.connections} connections "
-                         f"and {args.requests} keep-alive requests"}
+        arb = {"source": f"measured here, median of {args.reps} runs; the highest-rate load of each kind"}
         for interface, m in measured.items():
-            arb[interface] = {"new_connection": m["new_connection_median_us"],
-                              "keepalive": m["keepalive_median_us"]}
+            arb[interface] = {variant: m.get(f"{variant}_wrk_median_us", m[f"{variant}_median_us"])
+                              for variant in ("new_connection", "keepalive")}
+            arb[interface]["rates"] = {variant: statistics.median(r["per_second"] for r in runs)
+                                       for variant, runs in m["runs"].items() if runs}
     out["arbiter_us"] = arb
     out["wake_order"] = {"processes": 8, "connections": 40,
                          "watching": wake_order(8, 40, re_register=False),
@@ -566,6 +610,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="keep-alive requests per measurement run")
     parser.add_argument("--clients", type=int, default=8, help="client threads")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--wrk-seconds", type=float, default=2.0,
+                        help="seconds per wrk run when wrk is installed (0: Python clients only)")
     parser.add_argument("--limit", type=float, default=30.0, help="seconds at most per measurement run")
     parser.add_argument("--arrivals", type=int, default=60_000, help="arrivals per simulation run")
     parser.add_argument("--bins-trials", type=int, default=20)
