@@ -380,8 +380,8 @@ class SimResult:
     slow_worker_p99_wait_ms: float
     slow_worker_max_queue: int
     simulated_s: float
-    busiest_utilisation: float
-    idlest_utilisation: float
+    busiest_offered_load: float
+    idlest_offered_load: float
     mean_wake_position: float = 0.0  # wait-queue entries the kernel visits per wake (priority only)
     per_worker: list[int] = field(default_factory=list)
 
@@ -465,7 +465,7 @@ def simulate(placement: str, workers: int, utilisation: float, arrivals: int, se
         slow_worker_share=served[0] / arrivals,
         slow_worker_p99_wait_ms=quantile(slow_waits, 0.99) if slow_waits else 0.0,
         slow_worker_max_queue=slow_queue_max, simulated_s=now / 1000,
-        busiest_utilisation=max(busy_ms) / now, idlest_utilisation=min(busy_ms) / now,
+        busiest_offered_load=max(busy_ms) / now, idlest_offered_load=min(busy_ms) / now,
         mean_wake_position=wake_positions / wakes if wakes else 0.0, per_worker=served)
 
 
@@ -553,7 +553,7 @@ def markdown(out: dict[str, Any]) -> str:
         "waits in ms; 'slow' = worker 0 at a quarter speed; simulated seconds per row in the JSON:")
     add("")
     add("| workers | load | placement | waited | mean / p99 / max wait | busiest worker's share (fair: 1/N) "
-        "| worker 0: share, p99 wait, longest queue | utilisation busiest / idlest | wake position |")
+        "| worker 0: share, p99 wait, longest queue | offered load busiest / idlest (over 100 %: its queue grows) | wake position |")
     add("|---:|---|---|---:|---|---:|---|---|---:|")
     for r in out["simulation"]:
         slow = r["slow_worker_speed"] < 1.0
@@ -561,7 +561,7 @@ def markdown(out: dict[str, Any]) -> str:
             f"| {r['waited_share']:.1%} | {r['mean_wait_ms']:.2f} / {r['p99_wait_ms']:.1f} / {r['max_wait_ms']:.0f} "
             f"| {r['busiest_share']:.2%} ({1 / r['workers']:.2%}) "
             f"| {r['slow_worker_share']:.2%}, {r['slow_worker_p99_wait_ms']:.0f}, {r['slow_worker_max_queue']} "
-            f"| {r['busiest_utilisation']:.0%} / {r['idlest_utilisation']:.0%} "
+            f"| {r['busiest_offered_load']:.0%} / {r['idlest_offered_load']:.0%} "
             f"| {r['mean_wake_position']:.1f} |")
     return "\n".join(lines)
 

@@ -71,7 +71,7 @@ def test_priority_wakes_pile_work_on_the_first_workers() -> None:
     turns = m.simulate("one_queue_turns", 16, 0.3, 20_000, seed=2)
     priority = m.simulate("one_queue_priority", 16, 0.3, 20_000, seed=2)
     assert priority.per_worker[0] > 2 * turns.per_worker[0]
-    assert priority.idlest_utilisation < 0.05 < turns.idlest_utilisation
+    assert priority.idlest_offered_load < 0.05 < turns.idlest_offered_load
 
 
 def test_kernel_wakes_the_first_registered_idle_epoll() -> None:
