@@ -18,10 +18,11 @@ import time
 from email.utils import formatdate
 from typing import Any
 
+from clusterserve.http.head_checks import TOKEN
 from clusterserve.logs import log
 from clusterserve.second_cache import SecondCache
 
-_TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_TOKEN = TOKEN.decode("ascii")  # the grammar request heads are checked with
 _VALUE = r"[ \t\x21-\x7e\x80-\xff]*"
 _STATUS = re.compile(r"[0-9]{3}(?: %s)?" % _VALUE)  # the reason phrase may be left out
 _NAME_TEXT = re.compile(_TOKEN)
