@@ -4,6 +4,8 @@ import asyncio
 import json
 import os
 
+from tests.apps.basic import note_started
+
 
 async def hello(scope, receive, send):
     """Answers "hello from <pid>" (and accepts lifespan events)."""
@@ -111,6 +113,7 @@ async def slow(scope, receive, send):
         return
     query = scope["query_string"].decode()
     seconds = float(query.split("=", 1)[1]) if query.startswith("seconds=") else 1.0
+    note_started()
     await asyncio.sleep(seconds)
     body = f"slept {seconds}\n".encode()
     await send({"type": "http.response.start", "status": 200,

@@ -10,10 +10,19 @@ def app(environ, start_response):
     return [body]
 
 
+def note_started() -> None:
+    """Appends a line to SLOW_STARTED_LOG, if set: a test waits for it instead of guessing."""
+    path = os.environ.get("SLOW_STARTED_LOG")
+    if path:
+        with open(path, "a") as stream:
+            stream.write(f"started {os.getpid()}\n")
+
+
 def slow(environ, start_response):
     """Sleeps for ?seconds (default 1) before answering: an in-flight request."""
     query = environ.get("QUERY_STRING", "")
     seconds = float(query.split("=", 1)[1]) if query.startswith("seconds=") else 1.0
+    note_started()
     time.sleep(seconds)
     body = f"slept {seconds}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

@@ -32,4 +32,6 @@ def test_the_arbiter_stays_and_recovers_from_random_faults(dispatch, interface, 
     assert outcome.arbiter_trouble == []
     assert [(r, outcome.fault_before(r.ended)) for r in outcome.failed] == []
     assert outcome.stop_code == 0
-    assert sum(outcome.faults.values()) >= 1 and outcome.requests > 100
+    # The load ran.  Not a rate: in ``reuseport`` a stopped worker holds its share of new
+    # connections until it is killed (docs/dispatch.md), so a long SIGSTOP stalls every client.
+    assert sum(outcome.faults.values()) >= 1 and outcome.requests >= 5 * faults.CLIENTS

@@ -30,8 +30,14 @@ def ctrl_c(server) -> None:
 
 
 def start(start_server, interface, tmp_path, *args):
-    env = {"LIFESPAN_LOG": str(tmp_path / "lifespan.log")}
+    env = {"LIFESPAN_LOG": str(tmp_path / "lifespan.log"), "SLOW_STARTED_LOG": str(tmp_path / "started.log")}
     return start_server([SLOW[interface], "-w", "1", *args], workers=1, env=env)
+
+
+def wait_for_app_to_start(tmp_path, count: int = 1) -> None:
+    """Until the app has begun ``count`` requests: before that, a stop may rightly answer 503."""
+    log = tmp_path / "started.log"
+    assert wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= count, timeout=10)
 
 
 def lifespan_shut_down(tmp_path) -> bool:
@@ -52,7 +58,7 @@ def test_ctrl_c_lets_requests_in_flight_finish_and_runs_lifespan_shutdown(start_
     server = start(start_server, interface, tmp_path)
     conn = server.http()
     conn.request("GET", "/?seconds=1.5")
-    time.sleep(0.3)
+    wait_for_app_to_start(tmp_path)
     ctrl_c(server)
     response = conn.getresponse()
     assert response.status == 200 and response.read() == b"slept 1.5\n"
@@ -68,7 +74,7 @@ def test_the_first_int_is_bounded_by_a_few_seconds(start_server, interface, tmp_
     server = start(start_server, interface, tmp_path)
     conn = server.http(timeout=BOUND + 5)
     conn.request("GET", "/?seconds=30")
-    time.sleep(0.3)
+    wait_for_app_to_start(tmp_path)
     started = time.monotonic()
     ctrl_c(server) if how == "ctrl-c" else server.send(signal.SIGINT)
     assert server.wait(timeout=BOUND) == 0
@@ -83,7 +89,7 @@ def test_a_second_ctrl_c_stops_at_once(start_server, interface, tmp_path):
     server = start(start_server, interface, tmp_path)
     conn = server.http()
     conn.request("GET", "/?seconds=30")
-    time.sleep(0.3)
+    wait_for_app_to_start(tmp_path)
     ctrl_c(server)
     time.sleep(0.5)
     started = time.monotonic()
@@ -100,7 +106,7 @@ def test_quit_is_immediate_and_still_runs_lifespan_shutdown(start_server, interf
     server = start(start_server, interface, tmp_path)
     conn = server.http()
     conn.request("GET", "/?seconds=30")
-    time.sleep(0.3)
+    wait_for_app_to_start(tmp_path)
     started = time.monotonic()
     server.send(signal.SIGQUIT)
     assert server.wait(timeout=10) == 0
@@ -117,10 +123,10 @@ def test_a_request_the_app_has_not_started_gets_503(start_server, tmp_path, sig)
     server = start(start_server, "wsgi", tmp_path, "--threads", "1")
     running = server.http(timeout=BOUND + 5)
     running.request("GET", "/?seconds=30")
-    time.sleep(0.3)
+    wait_for_app_to_start(tmp_path)
     waiting = socket.create_connection((server.host, server.port), timeout=BOUND + 5)
     waiting.sendall(b"GET /?seconds=0 HTTP/1.1\r\nHost: t\r\n\r\n")
-    time.sleep(0.3)
+    time.sleep(0.3)  # the worker reads it; its one app thread is busy
     server.send(sig)  # SIGINT: a graceful stop first, then the fast one at its bound
     data = b""
     while chunk := waiting.recv(4096):
