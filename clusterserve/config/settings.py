@@ -320,7 +320,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limit_request_field_size", "Security",
             ("--limit-request-field-size", "--limit-request-field_size"),
             types.integer(0), 8190,
-            "Maximum bytes in one header field (0 = gunicorn's ceiling, 8190); larger gets 431.",
+            "Maximum bytes in one header field line, CRLF included as gunicorn counts it (0 = "
+            "gunicorn's ceiling, 8190); larger gets 431.",
             metavar="INT"),
     Setting("limit_request_body", "Security", ("--limit-request-body",), types.size, 0,
             "Maximum request body size (e.g. 10MB; 0 = no limit); a larger Content-Length, or "

@@ -15,6 +15,7 @@ chunked body; both refuse with an ``HttpError``.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from clusterserve.http.errors import HttpError
 
@@ -37,6 +38,16 @@ _CHUNK_LINE = re.compile(
 # Fields a trailer must not carry (RFC 9110 section 6.5.1): the framing and
 # routing the head has settled already, which a proxy might merge back in.
 FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
+
+
+class Framing(NamedTuple):
+    """How a checked head frames its body: a Content-Length, chunked, or neither (no body)."""
+
+    length: int | None
+    chunked: bool
+
+
+NO_BODY = Framing(None, False)
 
 
 class HeadEnd:
@@ -71,8 +82,9 @@ class HeadEnd:
         self._tail = data[-2:] if len(data) > 1 else self._tail[-1:] + data
 
 
-def check_head(head: bytes) -> None:
-    """Refuse a head that h11 or llhttp would accept but should not.
+def check_head(head: bytes) -> Framing:
+    """Refuse a head that h11 or llhttp would accept but should not; else say how its
+    body is framed.
 
     ``head`` runs up to and including the blank line that ends it.
     """
@@ -97,6 +109,9 @@ def check_head(head: bytes) -> None:
     if content_types > 1:
         raise HttpError(400, "more than one Content-Type")
     check_transfer_coding(codings, version, bool(lengths))
+    if codings:
+        return Framing(None, True)
+    return Framing(int(lengths[0]), False) if lengths else NO_BODY
 
 
 def _list_items(value: bytes) -> list[bytes]:
