@@ -351,7 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("proxy_protocol", "Security", ("--proxy-protocol",), _proxy_protocol, "off",
             "Read a PROXY protocol header (HAProxy's, v1 text or v2 binary) before each "
             "connection's first request, from peers in proxy_allow_ips: off; v1 or v2 (required); "
-            "auto (either, or none; the flag alone and true mean auto). WSGI worker only.",
+            "auto (either, or none; the flag alone and true mean auto).",
             metavar="MODE", flag_alone="auto"),
     Setting("proxy_allow_ips", "Security", ("--proxy-allow-from",),
             types.string_list(_trusted_address, comma_separated=True), ["127.0.0.1", "::1"],

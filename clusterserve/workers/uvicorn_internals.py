@@ -1,0 +1,617 @@
+"""Every use of uvicorn's internals, in one place: the rest of the ASGI worker uses
+``uvicorn.Config`` and this module.
+
+The worker runs its own event loop around uvicorn's protocols and lifespan
+(``uvicorn.Server`` would accept on its own sockets and close keep-alive
+connections under busy clients when it stops).  What it takes from uvicorn
+is not public API, so the names are listed in ``USES``: importing this
+module checks the modules, classes and methods there and fails with one
+line naming the uvicorn release and the name that has gone, and
+tests/unit/test_uvicorn_internals.py checks every name, the attributes set
+on instances included, against the installed release.  CI runs the ASGI
+tests on the oldest supported release and on the newest.
+
+The protocol subclasses put the WSGI worker's request checks where
+uvicorn's parser finds each head (``check_head``, the ``limit_request_*``
+limits, ``header_map``, ``header_timeout``, strict chunked bodies), bound a
+stalled body and a client that stops reading by ``timeout``, and drain a
+connection without losing a request: the last response before a close
+says ``Connection: close``, and an idle connection is closed only once it
+has been idle for a moment with nothing buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import importlib
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import h11
+import uvicorn
+
+from clusterserve.http.connection import HeadLimits, error_response
+from clusterserve.http.errors import HttpError
+from clusterserve.http.head_checks import NO_BODY, ChunkedBodyCheck, Framing, HeadEnd, check_head
+from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
+
+# The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound).
+OLDEST_SUPPORTED = "0.30.0"
+
+
+class Use(NamedTuple):
+    """One uvicorn name this module uses.  ``members`` are looked up on the class when
+    this module is imported; ``attributes`` exist only on instances (the tests check them)."""
+
+    module: str
+    name: str
+    members: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+    needs: str = ""  # a package the module imports, without which it is not used
+
+
+HTTP_PROTOCOL_MEMBERS = ("connection_made", "connection_lost", "data_received", "shutdown",
+                         "send_400_response", "on_response_complete", "timeout_keep_alive_handler",
+                         "pause_writing", "resume_writing", "_unset_keepalive_if_required")
+HTTP_PROTOCOL_ATTRIBUTES = ("app", "client", "cycle", "flow", "headers", "loop", "scope",
+                            "timeout_keep_alive", "timeout_keep_alive_task", "transport")
+CYCLE_ATTRIBUTES = ("keep_alive", "response_started", "response_complete")
+
+USES = (
+    Use("uvicorn.server", "ServerState",
+        attributes=("connections", "tasks", "total_requests", "default_headers")),
+    Use("uvicorn.config", "Config", members=("load",),
+        attributes=("loaded_app", "http_protocol_class", "lifespan_class", "h11_max_incomplete_event_size")),
+    Use("uvicorn.lifespan.on", "LifespanOn", members=("startup", "shutdown"),
+        attributes=("should_exit", "state")),
+    Use("uvicorn.lifespan.off", "LifespanOff", members=("startup", "shutdown"),
+        attributes=("should_exit", "state")),
+    Use("uvicorn.protocols.http.h11_impl", "H11Protocol", members=HTTP_PROTOCOL_MEMBERS + ("handle_events",),
+        attributes=HTTP_PROTOCOL_ATTRIBUTES + ("conn",)),
+    Use("uvicorn.protocols.http.h11_impl", "RequestResponseCycle", attributes=CYCLE_ATTRIBUTES),
+    Use("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol",
+        members=HTTP_PROTOCOL_MEMBERS + ("on_header", "on_headers_complete", "on_message_begin",
+                                         "on_message_complete"),
+        attributes=HTTP_PROTOCOL_ATTRIBUTES + ("parser", "pipeline"), needs="httptools"),
+    Use("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle", attributes=CYCLE_ATTRIBUTES,
+        needs="httptools"),
+    Use("uvicorn.protocols.http.flow_control", "FlowControl", attributes=("read_paused",)),
+)
+def find_missing(uses: tuple[Use, ...]) -> str | None:
+    """The first name of ``uses`` (module, class or member) the installed uvicorn lacks."""
+    for use in uses:
+        try:
+            module = importlib.import_module(use.module)
+        except ModuleNotFoundError as err:
+            if use.needs and err.name == use.needs:
+                continue  # an optional package that is not installed
+            return use.module
+        found = getattr(module, use.name, None)
+        if found is None:
+            return f"{use.module}.{use.name}"
+        for member in use.members:
+            if not hasattr(found, member):
+                return f"{use.module}.{use.name}.{member}"
+    return None
+
+
+_missing = find_missing(USES)
+if _missing is not None:
+    raise ImportError(f"the ASGI worker needs uvicorn's {_missing}, which uvicorn {uvicorn.__version__} "
+                      f"does not have; install a release it supports (uvicorn>={OLDEST_SUPPORTED})")
+
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+from uvicorn.server import ServerState  # noqa: E402
+
+try:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is in the standard extra
+    httptools = None
+    HttpToolsProtocol = None
+
+
+# -- what the worker asks of uvicorn ---------------------------------------------------
+
+
+class Loaded(NamedTuple):
+    app: Any  # with uvicorn's middlewares (proxy headers, ASGI 2, WSGI)
+    lifespan: Any  # startup(), shutdown(), should_exit, state
+    http_protocol: type[asyncio.Protocol]  # the class --http names (auto: httptools if installed)
+
+
+def load(config: uvicorn.Config) -> Loaded:
+    config.load()
+    return Loaded(config.loaded_app, config.lifespan_class(config), config.http_protocol_class)
+
+
+def new_server_state(default_headers: list[tuple[bytes, bytes]]) -> Any:
+    """What uvicorn's protocols share: connections, tasks, the request count, default headers."""
+    state = ServerState()
+    state.default_headers = default_headers
+    return state
+
+
+def set_default_headers(state: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    """Headers every response starts with (``Date`` changes every second)."""
+    state.default_headers = headers
+
+
+def served(state: Any) -> int:
+    return state.total_requests
+
+
+def is_http(protocol: Any) -> bool:
+    return isinstance(protocol, Guarded)
+
+
+def close_websocket(protocol: Any) -> None:
+    """uvicorn's stop of a WebSocket connection (each of its implementations has one): a
+    close frame with 1012, service restart."""
+    protocol.shutdown()
+
+
+def protocol_factory(base: type[asyncio.Protocol]) -> type[Guarded]:
+    """The guarded subclass of the HTTP protocol class uvicorn chose."""
+    if HttpToolsProtocol is not None and issubclass(base, HttpToolsProtocol):
+        return GuardedHttpToolsProtocol
+    if issubclass(base, H11Protocol):
+        return GuardedH11Protocol
+    raise ValueError(f"the ASGI worker cannot guard uvicorn's {base.__name__}")
+
+
+# -- the protocols ----------------------------------------------------------------------
+
+
+@dataclass
+class ConnectionRules:
+    """Per worker: what every connection enforces, and whether the worker is draining."""
+
+    limits: HeadLimits
+    header_timeout: float
+    io_timeout: float  # a stalled body, a client that stops reading
+    drop_underscores: bool  # header_map=drop
+    draining: bool = False
+
+
+class Timer(enum.Enum):
+    """What a connection's one timer is for."""
+
+    NONE = "none"
+    FRESH = "fresh"  # connected, not a byte yet: header_timeout from the start
+    HEAD = "head"  # a head started: header_timeout from its first byte
+    BODY = "body"  # a body to come: timeout without a byte
+    WRITE = "write"  # the client does not read: timeout
+
+
+class Guarded:
+    """What both HTTP protocols add to uvicorn's (mixed in before uvicorn's class)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], rules: ConnectionRules,
+                 app: Any, client: tuple[str, int] | None = None, leftover: bytes = b"") -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state)  # type: ignore[call-arg]
+        self.rules = rules
+        self.app = app
+        self.proxied_client = client  # from a PROXY protocol header
+        self.leftover = leftover  # request bytes read with the PROXY header
+        self.refused = False
+        self.draining = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_for = Timer.NONE
+        self.timer_started = 0.0
+        self.last_input = 0.0  # loop time of the last bytes received
+        self.idle_since = 0.0  # loop time the connection last became idle
+
+    # -- uvicorn's protocol interface ---------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        if self.proxied_client is not None:
+            self.client = self.proxied_client
+        self.idle_since = self.loop.time()
+        self._set_timer(Timer.FRESH)
+        if self.rules.draining:
+            self.begin_drain()
+        if self.leftover:
+            leftover, self.leftover = self.leftover, b""
+            self.data_received(leftover)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._set_timer(Timer.NONE)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's parser refused the request, or a check here did (with its own status)."""
+        self.refuse(self.refusal() or HttpError(400, msg))
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self.idle_since = self.loop.time()
+        self.after_input()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self.after_input()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self.after_input()
+
+    # -- refusals --------------------------------------------------------------
+
+    def refusal(self) -> HttpError | None:
+        """The check that refused the request, if one of ours did."""
+        raise NotImplementedError
+
+    def refuse(self, err: HttpError) -> None:
+        """Answer with the error (unless a response has begun) and close."""
+        if self.refused:
+            return
+        self.refused = True
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self.transport.write(error_response(err.status, err.detail))
+        self.transport.close()
+
+    # -- what the connection is waiting for ----------------------------------------
+
+    def head_pending(self) -> bool:
+        """Bytes of a request head are buffered, and the head is not complete."""
+        raise NotImplementedError
+
+    def body_pending(self) -> bool:
+        """The request in flight has body bytes still to come."""
+        raise NotImplementedError
+
+    def in_flight(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def after_input(self) -> None:
+        """After bytes arrived or a response ended: arm the timer the state calls for."""
+        if self.transport.is_closing():
+            return
+        if self.flow.write_paused:
+            wanted = Timer.WRITE
+        elif self.head_pending():
+            wanted = Timer.HEAD
+        elif self.body_pending() and not self.flow.read_paused:
+            wanted = Timer.BODY
+        elif self.timer_for is Timer.FRESH and not self.in_flight():
+            wanted = Timer.FRESH
+        else:
+            wanted = Timer.NONE
+        self._set_timer(wanted)
+        if self.draining:
+            self.settle_drain()
+
+    def _set_timer(self, wanted: Timer) -> None:
+        if wanted is self.timer_for:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_for = wanted
+        self.timer_started = self.last_input = self.loop.time()
+        if wanted is Timer.HEAD or wanted is Timer.FRESH:
+            self.timer = self.loop.call_later(self.rules.header_timeout, self._on_timer)
+        elif wanted is not Timer.NONE:
+            self.timer = self.loop.call_later(self.rules.io_timeout, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        kind, self.timer_for = self.timer_for, Timer.NONE
+        if self.transport.is_closing():
+            return
+        if kind is Timer.HEAD:
+            self.refuse(HttpError(408, "request head not received in time"))
+        elif kind is Timer.FRESH:
+            self.transport.close()
+        elif kind is Timer.BODY:
+            quiet = self.loop.time() - self.last_input
+            if quiet < self.rules.io_timeout or self.flow.read_paused:  # bytes came, or the app
+                self.timer_for = kind                                   # is not reading yet
+                wait = self.rules.io_timeout - quiet if quiet < self.rules.io_timeout else self.rules.io_timeout
+                self.timer = self.loop.call_later(wait, self._on_timer)
+                return
+            self.refuse(HttpError(408, f"no request body bytes for {self.rules.io_timeout:g}s"))
+        elif kind is Timer.WRITE:
+            self.transport.abort()  # the client stopped reading: what is buffered cannot go out
+
+    def note_input(self) -> None:
+        self.last_input = self.loop.time()
+
+    # -- draining ------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """The worker is stopping: end this connection without failing a request.
+
+        A request in flight, or one that arrives now, is answered with
+        ``Connection: close``; an idle connection is closed once it has been
+        idle for ``FRESH_CONNECTION_GRACE`` with nothing buffered.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        self.timeout_keep_alive = min(self.timeout_keep_alive, FRESH_CONNECTION_GRACE)
+        if not self.in_flight() and not self.head_pending() and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            idle_for = self.loop.time() - self.idle_since
+            self.timeout_keep_alive_task = self.loop.call_later(
+                max(0.0, self.timeout_keep_alive - idle_for), self.timeout_keep_alive_handler)
+        self.settle_drain()
+
+    def settle_drain(self) -> None:
+        """Mark the response that closes the connection: the last request's."""
+
+    def close_now(self) -> None:
+        """The drain's time is up (a stream that never ends): close the connection."""
+        self.transport.close()
+
+
+class CheckedH11Connection(h11.Connection):
+    """h11's state machine with the worker's checks at the moment h11 takes a head.
+
+    ``next_event`` checks the raw head (found as bytes arrive, by ``HeadEnd``)
+    before h11 parses it, and a chunked body is followed by ``ChunkedBodyCheck``
+    as its bytes arrive.  A refusal is raised as h11's ``RemoteProtocolError``,
+    which uvicorn answers through ``send_400_response``; ``refusal`` keeps the status.
+    """
+
+    def __init__(self, limits: HeadLimits, max_incomplete_event_size: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self.limits = limits
+        self.head_end = HeadEnd()
+        self.head_size = 0  # bytes of the current head received
+        self.framing: Framing | None = None  # the current head's, once checked
+        self.underscores = False
+        self.chunks: ChunkedBodyCheck | None = None
+        self.refusal: HttpError | None = None
+        self.close_after_response = False  # draining: the next response says Connection: close
+
+    def receive_data(self, data: bytes) -> None:
+        if self.their_state is h11.IDLE:
+            self.head_end.feed(data)
+            self.head_size += len(data)
+        elif self.chunks is not None and self.refusal is None:
+            try:
+                self.chunks.feed(data)
+            except HttpError as err:
+                self.refusal = err
+        super().receive_data(data)
+
+    def start_next_cycle(self) -> None:
+        super().start_next_cycle()
+        pending = self.trailing_data[0]  # a pipelined request, maybe
+        self.head_end.reset(pending)
+        self.head_size = len(pending)
+        self.framing = None
+        self.underscores = False
+        self.chunks = None
+
+    def next_event(self) -> Any:
+        if self.refusal is not None:
+            raise h11.RemoteProtocolError(self.refusal.detail, error_status_hint=self.refusal.status)
+        if self.their_state is h11.IDLE and self.framing is None and self.head_end.end >= 0:
+            head = self.trailing_data[0][:self.head_end.end]
+            try:
+                self.framing = check_head(head)
+                self.underscores = self.limits.check(head, self.framing)
+            except HttpError as err:
+                self.refusal = err
+                raise h11.RemoteProtocolError(err.detail, error_status_hint=err.status) from None
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as err:
+            if self.refusal is None:
+                status = err.error_status_hint if 400 <= err.error_status_hint < 600 else 400
+                self.refusal = self.limits.refine(HttpError(status, str(err)), self.trailing_data[0])
+            raise
+        if type(event) is h11.Request:
+            if self.framing is None:  # h11 found a head that HeadEnd did not: refuse, never guess
+                self.refusal = HttpError(400, "request head not checked")
+                raise h11.RemoteProtocolError(self.refusal.detail, error_status_hint=400)
+            self.head_size = 0
+            if self.framing.chunked:
+                self.chunks = ChunkedBodyCheck()
+                self.receive_chunks(self.trailing_data[0])
+        return event
+
+    def receive_chunks(self, data: bytes) -> None:
+        try:
+            self.chunks.feed(data)  # type: ignore[union-attr]
+        except HttpError as err:
+            self.refusal = err
+
+    def send(self, event: Any) -> bytes | None:
+        if self.close_after_response and type(event) is h11.Response and not self._pipelined():
+            headers = [(name, value) for name, value in event.headers.raw_items()
+                       if name.lower() != b"connection"]
+            event = h11.Response(status_code=event.status_code, reason=event.reason,
+                                 headers=[*headers, (b"connection", b"close")])
+        return super().send(event)
+
+    def _pipelined(self) -> bool:
+        """The client has sent its next request already: that one closes the connection."""
+        return self.their_state is h11.DONE and bool(self.trailing_data[0])
+
+
+class GuardedH11Protocol(Guarded, H11Protocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = CheckedH11Connection(self.rules.limits, self.config.h11_max_incomplete_event_size)
+
+    def refusal(self) -> HttpError | None:
+        return self.conn.refusal
+
+    def head_pending(self) -> bool:
+        return self.conn.their_state is h11.IDLE and self.conn.head_size > 0
+
+    def body_pending(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY
+
+    def data_received(self, data: bytes) -> None:
+        self.note_input()
+        super().data_received(data)
+        self.after_input()
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle and self.conn.underscores and self.rules.drop_underscores:
+            # The app has not run yet: what it will see loses the ambiguous names.
+            self.headers[:] = [(name, value) for name, value in self.headers if b"_" not in name]
+
+    def begin_drain(self) -> None:
+        self.conn.close_after_response = True
+        super().begin_drain()
+
+
+class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: ignore[misc]
+    """llhttp gets one message at a time: a head once ``check_head`` accepted it, then
+    its body up to its end as the head frames it (a chunked body as ``ChunkedBodyCheck``
+    follows it), so every head llhttp parses has been checked.  llhttp must agree where
+    each message ends; where it does not, the request is refused.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending = bytearray()  # received, not given to llhttp yet
+        self.head_end = HeadEnd()
+        self.framing = NO_BODY
+        self.in_body = False
+        self.body_left = 0  # Content-Length bytes still to give llhttp
+        self.chunks: ChunkedBodyCheck | None = None
+        self.messages_begun = 0
+        self.messages_done = 0  # as llhttp counts them
+        self.underscores = False
+        self.own_refusal: HttpError | None = None
+        self.closing_cycle: tuple[Any, bool] | None = None  # draining: (cycle, its keep_alive)
+
+    def refusal(self) -> HttpError | None:
+        return self.own_refusal
+
+    def head_pending(self) -> bool:
+        return not self.in_body and bool(self.pending)
+
+    def body_pending(self) -> bool:
+        return self.in_body
+
+    def refuse_inside(self, err: HttpError) -> None:
+        """From a parser callback: stop llhttp; uvicorn then calls send_400_response."""
+        self.own_refusal = err
+        raise httptools.HttpParserError(err.detail)
+
+    # -- bytes in ------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self._unset_keepalive_if_required()  # as uvicorn's data_received, for a partial head too
+        self.note_input()
+        if not self.in_body:
+            self.head_end.feed(data)
+        self.pending += data
+        while self.pending and not self.refused and self.transport.get_protocol() is self:
+            if not (self._give_body() if self.in_body else self._give_head()):
+                break
+        if self.transport.get_protocol() is not self and self.pending:
+            # A WebSocket took the connection: what came after the handshake is its.
+            rest, self.pending = bytes(self.pending), bytearray()
+            self.transport.get_protocol().data_received(rest)
+        self.after_input()
+
+    def _give_head(self) -> bool:
+        end = self.head_end.end
+        if end < 0:
+            if len(self.pending) > self.rules.limits.max_head:
+                self.refuse(self.rules.limits.refine(HttpError(431, "request head too large"),
+                                                     bytes(self.pending)))
+            return False
+        head = bytes(self.pending[:end])
+        del self.pending[:end]
+        try:
+            self.framing = check_head(head)
+            self.underscores = self.rules.limits.check(head, self.framing)
+        except HttpError as err:
+            self.refuse(err)
+            return False
+        self.chunks = ChunkedBodyCheck() if self.framing.chunked else None
+        self.body_left = self.framing.length or 0
+        self.in_body = self.chunks is not None or self.body_left > 0
+        done = self.messages_done
+        self._parse(head)
+        if not self.in_body and self.messages_done == done and not self.refused:
+            self.refuse(HttpError(400, "the request head and llhttp disagree on its body"))
+        self.head_end.reset(bytes(self.pending) if not self.in_body else b"")
+        return not self.refused
+
+    def _give_body(self) -> bool:
+        if self.chunks is not None:
+            try:
+                _, used = self.chunks.decode(self.pending)
+            except HttpError as err:
+                self.refuse(err)
+                return False
+            ends = self.chunks.done
+        else:
+            used = min(self.body_left, len(self.pending))
+            self.body_left -= used
+            ends = self.body_left == 0
+        piece = bytes(self.pending[:used])
+        del self.pending[:used]
+        done = self.messages_done
+        self._parse(piece)
+        if self.refused:
+            return False
+        if ends != (self.messages_done > done):
+            self.refuse(HttpError(400, "the request body and llhttp disagree on its end"))
+            return False
+        if ends:
+            self.in_body = False
+            self.head_end.reset(bytes(self.pending))
+        return True
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's data_received: llhttp, then uvicorn's answers to its callbacks."""
+        super().data_received(data)
+
+    # -- llhttp's callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.messages_begun += 1
+        if self.messages_begun > self.messages_done + 1:  # llhttp saw a message we did not
+            self.refuse_inside(HttpError(400, "the request body and llhttp disagree on its end"))
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.underscores and self.rules.drop_underscores and b"_" in name:
+            return  # header_map=drop: the app never sees an ambiguous name
+        super().on_header(name, value)
+
+    def on_message_complete(self) -> None:
+        self.messages_done += 1
+        super().on_message_complete()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.draining:
+            self.settle_drain()
+
+    # -- draining ---------------------------------------------------------------------
+
+    def settle_drain(self) -> None:
+        """The newest request closes the connection, if its response has not begun and
+        nothing more is buffered; an earlier one that was marked no longer does."""
+        cycle = self.cycle
+        if self.closing_cycle is not None:
+            marked, keep_alive = self.closing_cycle
+            if marked is cycle and not self.pending:
+                return
+            if not marked.response_started:
+                marked.keep_alive = keep_alive
+            self.closing_cycle = None
+        if cycle is not None and not cycle.response_started and not self.pending:
+            self.closing_cycle = (cycle, cycle.keep_alive)
+            cycle.keep_alive = False
