@@ -120,17 +120,20 @@ class HeadLimits:
             raise HttpError(413, f"body larger than {self.body} bytes")
 
 
-def error_response(status: int, detail: str = "") -> bytes:
-    """A complete response that refuses a request and announces the close."""
+def error_parts(status: int, detail: str = "") -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of a response that refuses a request and announces the close."""
     phrase = HTTPStatus(status).phrase
     body = f"{phrase}\n{detail}\n".encode("latin-1", "replace") if detail else f"{phrase}\n".encode()
-    head = (
-        f"HTTP/1.1 {status} {phrase}\r\n"
-        "content-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+    return [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close")], body
+
+
+def error_response(status: int, detail: str = "") -> bytes:
+    """The refusal as bytes on the wire."""
+    headers, body = error_parts(status, detail)
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode("latin-1"))]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join(lines) + b"\r\n" + body
 
 
 class Phase(enum.Enum):

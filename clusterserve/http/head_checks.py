@@ -153,6 +153,15 @@ def check_version(version: bytes) -> None:
         raise HttpError(505, f"HTTP/{match.group(1).decode()}.{match.group(2).decode()} is not supported")
 
 
+def check_host_count(hosts: int, version: bytes) -> None:
+    """One ``Host`` field, and on HTTP/1.1 one is required (RFC 9112 section 3.2): h11's
+    rule, with its words, for llhttp, which does not check it."""
+    if hosts > 1:
+        raise HttpError(400, "Found multiple Host headers")
+    if hosts == 0 and version == b"1.1":
+        raise HttpError(400, "Missing mandatory Host header")
+
+
 def check_method(method: bytes) -> None:
     """CONNECT asks for a tunnel, which a WSGI app cannot give (h11 checks the token)."""
     if method == b"CONNECT":

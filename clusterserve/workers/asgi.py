@@ -38,6 +38,7 @@ from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
 from clusterserve.second_cache import SecondCache
 from clusterserve.worker_exits import ExitReason, Why
+from clusterserve.workers.asgi_forwarded import ForwardedMiddleware
 
 try:
     from clusterserve.workers import uvicorn_internals as internals
@@ -74,8 +75,7 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
         interface="auto",
         log_config=None,
         access_log=False,
-        proxy_headers=cfg.proxy_headers,
-        forwarded_allow_ips=cfg.forwarded_allow_ips,
+        proxy_headers=False,  # the worker reads them itself, as the WSGI worker does
         root_path=cfg.root_path,
         limit_concurrency=cfg.limit_concurrency,
         timeout_keep_alive=cfg.keepalive,
@@ -187,6 +187,9 @@ class AsgiServer:
         self.app = loaded.app
         if writer is not None or self.worker.request_stats is not None:
             self.app = ObservingMiddleware(self.app, writer, self.worker.request_stats)
+        if self.cfg.proxy_headers:
+            self.app = ForwardedMiddleware(self.app, TrustedProxies(self.cfg.forwarded_allow_ips),
+                                           self.cfg.secure_scheme_headers)
         self.protocol_class = internals.protocol_factory(loaded.http_protocol)
         self.lifespan = loaded.lifespan
         self.state = internals.new_server_state(self._default_headers(time.time()))
@@ -340,7 +343,7 @@ class AsgiServer:
         except (OSError, ProxyHeaderError, asyncio.TimeoutError) as err:
             log.debug("could not attach a connection from %s: %s", peer, err)
             if isinstance(err, ProxyHeaderError):
-                _send_clear(sock, error_response(400, f"bad PROXY protocol header: {err}"))
+                await _refuse_unattached(sock, error_response(400, f"bad PROXY protocol header: {err}"))
             sock.close()
             self.acceptor.connection_closed()
         else:
@@ -379,9 +382,18 @@ def _address_of(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else ""
 
 
-def _send_clear(sock: socket.socket, data: bytes) -> None:
-    """Best effort, never blocking: a refusal before the connection is attached."""
+async def _refuse_unattached(sock: socket.socket, refusal: bytes) -> None:
+    """Send a refusal, then read and drop what the client still sends for a moment before
+    the caller closes (unread bytes at the close would reset the connection)."""
+    loop = asyncio.get_running_loop()
+
+    async def read_to_the_end() -> None:
+        while await loop.sock_recv(sock, 65536):
+            pass
+
     try:
-        sock.send(data)
-    except OSError:
+        sock.send(refusal)
+        sock.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(read_to_the_end(), internals.LINGER)
+    except (OSError, asyncio.TimeoutError):
         pass

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -33,11 +34,16 @@ import uvicorn
 
 from clusterserve.http.connection import HeadLimits, error_response
 from clusterserve.http.errors import HttpError
-from clusterserve.http.head_checks import NO_BODY, ChunkedBodyCheck, Framing, HeadEnd, check_head
+from clusterserve.http.head_checks import (
+    NO_BODY, TOKEN, ChunkedBodyCheck, Framing, HeadEnd, check_head, check_host_count)
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 # The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound).
 OLDEST_SUPPORTED = "0.30.0"
+# After a refusal, how long what the client still sends is read and dropped before the
+# close: closing with unread bytes would make the kernel send a reset, which can destroy
+# the refusal before the client reads it.
+LINGER = 1.0
 
 
 class Use(NamedTuple):
@@ -56,7 +62,8 @@ HTTP_PROTOCOL_MEMBERS = ("connection_made", "connection_lost", "data_received", 
                          "pause_writing", "resume_writing", "_unset_keepalive_if_required")
 HTTP_PROTOCOL_ATTRIBUTES = ("app", "client", "cycle", "flow", "headers", "loop", "scope",
                             "timeout_keep_alive", "timeout_keep_alive_task", "transport")
-CYCLE_ATTRIBUTES = ("keep_alive", "response_started", "response_complete")
+CYCLE_ATTRIBUTES = ("disconnected", "keep_alive", "message_event", "response_started",
+                    "response_complete")
 
 USES = (
     Use("uvicorn.server", "ServerState",
@@ -202,6 +209,7 @@ class Guarded:
         self.timer_started = 0.0
         self.last_input = 0.0  # loop time of the last bytes received
         self.idle_since = 0.0  # loop time the connection last became idle
+        self.client_closed = False  # the client shut its side (its last request may be in flight)
 
     # -- uvicorn's protocol interface ---------------------------------------
 
@@ -221,6 +229,15 @@ class Guarded:
         self._set_timer(Timer.NONE)
         super().connection_lost(exc)  # type: ignore[misc]
 
+    def eof_received(self) -> bool:
+        """The client closed its side: answer what it sent, then close (a cut-short
+        request gets 400, as in the WSGI worker)."""
+        self.client_closed = True
+        if self.refused:
+            return False
+        self.close_when_answered()
+        return self.scheme != "https"  # keep it open for the answers (TLS cannot half-close)
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's parser refused the request, or a check here did (with its own status)."""
         self.refuse(self.refusal() or HttpError(400, msg))
@@ -229,6 +246,18 @@ class Guarded:
         super().on_response_complete()  # type: ignore[misc]
         self.idle_since = self.loop.time()
         self.after_input()
+        if self.client_closed:
+            self.close_when_answered()
+
+    def close_when_answered(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.head_pending():
+            self.refuse(HttpError(400, "the client closed in the middle of a request head"))
+        elif self.body_pending():
+            self.refuse(HttpError(400, "the client closed before sending the whole body"))
+        elif not self.in_flight():
+            self.transport.close()
 
     def pause_writing(self) -> None:
         super().pause_writing()  # type: ignore[misc]
@@ -245,14 +274,26 @@ class Guarded:
         raise NotImplementedError
 
     def refuse(self, err: HttpError) -> None:
-        """Answer with the error (unless a response has begun) and close."""
+        """Answer with the error (unless a response has begun) and close.
+
+        The app of a request in flight sees the request end (``http.disconnect``).
+        """
         if self.refused:
             return
         self.refused = True
+        self._set_timer(Timer.NONE)
         cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
         if cycle is None or not cycle.response_started:
             self.transport.write(error_response(err.status, err.detail))
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER, self.transport.close)
 
     # -- what the connection is waiting for ----------------------------------------
 
@@ -452,6 +493,8 @@ class GuardedH11Protocol(Guarded, H11Protocol):
         return self.conn.their_state is h11.SEND_BODY
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # read and dropped until the close
         self.note_input()
         super().data_received(data)
         self.after_input()
@@ -468,11 +511,18 @@ class GuardedH11Protocol(Guarded, H11Protocol):
         super().begin_drain()
 
 
+# Methods llhttp knows by heart (it refuses other tokens, which RFC 9110 allows and h11 takes):
+# any other reaches llhttp as GET, and the app as itself (framing does not depend on it).
+METHOD = re.compile(TOKEN)
+LLHTTP_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"))
+
+
 class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: ignore[misc]
     """llhttp gets one message at a time: a head once ``check_head`` accepted it, then
     its body up to its end as the head frames it (a chunked body as ``ChunkedBodyCheck``
-    follows it), so every head llhttp parses has been checked.  llhttp must agree where
-    each message ends; where it does not, the request is refused.
+    decodes it, framed again plainly), so every head llhttp parses has been checked.  llhttp must agree where
+    each message ends; where it does not, the request is refused.  What h11 checks and
+    llhttp does not (one ``Host``) is checked here too.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -486,6 +536,9 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.messages_begun = 0
         self.messages_done = 0  # as llhttp counts them
         self.underscores = False
+        self.method = ""  # the request's method, when llhttp was given GET instead
+        self.hosts = 0
+        self.keep_alive = True  # llhttp's word on the last request
         self.own_refusal: HttpError | None = None
         self.closing_cycle: tuple[Any, bool] | None = None  # draining: (cycle, its keep_alive)
 
@@ -493,7 +546,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         return self.own_refusal
 
     def head_pending(self) -> bool:
-        return not self.in_body and bool(self.pending)
+        return not self.in_body and bool(self.pending) and not self.in_flight() and self.keep_alive
 
     def body_pending(self) -> bool:
         return self.in_body
@@ -513,14 +566,33 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         if not self.in_body:
             self.head_end.feed(data)
         self.pending += data
+        self._give()
+        self.after_input()
+
+    def _give(self) -> None:
+        """Give llhttp what it may have now.  The next head waits until the response to
+        the request in flight is complete, as h11 makes it wait: a refusal never goes out
+        before an earlier answer, and a connection that closes after its response reads
+        no further."""
         while self.pending and not self.refused and self.transport.get_protocol() is self:
-            if not (self._give_body() if self.in_body else self._give_head()):
+            if self.in_body:
+                if not self._give_body():
+                    break
+            elif self.in_flight() or not self.keep_alive:
+                self.flow.pause_reading()  # a pipelined request: read on after the response
+                break
+            elif not self._give_head():
                 break
         if self.transport.get_protocol() is not self and self.pending:
             # A WebSocket took the connection: what came after the handshake is its.
             rest, self.pending = bytes(self.pending), bytearray()
             self.transport.get_protocol().data_received(rest)
-        self.after_input()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pending and not self.transport.is_closing():
+            self._give()
+            self.after_input()
 
     def _give_head(self) -> bool:
         end = self.head_end.end
@@ -541,7 +613,18 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.body_left = self.framing.length or 0
         self.in_body = self.chunks is not None or self.body_left > 0
         done = self.messages_done
-        self._parse(head)
+        method = head[:head.index(b" ")]
+        if method in LLHTTP_METHODS:
+            self.method = ""
+            self._parse(head)
+        elif METHOD.fullmatch(method):
+            self.method = method.decode("ascii")
+            self._parse(b"GET" + head[len(method):])
+        else:
+            self.refuse(HttpError(400, "malformed request method"))
+            return False
+        if self.transport.get_protocol() is self and not self.refused:
+            self.keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         if not self.in_body and self.messages_done == done and not self.refused:
             self.refuse(HttpError(400, "the request head and llhttp disagree on its body"))
         self.head_end.reset(bytes(self.pending) if not self.in_body else b"")
@@ -550,16 +633,21 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
     def _give_body(self) -> bool:
         if self.chunks is not None:
             try:
-                _, used = self.chunks.decode(self.pending)
+                pieces, used = self.chunks.decode(self.pending)
             except HttpError as err:
                 self.refuse(err)
                 return False
             ends = self.chunks.done
+            # llhttp gets the data in plain chunks: no extensions, no trailers (both
+            # checked here; neither reaches the app).
+            piece = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in pieces if data)
+            if ends:
+                piece += b"0\r\n\r\n"
         else:
             used = min(self.body_left, len(self.pending))
             self.body_left -= used
             ends = self.body_left == 0
-        piece = bytes(self.pending[:used])
+            piece = bytes(self.pending[:used])
         del self.pending[:used]
         done = self.messages_done
         self._parse(piece)
@@ -583,19 +671,28 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.messages_begun += 1
         if self.messages_begun > self.messages_done + 1:  # llhttp saw a message we did not
             self.refuse_inside(HttpError(400, "the request body and llhttp disagree on its end"))
+        self.hosts = 0
         super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 4 and name.lower() == b"host":
+            self.hosts += 1
         if self.underscores and self.rules.drop_underscores and b"_" in name:
             return  # header_map=drop: the app never sees an ambiguous name
-        super().on_header(name, value)
+        super().on_header(name, value.rstrip(b" \t"))  # llhttp keeps trailing whitespace
 
     def on_message_complete(self) -> None:
         self.messages_done += 1
         super().on_message_complete()
 
     def on_headers_complete(self) -> None:
+        try:
+            check_host_count(self.hosts, self.parser.get_http_version().encode("ascii"))
+        except HttpError as err:
+            self.refuse_inside(err)
         super().on_headers_complete()
+        if self.method:
+            self.scope["method"] = self.method  # the app has not run yet
         if self.draining:
             self.settle_drain()
 
