@@ -79,7 +79,6 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
         root_path=cfg.root_path,
         limit_concurrency=cfg.limit_concurrency,
         timeout_keep_alive=cfg.keepalive,
-        h11_max_incomplete_event_size=head_limits(cfg).max_head,
     )
 
 

@@ -69,7 +69,7 @@ USES = (
     Use("uvicorn.server", "ServerState",
         attributes=("connections", "tasks", "total_requests", "default_headers")),
     Use("uvicorn.config", "Config", members=("load",),
-        attributes=("loaded_app", "http_protocol_class", "lifespan_class", "h11_max_incomplete_event_size")),
+        attributes=("loaded_app", "http_protocol_class", "lifespan_class")),
     Use("uvicorn.lifespan.on", "LifespanOn", members=("startup", "shutdown"),
         attributes=("should_exit", "state")),
     Use("uvicorn.lifespan.off", "LifespanOff", members=("startup", "shutdown"),
@@ -400,8 +400,8 @@ class CheckedH11Connection(h11.Connection):
     which uvicorn answers through ``send_400_response``; ``refusal`` keeps the status.
     """
 
-    def __init__(self, limits: HeadLimits, max_incomplete_event_size: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+    def __init__(self, limits: HeadLimits) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self.limits = limits
         self.head_end = HeadEnd()
         self.head_size = 0  # bytes of the current head received
@@ -481,7 +481,8 @@ class CheckedH11Connection(h11.Connection):
 class GuardedH11Protocol(Guarded, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = CheckedH11Connection(self.rules.limits, self.config.h11_max_incomplete_event_size)
+        # Sized by the head limits (uvicorn's h11_max_incomplete_event_size sized its own).
+        self.conn = CheckedH11Connection(self.rules.limits)
 
     def refusal(self) -> HttpError | None:
         return self.conn.refusal
