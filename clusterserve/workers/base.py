@@ -146,8 +146,10 @@ class Worker:
             self.interface = resolve_interface(self.cfg, app)
         except app_loader.InterfaceMismatch as err:
             raise BootError(str(err), exit_code=EXIT_CONFIG_ERROR) from None
-        if self.interface == "asgi" and asgi.UNSUPPORTED is not None:
-            raise BootError(asgi.UNSUPPORTED)
+        if self.interface == "asgi":
+            problem = asgi.UNSUPPORTED or asgi.internals.unknown_ws(self.cfg.ws)
+            if problem:
+                raise BootError(problem)
         return app
 
     def _server_class(self) -> Any:

@@ -39,11 +39,12 @@ from clusterserve.http.head_checks import (
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 # The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound).
-OLDEST_SUPPORTED = "0.30.0"
+OLDEST_SUPPORTED = "0.21.0"
 # After a refusal, how long what the client still sends is read and dropped before the
 # close: closing with unread bytes would make the kernel send a reset, which can destroy
 # the refusal before the client reads it.
 LINGER = 1.0
+CLOSE = (b"connection", b"close")
 
 
 class Use(NamedTuple):
@@ -62,12 +63,13 @@ HTTP_PROTOCOL_MEMBERS = ("connection_made", "connection_lost", "data_received", 
                          "pause_writing", "resume_writing", "_unset_keepalive_if_required")
 HTTP_PROTOCOL_ATTRIBUTES = ("app", "client", "cycle", "flow", "headers", "loop", "scope",
                             "timeout_keep_alive", "timeout_keep_alive_task", "transport")
-CYCLE_ATTRIBUTES = ("disconnected", "keep_alive", "message_event", "response_started",
+CYCLE_ATTRIBUTES = ("default_headers", "disconnected", "message_event", "response_started",
                     "response_complete")
 
 USES = (
     Use("uvicorn.server", "ServerState",
         attributes=("connections", "tasks", "total_requests", "default_headers")),
+    Use("uvicorn.config", "WS_PROTOCOLS"),
     Use("uvicorn.config", "Config", members=("load",),
         attributes=("loaded_app", "http_protocol_class", "lifespan_class")),
     Use("uvicorn.lifespan.on", "LifespanOn", members=("startup", "shutdown"),
@@ -131,6 +133,15 @@ class Loaded(NamedTuple):
 def load(config: uvicorn.Config) -> Loaded:
     config.load()
     return Loaded(config.loaded_app, config.lifespan_class(config), config.http_protocol_class)
+
+
+def unknown_ws(name: str) -> str | None:
+    """Why the ``ws`` setting names an implementation the installed uvicorn lacks, or None."""
+    from uvicorn.config import WS_PROTOCOLS
+
+    if name in WS_PROTOCOLS:
+        return None
+    return f"setting 'ws': uvicorn {uvicorn.__version__} has no {name!r} WebSocket implementation"
 
 
 def new_server_state(default_headers: list[tuple[bytes, bytes]]) -> Any:
@@ -210,6 +221,7 @@ class Guarded:
         self.last_input = 0.0  # loop time of the last bytes received
         self.idle_since = 0.0  # loop time the connection last became idle
         self.client_closed = False  # the client shut its side (its last request may be in flight)
+        self.closing_cycle: tuple[Any, list[tuple[bytes, bytes]]] | None = None  # (cycle, its headers)
 
     # -- uvicorn's protocol interface ---------------------------------------
 
@@ -384,7 +396,26 @@ class Guarded:
         self.settle_drain()
 
     def settle_drain(self) -> None:
-        """Mark the response that closes the connection: the last request's."""
+        """Mark the response that closes the connection: the last request's, if its
+        response has not begun and nothing more is buffered; a request marked before a
+        later one arrived is not marked any more.  The mark is a ``Connection: close``
+        among the headers the response starts with, which every uvicorn release honours."""
+        cycle = self.cycle
+        buffered = self.bytes_buffered()
+        if self.closing_cycle is not None:
+            marked, headers = self.closing_cycle
+            if marked is cycle and not buffered:
+                return
+            if not marked.response_started:
+                marked.default_headers = headers
+            self.closing_cycle = None
+        if cycle is not None and not cycle.response_started and not cycle.response_complete and not buffered:
+            self.closing_cycle = (cycle, cycle.default_headers)
+            cycle.default_headers = [*cycle.default_headers, CLOSE]
+
+    def bytes_buffered(self) -> bool:
+        """Bytes of the client's beyond the request in flight (a next request) are buffered."""
+        raise NotImplementedError
 
     def close_now(self) -> None:
         """The drain's time is up (a stream that never ends): close the connection."""
@@ -409,7 +440,6 @@ class CheckedH11Connection(h11.Connection):
         self.underscores = False
         self.chunks: ChunkedBodyCheck | None = None
         self.refusal: HttpError | None = None
-        self.close_after_response = False  # draining: the next response says Connection: close
 
     def receive_data(self, data: bytes) -> None:
         if self.their_state is h11.IDLE:
@@ -434,6 +464,8 @@ class CheckedH11Connection(h11.Connection):
     def next_event(self) -> Any:
         if self.refusal is not None:
             raise h11.RemoteProtocolError(self.refusal.detail, error_status_hint=self.refusal.status)
+        if self.their_state is h11.MUST_CLOSE:
+            return h11.PAUSED  # the connection closes after the response: nothing more is read
         if self.their_state is h11.IDLE and self.framing is None and self.head_end.end >= 0:
             head = self.trailing_data[0][:self.head_end.end]
             try:
@@ -465,18 +497,6 @@ class CheckedH11Connection(h11.Connection):
         except HttpError as err:
             self.refusal = err
 
-    def send(self, event: Any) -> bytes | None:
-        if self.close_after_response and type(event) is h11.Response and not self._pipelined():
-            headers = [(name, value) for name, value in event.headers.raw_items()
-                       if name.lower() != b"connection"]
-            event = h11.Response(status_code=event.status_code, reason=event.reason,
-                                 headers=[*headers, (b"connection", b"close")])
-        return super().send(event)
-
-    def _pipelined(self) -> bool:
-        """The client has sent its next request already: that one closes the connection."""
-        return self.their_state is h11.DONE and bool(self.trailing_data[0])
-
 
 class GuardedH11Protocol(Guarded, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -493,6 +513,9 @@ class GuardedH11Protocol(Guarded, H11Protocol):
     def body_pending(self) -> bool:
         return self.conn.their_state is h11.SEND_BODY
 
+    def bytes_buffered(self) -> bool:
+        return bool(self.conn.trailing_data[0])
+
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # read and dropped until the close
@@ -507,9 +530,6 @@ class GuardedH11Protocol(Guarded, H11Protocol):
             # The app has not run yet: what it will see loses the ambiguous names.
             self.headers[:] = [(name, value) for name, value in self.headers if b"_" not in name]
 
-    def begin_drain(self) -> None:
-        self.conn.close_after_response = True
-        super().begin_drain()
 
 
 # Methods llhttp knows by heart (it refuses other tokens, which RFC 9110 allows and h11 takes):
@@ -539,18 +559,20 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.underscores = False
         self.method = ""  # the request's method, when llhttp was given GET instead
         self.hosts = 0
-        self.keep_alive = True  # llhttp's word on the last request
+        self.reads_on = True  # the last request leaves the connection open (llhttp's word)
         self.own_refusal: HttpError | None = None
-        self.closing_cycle: tuple[Any, bool] | None = None  # draining: (cycle, its keep_alive)
 
     def refusal(self) -> HttpError | None:
         return self.own_refusal
 
     def head_pending(self) -> bool:
-        return not self.in_body and bool(self.pending) and not self.in_flight() and self.keep_alive
+        return not self.in_body and bool(self.pending) and not self.in_flight() and self.reads_on
 
     def body_pending(self) -> bool:
         return self.in_body
+
+    def bytes_buffered(self) -> bool:
+        return bool(self.pending) and not self.in_body
 
     def refuse_inside(self, err: HttpError) -> None:
         """From a parser callback: stop llhttp; uvicorn then calls send_400_response."""
@@ -579,7 +601,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
             if self.in_body:
                 if not self._give_body():
                     break
-            elif self.in_flight() or not self.keep_alive:
+            elif self.in_flight() or not self.reads_on:
                 self.flow.pause_reading()  # a pipelined request: read on after the response
                 break
             elif not self._give_head():
@@ -625,7 +647,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
             self.refuse(HttpError(400, "malformed request method"))
             return False
         if self.transport.get_protocol() is self and not self.refused:
-            self.keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            self.reads_on = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         if not self.in_body and self.messages_done == done and not self.refused:
             self.refuse(HttpError(400, "the request head and llhttp disagree on its body"))
         self.head_end.reset(bytes(self.pending) if not self.in_body else b"")
@@ -694,22 +716,3 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         super().on_headers_complete()
         if self.method:
             self.scope["method"] = self.method  # the app has not run yet
-        if self.draining:
-            self.settle_drain()
-
-    # -- draining ---------------------------------------------------------------------
-
-    def settle_drain(self) -> None:
-        """The newest request closes the connection, if its response has not begun and
-        nothing more is buffered; an earlier one that was marked no longer does."""
-        cycle = self.cycle
-        if self.closing_cycle is not None:
-            marked, keep_alive = self.closing_cycle
-            if marked is cycle and not self.pending:
-                return
-            if not marked.response_started:
-                marked.keep_alive = keep_alive
-            self.closing_cycle = None
-        if cycle is not None and not cycle.response_started and not self.pending:
-            self.closing_cycle = (cycle, cycle.keep_alive)
-            cycle.keep_alive = False

@@ -129,3 +129,9 @@ def test_pyproject_lower_bound_is_the_oldest_supported_release_and_there_is_no_u
     pyproject = (ROOT / "pyproject.toml").read_text()
     (requirement,) = re.findall(r'"(uvicorn[^"]*)"', pyproject)
     assert requirement == f"uvicorn>={internals.OLDEST_SUPPORTED}"
+
+
+def test_a_ws_implementation_the_release_lacks_is_named():
+    assert internals.unknown_ws("auto") is None
+    assert internals.unknown_ws("carrier-pigeon") == (
+        f"setting 'ws': uvicorn {uvicorn.__version__} has no 'carrier-pigeon' WebSocket implementation")
