@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import time
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -34,11 +33,12 @@ from clusterserve.dispatch import make_acceptor
 from clusterserve.http.connection import HeadLimits, error_response
 from clusterserve.http.environ import TrustedProxies
 from clusterserve.http.proxy_protocol import ProxyHeaderError, ProxyHeaderReader, ProxyInfo
+from clusterserve.http.response_headers import HeaderRuleMiddleware
 from clusterserve.logs import log
 from clusterserve.poller import AsyncioPoller
-from clusterserve.second_cache import SecondCache
 from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.asgi_forwarded import ForwardedMiddleware
+from clusterserve.workers.grace import FAST_LIFESPAN_SHUTDOWN, INTERRUPT_GRACE
 
 try:
     from clusterserve.workers import uvicorn_internals as internals
@@ -50,13 +50,12 @@ except ImportError as err:  # the installed uvicorn lacks a name the worker uses
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
 
-# How often the worker refreshes the Date header, counts closed connections and
-# checks max_requests; and how often a stop looks whether connections have gone.
+# How often the worker counts closed connections and checks max_requests; and how
+# often a stop looks whether connections have gone.
 TICK = 0.1
 DRAIN_POLL = 0.02
 # Of graceful_timeout, what is kept for WebSockets to be closed after the HTTP drain.
 WEBSOCKET_CLOSE_TIME = 1.0
-_date = SecondCache(lambda second: formatdate(second, usegmt=True).encode("ascii"))
 
 
 def head_limits(cfg: Any) -> HeadLimits:
@@ -165,10 +164,11 @@ class AsgiServer:
             drop_underscores=cfg.header_map == "drop")
         self.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
         self.proxy_allow = TrustedProxies(cfg.proxy_allow_ips) if cfg.proxy_protocol != "off" else None
-        self.server_headers = [(b"server", b"clusterserve")] if cfg.server_header else []
         self.transports: list[asyncio.BaseTransport] = []
         self.attaching: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.force_exit = False  # a fast stop: nothing more is waited for
+        self.interrupts = 0  # SIGINTs so far
 
     # -- the process ----------------------------------------------------------
 
@@ -183,7 +183,9 @@ class AsgiServer:
     async def _run(self) -> None:
         loaded = internals.load(self.config)
         writer = access_log.from_settings(self.cfg)
-        self.app = loaded.app
+        # HeaderRuleMiddleware adds Date and Server, unless the app sent its own.
+        self.app = HeaderRuleMiddleware(loaded.app, server_header=self.cfg.server_header,
+                                        date_header=self.cfg.date_header)
         if writer is not None or self.worker.request_stats is not None:
             self.app = ObservingMiddleware(self.app, writer, self.worker.request_stats)
         if self.cfg.proxy_headers:
@@ -191,7 +193,7 @@ class AsgiServer:
                                            self.cfg.secure_scheme_headers)
         self.protocol_class = internals.protocol_factory(loaded.http_protocol)
         self.lifespan = loaded.lifespan
-        self.state = internals.new_server_state(self._default_headers(time.time()))
+        self.state = internals.new_server_state()
         self.stop_requested = asyncio.Event()
         await self.lifespan.startup()
         if self.lifespan.should_exit:
@@ -199,7 +201,10 @@ class AsgiServer:
         self._start_serving()
         await self.stop_requested.wait()
         await self._drain()
-        await self.lifespan.shutdown()
+        if self.force_exit:
+            await self._bounded_lifespan_shutdown()
+        else:
+            await self.lifespan.shutdown()
         self.housekeeping.cancel()
         self.heartbeats.cancel()
         self._heartbeat()  # final counts, for the exit log line
@@ -211,8 +216,8 @@ class AsgiServer:
                                       self._has_room)
         loop.add_reader(self.worker.channel.fileno(), self._on_channel)
         loop.add_signal_handler(signal.SIGTERM, self.begin_stop, "received SIGTERM")
-        for fast in (signal.SIGINT, signal.SIGQUIT):
-            loop.add_signal_handler(fast, self.worker.interrupt)
+        loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
+        loop.add_signal_handler(signal.SIGQUIT, self.fast_stop, "received SIGQUIT")
         loop.add_signal_handler(signal.SIGABRT, self.worker.abort)
         loop.add_signal_handler(signal.SIGUSR1, self.worker.reopen_logs)
         self.heartbeats = loop.create_task(self._beat())
@@ -231,8 +236,6 @@ class AsgiServer:
 
     async def _tick(self) -> None:
         while True:
-            now = time.time()
-            internals.set_default_headers(self.state, self._default_headers(now))
             self._forget_closed()
             served = internals.served(self.state)
             self.worker.requests_served = served
@@ -240,12 +243,6 @@ class AsgiServer:
             if max_requests and served >= max_requests:
                 self.worker.ask_to_retire(Why(ExitReason.MAX_REQUESTS, f"served {served} requests"))
             await asyncio.sleep(TICK)
-
-    def _default_headers(self, now: float) -> list[tuple[bytes, bytes]]:
-        """What every response starts with: Date (unless --no-date-header) and Server."""
-        if not self.cfg.date_header:
-            return self.server_headers
-        return [(b"date", _date(now)), *self.server_headers]
 
     # -- stopping -------------------------------------------------------------
 
@@ -256,7 +253,45 @@ class AsgiServer:
         self.stopping = True
         self.acceptor.close()
         self._on_channel()  # connections the arbiter passed before the signal
+        # Libraries hook uvicorn's exit handler to end responses that never end by
+        # themselves (sse-starlette closes its event streams): tell them.
+        internals.announce_stop(self.config)
         self.stop_requested.set()
+
+    def _on_interrupt(self) -> None:
+        """SIGINT (Ctrl-C): the first is a graceful stop bounded by INTERRUPT_GRACE, as
+        uvicorn's Ctrl-C; the second a fast stop."""
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.fast_stop("a second SIGINT")
+            return
+        self.worker.interrupted()
+        bound = min(INTERRUPT_GRACE, self.cfg.graceful_timeout)
+        asyncio.get_running_loop().call_later(bound, self.fast_stop, f"SIGINT's {bound:g}s are up")
+        self.begin_stop("received SIGINT")
+
+    def fast_stop(self, reason: str) -> None:
+        """SIGQUIT or a second SIGINT: requests in flight are cut (never answered 503: the
+        client could retry what took effect), idle connections closed, and the app's
+        lifespan shutdown still runs, bounded by FAST_LIFESPAN_SHUTDOWN."""
+        if self.force_exit:
+            return
+        self.worker.interrupted()
+        log.info("worker %s stopping at once: %s", self.worker.pid, reason)
+        self.stopping = self.force_exit = True
+        self.acceptor.close()
+        for transport in self.transports:
+            transport.close()
+        for task in list(self.state.tasks):
+            task.cancel()
+        self.stop_requested.set()
+
+    async def _bounded_lifespan_shutdown(self) -> None:
+        try:
+            await asyncio.wait_for(self.lifespan.shutdown(), FAST_LIFESPAN_SHUTDOWN)
+        except asyncio.TimeoutError:
+            log.warning("worker %s: the app's lifespan shutdown took more than %gs; leaving it",
+                        self.worker.pid, FAST_LIFESPAN_SHUTDOWN)
 
     async def _drain(self) -> None:
         """Drain the HTTP connections, then close the WebSockets, within graceful_timeout."""
@@ -270,7 +305,7 @@ class AsgiServer:
         await self._wait_until(lambda: not self.attaching and not self._http_connections(),
                                deadline - min(WEBSOCKET_CLOSE_TIME, grace / 2))
         streams = self._http_connections()
-        if streams:
+        if streams and not self.force_exit:
             log.warning("worker %s: graceful timeout, closing %d HTTP connections still open",
                         self.worker.pid, len(streams))
             for connection in streams:
@@ -297,10 +332,9 @@ class AsgiServer:
     def _http_connections(self) -> list[Any]:
         return [c for c in self.state.connections if internals.is_http(c)]
 
-    @staticmethod
-    async def _wait_until(done: Any, deadline: float) -> None:
+    async def _wait_until(self, done: Any, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        while not done() and loop.time() < deadline:
+        while not self.force_exit and not done() and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL)
 
     def _on_channel(self) -> None:
@@ -320,6 +354,10 @@ class AsgiServer:
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
+        if self.force_exit:  # taken from the queue by a fast stop: the app will not start it
+            _refuse_at_once(sock)
+            self.acceptor.connection_closed()
+            return
         task = asyncio.get_running_loop().create_task(self._attach(sock, peer))
         self.attaching.add(task)
         task.add_done_callback(self.attaching.discard)
@@ -379,6 +417,16 @@ class AsgiServer:
 
 def _address_of(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else ""
+
+
+def _refuse_at_once(sock: socket.socket) -> None:
+    """A connection the app will not serve: 503 if its request is there, then close."""
+    try:
+        if sock.recv(65536):
+            sock.send(error_response(503, "the server is stopping"))
+    except OSError:
+        pass
+    sock.close()
 
 
 async def _refuse_unattached(sock: socket.socket, refusal: bytes) -> None:

@@ -26,6 +26,7 @@ import asyncio
 import enum
 import importlib
 import re
+import signal
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -67,6 +68,7 @@ CYCLE_ATTRIBUTES = ("default_headers", "disconnected", "message_event", "respons
                     "response_complete")
 
 USES = (
+    Use("uvicorn.server", "Server", members=("handle_exit",)),
     Use("uvicorn.server", "ServerState",
         attributes=("connections", "tasks", "total_requests", "default_headers")),
     Use("uvicorn.config", "WS_PROTOCOLS"),
@@ -144,16 +146,16 @@ def unknown_ws(name: str) -> str | None:
     return f"setting 'ws': uvicorn {uvicorn.__version__} has no {name!r} WebSocket implementation"
 
 
-def new_server_state(default_headers: list[tuple[bytes, bytes]]) -> Any:
-    """What uvicorn's protocols share: connections, tasks, the request count, default headers."""
-    state = ServerState()
-    state.default_headers = default_headers
-    return state
+def new_server_state() -> Any:
+    """What uvicorn's protocols share: connections, tasks, the request count, and headers
+    every response starts with (none: HeaderRuleMiddleware adds Date and Server)."""
+    return ServerState()
 
 
-def set_default_headers(state: Any, headers: list[tuple[bytes, bytes]]) -> None:
-    """Headers every response starts with (``Date`` changes every second)."""
-    state.default_headers = headers
+def announce_stop(config: uvicorn.Config) -> None:
+    """Call uvicorn's ``Server.handle_exit``, as uvicorn does on SIGTERM: libraries hook it
+    (sse-starlette ends its event streams then)."""
+    uvicorn.Server(config).handle_exit(signal.SIGTERM, None)
 
 
 def served(state: Any) -> int:

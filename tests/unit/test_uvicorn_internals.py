@@ -63,7 +63,7 @@ def test_config_server_state_and_lifespans():
     config = uvicorn.Config(hello, log_config=None)
     internals.load(config)
     assert_attributes(config, "Config")
-    assert_attributes(internals.new_server_state([]), "ServerState")
+    assert_attributes(internals.new_server_state(), "ServerState")
     for lifespan in ("on", "off"):
         loaded = internals.load(uvicorn.Config(hello, lifespan=lifespan, log_config=None))
         assert_attributes(loaded.lifespan, "LifespanOn" if lifespan == "on" else "LifespanOff")
@@ -82,7 +82,7 @@ def test_protocol_and_cycle_attributes_on_a_served_request(http):
                                           drop_underscores=True)
         loaded = internals.load(config)
         protocol_class = internals.protocol_factory(loaded.http_protocol)
-        state = internals.new_server_state([])
+        state = internals.new_server_state()
         theirs.sendall(REQUEST)
 
         async def serve() -> internals.Guarded:
