@@ -49,6 +49,16 @@ class Setting:
     shown_default: str | None = None
 
 
+def _seconds_or_off(raw: Any) -> float | None:
+    """Seconds (more than 0), or off: None, false, "off" or "none"."""
+    if raw is None or raw is False or (isinstance(raw, str) and raw.strip().lower() in ("off", "none")):
+        return None
+    value = types.number()(raw)
+    if value <= 0:
+        raise ValueError(f"must be more than 0 seconds, or off; got {value:g}")
+    return value
+
+
 def _bind_item(raw: Any) -> str:
     value = types.text(raw)
     if not value.strip():
@@ -486,6 +496,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws", "ASGI (uvicorn)", ("--ws",),
             types.choice(("auto", "none", "websockets", "websockets-sansio", "wsproto")), "auto",
             "WebSocket implementation of the ASGI worker; none refuses WebSockets.", metavar="IMPL"),
+    Setting("ws_max_size", "ASGI (uvicorn)", ("--ws-max-size",), types.integer(1), 16 * 1024 * 1024,
+            "Largest WebSocket message the ASGI worker takes, in bytes; a larger one closes the "
+            "connection with 1009.", metavar="BYTES"),
+    Setting("ws_max_queue", "ASGI (uvicorn)", ("--ws-max-queue",), types.integer(1), 32,
+            "WebSocket messages received and not yet read by the app before the worker stops "
+            "reading from that client (with --ws websockets).", metavar="INT"),
+    Setting("ws_ping_interval", "ASGI (uvicorn)", ("--ws-ping-interval",), _seconds_or_off, 20.0,
+            "Seconds between the pings the ASGI worker sends on a WebSocket (off: none).",
+            metavar="SECONDS"),
+    Setting("ws_ping_timeout", "ASGI (uvicorn)", ("--ws-ping-timeout",), _seconds_or_off, 20.0,
+            "Seconds a WebSocket client has to answer a ping before it is closed with 1011 "
+            "(off: no limit).", metavar="SECONDS"),
+    Setting("ws_per_message_deflate", "ASGI (uvicorn)", ("--ws-per-message-deflate",), types.boolean,
+            True, "Offer WebSocket compression (permessage-deflate) to clients that ask for it.",
+            metavar="true|false"),
     Setting("lifespan", "ASGI (uvicorn)", ("--lifespan", "--asgi-lifespan"), types.choice(("auto", "on", "off")),
             "auto", "ASGI lifespan events: on requires them, auto uses them if the app does.",
             metavar="auto|on|off"),

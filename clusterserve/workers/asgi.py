@@ -70,6 +70,11 @@ def uvicorn_config(cfg: Any, app: Any) -> uvicorn.Config:
         # uvicorn's H11 worker classes mean the h11 protocol, as in gunicorn configs.
         http="h11" if cfg.http == "auto" and cfg.worker_class.endswith("H11Worker") else cfg.http,
         ws=cfg.ws,
+        ws_max_size=cfg.ws_max_size,
+        ws_max_queue=cfg.ws_max_queue,
+        ws_ping_interval=cfg.ws_ping_interval,
+        ws_ping_timeout=cfg.ws_ping_timeout,
+        ws_per_message_deflate=cfg.ws_per_message_deflate,
         lifespan=cfg.lifespan,
         interface="auto",
         log_config=None,

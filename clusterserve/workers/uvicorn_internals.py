@@ -39,8 +39,9 @@ from clusterserve.http.head_checks import (
     NO_BODY, TOKEN, ChunkedBodyCheck, Framing, HeadEnd, check_head, check_host_count)
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
-# The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound).
-OLDEST_SUPPORTED = "0.21.0"
+# The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound):
+# 0.21 brought the lifespan state, 0.23 ws_max_queue.
+OLDEST_SUPPORTED = "0.23.0"
 # After a refusal, how long what the client still sends is read and dropped before the
 # close: closing with unread bytes would make the kernel send a reset, which can destroy
 # the refusal before the client reads it.

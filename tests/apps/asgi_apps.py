@@ -156,3 +156,12 @@ async def long_lived(scope, receive, send):
         await events(scope, receive, send)
     else:
         await echo(scope, receive, send)
+
+
+async def ws_sink(scope, receive, send):
+    """Accepts a WebSocket and never reads from it (until the connection ends)."""
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await asyncio.sleep(3600)
