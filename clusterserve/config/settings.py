@@ -510,7 +510,7 @@ SETTINGS: tuple[Setting, ...] = (
             "(off: no limit).", metavar="SECONDS"),
     Setting("ws_per_message_deflate", "ASGI (uvicorn)", ("--ws-per-message-deflate",), types.boolean,
             True, "Offer WebSocket compression (permessage-deflate) to clients that ask for it.",
-            metavar="true|false"),
+            metavar="true|false", shown_default="true"),
     Setting("lifespan", "ASGI (uvicorn)", ("--lifespan", "--asgi-lifespan"), types.choice(("auto", "on", "off")),
             "auto", "ASGI lifespan events: on requires them, auto uses them if the app does.",
             metavar="auto|on|off"),
