@@ -498,7 +498,7 @@ SETTINGS: tuple[Setting, ...] = (
             "WebSocket implementation of the ASGI worker; none refuses WebSockets.", metavar="IMPL"),
     Setting("ws_max_size", "ASGI (uvicorn)", ("--ws-max-size",), types.integer(1), 16 * 1024 * 1024,
             "Largest WebSocket message the ASGI worker takes, in bytes; a larger one closes the "
-            "connection with 1009.", metavar="BYTES"),
+            "connection with 1009 (with --ws wsproto, from uvicorn 0.46 on).", metavar="BYTES"),
     Setting("ws_max_queue", "ASGI (uvicorn)", ("--ws-max-queue",), types.integer(1), 32,
             "WebSocket messages received and not yet read by the app before the worker stops "
             "reading from that client (with --ws websockets).", metavar="INT"),
