@@ -289,7 +289,7 @@ class Guarded:
         raise NotImplementedError
 
     def refuse(self, err: HttpError) -> None:
-        """Answer with the error (unless a response has begun) and close.
+        """Answer with the error (unless a response is under way) and close.
 
         The app of a request in flight sees the request end (``http.disconnect``).
         """
@@ -297,11 +297,11 @@ class Guarded:
             return
         self.refused = True
         self._set_timer(Timer.NONE)
-        cycle = self.cycle
+        cycle = self.cycle  # the last request's: it may be complete
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.message_event.set()
-        if cycle is None or not cycle.response_started:
+        if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(error_response(err.status, err.detail))
         if not self.transport.can_write_eof():
             self.transport.close()
@@ -442,17 +442,15 @@ class CheckedH11Connection(h11.Connection):
         self.framing: Framing | None = None  # the current head's, once checked
         self.underscores = False
         self.chunks: ChunkedBodyCheck | None = None
+        self.body_received = 0  # of a chunked body, decoded
         self.refusal: HttpError | None = None
 
     def receive_data(self, data: bytes) -> None:
         if self.their_state is h11.IDLE:
             self.head_end.feed(data)
             self.head_size += len(data)
-        elif self.chunks is not None and self.refusal is None:
-            try:
-                self.chunks.feed(data)
-            except HttpError as err:
-                self.refusal = err
+        elif self.chunks is not None:
+            self.receive_chunks(data)
         super().receive_data(data)
 
     def start_next_cycle(self) -> None:
@@ -491,12 +489,19 @@ class CheckedH11Connection(h11.Connection):
             self.head_size = 0
             if self.framing.chunked:
                 self.chunks = ChunkedBodyCheck()
+                self.body_received = 0
                 self.receive_chunks(self.trailing_data[0])
         return event
 
     def receive_chunks(self, data: bytes) -> None:
+        """Follow a chunked body: checked strictly, and counted against limit_request_body
+        (the refusal comes before h11 hands on the bytes that went over)."""
+        if self.refusal is not None:
+            return
         try:
-            self.chunks.feed(data)  # type: ignore[union-attr]
+            pieces, _ = self.chunks.decode(data)  # type: ignore[union-attr]
+            self.body_received += sum(len(piece) for piece in pieces)
+            self.limits.check_body_size(self.body_received)
         except HttpError as err:
             self.refusal = err
 
@@ -556,6 +561,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.framing = NO_BODY
         self.in_body = False
         self.body_left = 0  # Content-Length bytes still to give llhttp
+        self.body_received = 0  # of a chunked body, decoded
         self.chunks: ChunkedBodyCheck | None = None
         self.messages_begun = 0
         self.messages_done = 0  # as llhttp counts them
@@ -636,6 +642,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
             self.refuse(err)
             return False
         self.chunks = ChunkedBodyCheck() if self.framing.chunked else None
+        self.body_received = 0
         self.body_left = self.framing.length or 0
         self.in_body = self.chunks is not None or self.body_left > 0
         done = self.messages_done
@@ -660,6 +667,8 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         if self.chunks is not None:
             try:
                 pieces, used = self.chunks.decode(self.pending)
+                self.body_received += sum(len(data) for data in pieces)
+                self.rules.limits.check_body_size(self.body_received)
             except HttpError as err:
                 self.refuse(err)
                 return False
