@@ -306,8 +306,8 @@ SETTINGS: tuple[Setting, ...] = (
             "never); its replacement is ready before it stops.", metavar="SIZE"),
     Setting("timeout", "Worker processes", ("-t", "--timeout"), types.integer(0), 30,
             "Seconds without a heartbeat before a worker is killed and replaced (0 = never); "
-            "also bounds each request body read and response write of the WSGI worker "
-            "(0: 30 s).",
+            "also bounds each wait for request body bytes and for the client to take the "
+            "response (0: 30 s).",
             metavar="INT"),
     Setting("graceful_timeout", "Worker processes", ("--graceful-timeout",),
             types.integer(0), 30,
@@ -318,7 +318,7 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="INT"),
     Setting("header_timeout", "Worker processes", ("--header-timeout",), types.number(0.1), 30.0,
             "Seconds to receive a complete request head, counted from its first byte (from the "
-            "connection's start for a new one); over it gets 408 (WSGI worker).", metavar="SECONDS"),
+            "connection's start for a new one); over it gets 408.", metavar="SECONDS"),
     # -- Security -------------------------------------------------------
     Setting("limit_request_line", "Security", ("--limit-request-line",),
             types.integer(0), 4094,
@@ -335,11 +335,12 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="INT"),
     Setting("limit_request_body", "Security", ("--limit-request-body",), types.size, 0,
             "Maximum request body size (e.g. 10MB; 0 = no limit); a larger Content-Length, or "
-            "a chunked body that grows past it, gets 413 (WSGI worker).", metavar="SIZE"),
+            "a chunked body that grows past it, gets 413.", metavar="SIZE"),
     Setting("header_map", "Security", ("--header-map",),
             types.choice(("drop", "refuse", "dangerous")), "drop",
-            "Request headers with '_' in their name, which the environ cannot tell from '-': "
-            "drop them, refuse the request (400), or pass them on (dangerous) (WSGI worker).",
+            "Request headers with '_' in their name, which the environ (and frameworks that "
+            "build one) cannot tell from '-': drop them, refuse the request (400), or pass "
+            "them on (dangerous).",
             metavar="drop|refuse|dangerous"),
     Setting("server_header", "Security", ("--no-server-header",), types.boolean, True,
             "Leave out the 'Server: clusterserve' header, which is otherwise added to "
@@ -357,7 +358,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secure_scheme_headers", "Security", (), _scheme_headers,
             {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
             "Headers, and the value of each that means HTTPS, by which a trusted proxy "
-            "(forwarded_allow_ips) says the client used HTTPS (WSGI worker; config file only)."),
+            "(forwarded_allow_ips) says the client used HTTPS (config file only)."),
     Setting("proxy_protocol", "Security", ("--proxy-protocol",), _proxy_protocol, "off",
             "Read a PROXY protocol header (HAProxy's, v1 text or v2 binary) before each "
             "connection's first request, from peers in proxy_allow_ips: off; v1 or v2 (required); "
@@ -517,8 +518,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("root_path", "ASGI (uvicorn)", ("--root-path",), types.text, "",
             "ASGI root_path, for an app mounted below a path prefix.", metavar="PATH"),
     Setting("proxy_headers", "ASGI (uvicorn)", ("--proxy-headers",), types.boolean, True,
-            "Take the client address and scheme from X-Forwarded-For/-Proto when the peer "
-            "is in forwarded_allow_ips (ASGI worker). On by default; --no-proxy-headers "
+            "Take the client address, scheme and host from X-Forwarded-For, Forwarded and the "
+            "secure_scheme_headers when the peer is in forwarded_allow_ips, as the WSGI worker "
+            "does (ASGI worker). On by default; --no-proxy-headers "
             "turns it off (as uvicorn's flags).", kind=SWITCH, off_flags=("--no-proxy-headers",)),
     Setting("limit_concurrency", "ASGI (uvicorn)", ("--limit-concurrency",),
             types.optional(types.integer(1)), None,
