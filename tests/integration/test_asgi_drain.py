@@ -10,7 +10,6 @@ On both of uvicorn's protocols.
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import pytest
