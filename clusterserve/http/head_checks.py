@@ -24,9 +24,9 @@ from clusterserve.http.errors import HttpError
 HEAD_END = re.compile(rb"\n\r?\n")
 # Control characters other than HTAB, CR and LF.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# The fields that frame the body or type it: one scan of the head finds them
-# (h11 refuses a field line without a colon or with space before it).
-_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|content-type):([^\r]*)",
+# The fields that frame the body, type it or name the host: one scan of the head
+# finds them (h11 and llhttp refuse a field line without a colon or with space before it).
+_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|content-type|host):([^\r]*)",
                              re.IGNORECASE)
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _ABSOLUTE_FORM = re.compile(rb"https?://[^/?#]", re.IGNORECASE)
@@ -96,7 +96,7 @@ def check_head(head: bytes) -> Framing:
     check_target(method, target)
     lengths: list[bytes] = []
     codings: list[bytes] = []
-    content_types = 0
+    content_types = hosts = 0
     for name, value in _FRAMING_FIELDS.findall(head):
         name = name.lower()
         if name == b"content-length":
@@ -105,10 +105,13 @@ def check_head(head: bytes) -> Framing:
             codings.extend(_list_items(value.lower()))
         elif name == b"content-type":
             content_types += 1
+        else:
+            hosts += 1
     check_content_length(lengths)
     if content_types > 1:
         raise HttpError(400, "more than one Content-Type")
     check_transfer_coding(codings, version, bool(lengths))
+    check_host_count(hosts, version)
     if codings:
         return Framing(None, True)
     return Framing(int(lengths[0]), False) if lengths else NO_BODY
@@ -155,10 +158,10 @@ def check_version(version: bytes) -> None:
 
 def check_host_count(hosts: int, version: bytes) -> None:
     """One ``Host`` field, and on HTTP/1.1 one is required (RFC 9112 section 3.2): h11's
-    rule, with its words, for llhttp, which does not check it."""
+    rule, with its words, and llhttp does not check it."""
     if hosts > 1:
         raise HttpError(400, "Found multiple Host headers")
-    if hosts == 0 and version == b"1.1":
+    if hosts == 0 and version == b"HTTP/1.1":
         raise HttpError(400, "Missing mandatory Host header")
 
 

@@ -157,7 +157,7 @@ class HttptoolsCodec:
                 close = close or b"close" in _tokens(value)
             elif lower == b"expect":
                 expect = expect or b"100-continue" in _tokens(value)
-        check_host_count(hosts, version)
+        check_host_count(hosts, b"HTTP/" + version)  # check_head has too; the codec holds alone
         self._method = method
         self._http_version = version
         self._keep_alive = not close and version == b"1.1"  # h11's _keep_alive

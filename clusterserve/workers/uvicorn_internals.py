@@ -36,7 +36,7 @@ import uvicorn
 from clusterserve.http.connection import HeadLimits, error_response
 from clusterserve.http.errors import HttpError
 from clusterserve.http.head_checks import (
-    NO_BODY, TOKEN, ChunkedBodyCheck, Framing, HeadEnd, check_head, check_host_count)
+    NO_BODY, TOKEN, ChunkedBodyCheck, Framing, HeadEnd, check_head)
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 # The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound):
@@ -63,7 +63,7 @@ class Use(NamedTuple):
 HTTP_PROTOCOL_MEMBERS = ("connection_made", "connection_lost", "data_received", "shutdown",
                          "send_400_response", "on_response_complete", "timeout_keep_alive_handler",
                          "pause_writing", "resume_writing", "_unset_keepalive_if_required")
-HTTP_PROTOCOL_ATTRIBUTES = ("app", "client", "cycle", "flow", "headers", "loop", "scope",
+HTTP_PROTOCOL_ATTRIBUTES = ("app", "client", "cycle", "flow", "headers", "loop", "scheme", "scope",
                             "timeout_keep_alive", "timeout_keep_alive_task", "transport")
 CYCLE_ATTRIBUTES = ("default_headers", "disconnected", "message_event", "response_started",
                     "response_complete")
@@ -88,7 +88,8 @@ USES = (
         attributes=HTTP_PROTOCOL_ATTRIBUTES + ("parser", "pipeline"), needs="httptools"),
     Use("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle", attributes=CYCLE_ATTRIBUTES,
         needs="httptools"),
-    Use("uvicorn.protocols.http.flow_control", "FlowControl", attributes=("read_paused",)),
+    Use("uvicorn.protocols.http.flow_control", "FlowControl", members=("pause_reading", "resume_reading"),
+        attributes=("read_paused", "write_paused")),
 )
 def find_missing(uses: tuple[Use, ...]) -> str | None:
     """The first name of ``uses`` (module, class or member) the installed uvicorn lacks."""
@@ -128,7 +129,7 @@ except ImportError:  # httptools is in the standard extra
 
 
 class Loaded(NamedTuple):
-    app: Any  # with uvicorn's middlewares (proxy headers, ASGI 2, WSGI)
+    app: Any  # with uvicorn's middlewares (ASGI 2, WSGI)
     lifespan: Any  # startup(), shutdown(), should_exit, state
     http_protocol: type[asyncio.Protocol]  # the class --http names (auto: httptools if installed)
 
@@ -220,7 +221,6 @@ class Guarded:
         self.draining = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_for = Timer.NONE
-        self.timer_started = 0.0
         self.last_input = 0.0  # loop time of the last bytes received
         self.idle_since = 0.0  # loop time the connection last became idle
         self.client_closed = False  # the client shut its side (its last request may be in flight)
@@ -349,7 +349,7 @@ class Guarded:
             self.timer.cancel()
             self.timer = None
         self.timer_for = wanted
-        self.timer_started = self.last_input = self.loop.time()
+        self.last_input = self.loop.time()
         if wanted is Timer.HEAD or wanted is Timer.FRESH:
             self.timer = self.loop.call_later(self.rules.header_timeout, self._on_timer)
         elif wanted is not Timer.NONE:
@@ -567,7 +567,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.messages_done = 0  # as llhttp counts them
         self.underscores = False
         self.method = ""  # the request's method, when llhttp was given GET instead
-        self.hosts = 0
+        self.retouch = False  # the head's values need trimming, or names dropping
         self.reads_on = True  # the last request leaves the connection open (llhttp's word)
         self.own_refusal: HttpError | None = None
 
@@ -641,6 +641,8 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         except HttpError as err:
             self.refuse(err)
             return False
+        self.retouch = (self.underscores and self.rules.drop_underscores) or b" \r\n" in head \
+            or b"\t\r\n" in head
         self.chunks = ChunkedBodyCheck() if self.framing.chunked else None
         self.body_received = 0
         self.body_left = self.framing.length or 0
@@ -706,25 +708,23 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         self.messages_begun += 1
         if self.messages_begun > self.messages_done + 1:  # llhttp saw a message we did not
             self.refuse_inside(HttpError(400, "the request body and llhttp disagree on its end"))
-        self.hosts = 0
         super().on_message_begin()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == 4 and name.lower() == b"host":
-            self.hosts += 1
-        if self.underscores and self.rules.drop_underscores and b"_" in name:
-            return  # header_map=drop: the app never sees an ambiguous name
-        super().on_header(name, value.rstrip(b" \t"))  # llhttp keeps trailing whitespace
 
     def on_message_complete(self) -> None:
         self.messages_done += 1
         super().on_message_complete()
 
     def on_headers_complete(self) -> None:
-        try:
-            check_host_count(self.hosts, self.parser.get_http_version().encode("ascii"))
-        except HttpError as err:
-            self.refuse_inside(err)
         super().on_headers_complete()
+        if self.method or self.retouch:
+            self._as_checked()
+
+    def _as_checked(self) -> None:
+        """What the app is handed, as the WSGI worker hands it: the method llhttp was not
+        given, values without trailing whitespace (llhttp keeps it), no '_' names with
+        header_map=drop.  The app has not run yet."""
         if self.method:
-            self.scope["method"] = self.method  # the app has not run yet
+            self.scope["method"] = self.method
+        drop = self.underscores and self.rules.drop_underscores
+        self.headers[:] = [(name, value.rstrip(b" \t")) for name, value in self.headers
+                           if not (drop and b"_" in name)]
