@@ -412,7 +412,8 @@ class Guarded:
             if not marked.response_started:
                 marked.default_headers = headers
             self.closing_cycle = None
-        if cycle is not None and not cycle.response_started and not cycle.response_complete and not buffered:
+        if cycle is not None and not cycle.response_started and not cycle.response_complete \
+                and not buffered and CLOSE not in cycle.default_headers:
             self.closing_cycle = (cycle, cycle.default_headers)
             cycle.default_headers = [*cycle.default_headers, CLOSE]
 
@@ -658,8 +659,6 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         else:
             self.refuse(HttpError(400, "malformed request method"))
             return False
-        if self.transport.get_protocol() is self and not self.refused:
-            self.reads_on = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         if not self.in_body and self.messages_done == done and not self.refused:
             self.refuse(HttpError(400, "the request head and llhttp disagree on its body"))
         self.head_end.reset(bytes(self.pending) if not self.in_body else b"")
@@ -715,9 +714,15 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         super().on_message_complete()
 
     def on_headers_complete(self) -> None:
+        # llhttp's word on keep-alive holds until the message is complete, no longer.
+        self.reads_on = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         super().on_headers_complete()
         if self.method or self.retouch:
             self._as_checked()
+        if not self.reads_on and self.cycle is not None and CLOSE not in self.cycle.default_headers:
+            # The client asked to close: the response says so (uvicorn before 0.53 did not
+            # for a "Connection: Close" spelled so), and the connection closes after it.
+            self.cycle.default_headers = [*self.cycle.default_headers, CLOSE]
 
     def _as_checked(self) -> None:
         """What the app is handed, as the WSGI worker hands it: the method llhttp was not
