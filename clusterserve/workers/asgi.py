@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from clusterserve import access_log, tls
+from clusterserve import access_log, descriptors, tls
 from clusterserve.access_log import AccessLog, RequestRecord, scope_environ
 from clusterserve.control.request_stats import RequestStats
 from clusterserve.dispatch import make_acceptor
@@ -34,11 +34,12 @@ from clusterserve.http.connection import HeadLimits, error_response
 from clusterserve.http.environ import TrustedProxies
 from clusterserve.http.proxy_protocol import ProxyHeaderError, ProxyHeaderReader, ProxyInfo
 from clusterserve.http.response_headers import HeaderRuleMiddleware
-from clusterserve.logs import log
+from clusterserve.logs import Throttled, log
 from clusterserve.poller import AsyncioPoller
 from clusterserve.worker_exits import ExitReason, Why
 from clusterserve.workers.asgi_forwarded import ForwardedMiddleware
 from clusterserve.workers.grace import FAST_LIFESPAN_SHUTDOWN, INTERRUPT_GRACE
+from clusterserve.workers.request_limit import RequestLimit
 
 try:
     from clusterserve.workers import uvicorn_internals as internals
@@ -56,6 +57,9 @@ TICK = 0.1
 DRAIN_POLL = 0.02
 # Of graceful_timeout, what is kept for WebSockets to be closed after the HTTP drain.
 WEBSOCKET_CLOSE_TIME = 1.0
+# Connections closed at once (at most; a sixteenth of the limit) when the worker holds all
+# it can and another arrives.
+SHED_BATCH = 32
 
 
 def head_limits(cfg: Any) -> HeadLimits:
@@ -169,8 +173,12 @@ class AsgiServer:
             drop_underscores=cfg.header_map == "drop")
         self.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
         self.proxy_allow = TrustedProxies(cfg.proxy_allow_ips) if cfg.proxy_protocol != "off" else None
-        self.transports: list[asyncio.BaseTransport] = []
+        self.transports: list[asyncio.BaseTransport] = []  # oldest first
+        # worker_connections, or fewer when the open-file limit leaves less room.
+        self.max_connections = descriptors.worker_connection_cap(cfg.worker_connections, worker.pid)
+        self.shed_log = Throttled()
         self.attaching: set[asyncio.Task[None]] = set()
+        self.limit: RequestLimit | None = None  # with max_requests
         self.stopping = False
         self.force_exit = False  # a fast stop: nothing more is waited for
         self.interrupts = 0  # SIGINTs so far
@@ -193,6 +201,9 @@ class AsgiServer:
                                         date_header=self.cfg.date_header)
         if writer is not None or self.worker.request_stats is not None:
             self.app = ObservingMiddleware(self.app, writer, self.worker.request_stats)
+        if self.worker.max_requests:
+            self.limit = RequestLimit(self.app, self.worker.max_requests, lambda: self.acceptor.pause())
+            self.app = self.limit
         if self.cfg.proxy_headers:
             self.app = ForwardedMiddleware(self.app, TrustedProxies(self.cfg.forwarded_allow_ips),
                                            self.cfg.secure_scheme_headers)
@@ -232,6 +243,8 @@ class AsgiServer:
 
     def _heartbeat(self) -> None:
         self.worker.heartbeat(self.acceptor.accepted, len(self.state.connections), len(self.state.tasks))
+        if self._has_room():
+            self.acceptor.sweep()
 
     async def _beat(self) -> None:
         """Heartbeats on their own task, so they go on while a stop waits."""
@@ -256,7 +269,7 @@ class AsgiServer:
             return
         log.info("worker %s stopping: %s", self.worker.pid, reason)
         self.stopping = True
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         self._on_channel()  # connections the arbiter passed before the signal
         # Libraries hook uvicorn's exit handler to end responses that never end by
         # themselves (sse-starlette closes its event streams): tell them.
@@ -284,7 +297,7 @@ class AsgiServer:
         self.worker.interrupted()
         log.info("worker %s stopping at once: %s", self.worker.pid, reason)
         self.stopping = self.force_exit = True
-        self.acceptor.close()
+        self.acceptor.close(leave_queued=self.past_limit)
         for transport in self.transports:
             transport.close()
         for task in list(self.state.tasks):
@@ -353,11 +366,34 @@ class AsgiServer:
 
     # -- connections ------------------------------------------------------------
 
+    @property
+    def past_limit(self) -> bool:
+        return self.limit is not None and self.limit.reached
+
     def _has_room(self) -> bool:
-        open_now = len(self.transports) + len(self.attaching)
-        return not self.stopping and open_now < self.cfg.worker_connections
+        """Not stopping, and room for one more connection, or an idle one to shed for it."""
+        if self.stopping or self.past_limit:
+            return False
+        return self._open_now() < self.max_connections or any(map(_is_silent, self.transports))
+
+    def _open_now(self) -> int:
+        return len(self.transports) + len(self.attaching)
+
+    def _shed(self) -> None:
+        """At the limit: close the oldest connections that have not sent a request, so that
+        a new one, which may carry one, gets in."""
+        batch = min(SHED_BATCH, max(1, self.max_connections // 16))
+        shed = [t for t in self.transports if _is_silent(t)][:batch]
+        for transport in shed:
+            transport.close()
+        if shed:
+            self.shed_log.warning("worker %s holds %d connections, its limit: closed the %d oldest "
+                                  "that had sent no request", self.worker.pid, self.max_connections,
+                                  len(shed))
 
     def _on_connection(self, sock: socket.socket, peer: Any) -> None:
+        if self._open_now() >= self.max_connections:
+            self._shed()
         sock.setblocking(False)
         if self.force_exit:  # taken from the queue by a fast stop: the app will not start it
             _refuse_at_once(sock)
@@ -418,6 +454,12 @@ class AsgiServer:
         self.acceptor.flush()
         if self._has_room():
             self.acceptor.resume()
+
+
+def _is_silent(transport: asyncio.BaseTransport) -> bool:
+    """Open, and its HTTP connection has sent no request (nor a byte of one) yet."""
+    protocol = transport.get_protocol()
+    return not transport.is_closing() and internals.is_http(protocol) and protocol.silent()
 
 
 def _address_of(peer: Any) -> str:

@@ -320,6 +320,10 @@ class Guarded:
         """The request in flight has body bytes still to come."""
         raise NotImplementedError
 
+    def silent(self) -> bool:
+        """No request, nor a byte of one, has come on this connection yet."""
+        return self.cycle is None and not self.head_pending()
+
     def in_flight(self) -> bool:
         cycle = self.cycle
         return cycle is not None and not cycle.response_complete
