@@ -49,6 +49,16 @@ class Setting:
     shown_default: str | None = None
 
 
+def _seconds_or_off(raw: Any) -> float | None:
+    """Seconds (more than 0), or off: None, false, "off" or "none"."""
+    if raw is None or raw is False or (isinstance(raw, str) and raw.strip().lower() in ("off", "none")):
+        return None
+    value = types.number()(raw)
+    if value <= 0:
+        raise ValueError(f"must be more than 0 seconds, or off; got {value:g}")
+    return value
+
+
 def _bind_item(raw: Any) -> str:
     value = types.text(raw)
     if not value.strip():
@@ -296,8 +306,8 @@ SETTINGS: tuple[Setting, ...] = (
             "never); its replacement is ready before it stops.", metavar="SIZE"),
     Setting("timeout", "Worker processes", ("-t", "--timeout"), types.integer(0), 30,
             "Seconds without a heartbeat before a worker is killed and replaced (0 = never); "
-            "also bounds each request body read and response write of the WSGI worker "
-            "(0: 30 s).",
+            "also bounds each wait for request body bytes and for the client to take the "
+            "response (0: 30 s).",
             metavar="INT"),
     Setting("graceful_timeout", "Worker processes", ("--graceful-timeout",),
             types.integer(0), 30,
@@ -308,7 +318,7 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="INT"),
     Setting("header_timeout", "Worker processes", ("--header-timeout",), types.number(0.1), 30.0,
             "Seconds to receive a complete request head, counted from its first byte (from the "
-            "connection's start for a new one); over it gets 408 (WSGI worker).", metavar="SECONDS"),
+            "connection's start for a new one); over it gets 408.", metavar="SECONDS"),
     # -- Security -------------------------------------------------------
     Setting("limit_request_line", "Security", ("--limit-request-line",),
             types.integer(0), 4094,
@@ -320,15 +330,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limit_request_field_size", "Security",
             ("--limit-request-field-size", "--limit-request-field_size"),
             types.integer(0), 8190,
-            "Maximum bytes in one header field (0 = gunicorn's ceiling, 8190); larger gets 431.",
+            "Maximum bytes in one header field line, CRLF included as gunicorn counts it (0 = "
+            "gunicorn's ceiling, 8190); larger gets 431.",
             metavar="INT"),
     Setting("limit_request_body", "Security", ("--limit-request-body",), types.size, 0,
             "Maximum request body size (e.g. 10MB; 0 = no limit); a larger Content-Length, or "
-            "a chunked body that grows past it, gets 413 (WSGI worker).", metavar="SIZE"),
+            "a chunked body that grows past it, gets 413.", metavar="SIZE"),
     Setting("header_map", "Security", ("--header-map",),
             types.choice(("drop", "refuse", "dangerous")), "drop",
-            "Request headers with '_' in their name, which the environ cannot tell from '-': "
-            "drop them, refuse the request (400), or pass them on (dangerous) (WSGI worker).",
+            "Request headers with '_' in their name, which the environ (and frameworks that "
+            "build one) cannot tell from '-': drop them, refuse the request (400), or pass "
+            "them on (dangerous).",
             metavar="drop|refuse|dangerous"),
     Setting("server_header", "Security", ("--no-server-header",), types.boolean, True,
             "Leave out the 'Server: clusterserve' header, which is otherwise added to "
@@ -346,11 +358,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secure_scheme_headers", "Security", (), _scheme_headers,
             {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
             "Headers, and the value of each that means HTTPS, by which a trusted proxy "
-            "(forwarded_allow_ips) says the client used HTTPS (WSGI worker; config file only)."),
+            "(forwarded_allow_ips) says the client used HTTPS (config file only)."),
     Setting("proxy_protocol", "Security", ("--proxy-protocol",), _proxy_protocol, "off",
             "Read a PROXY protocol header (HAProxy's, v1 text or v2 binary) before each "
             "connection's first request, from peers in proxy_allow_ips: off; v1 or v2 (required); "
-            "auto (either, or none; the flag alone and true mean auto). WSGI worker only.",
+            "auto (either, or none; the flag alone and true mean auto).",
             metavar="MODE", flag_alone="auto"),
     Setting("proxy_allow_ips", "Security", ("--proxy-allow-from",),
             types.string_list(_trusted_address, comma_separated=True), ["127.0.0.1", "::1"],
@@ -485,14 +497,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws", "ASGI (uvicorn)", ("--ws",),
             types.choice(("auto", "none", "websockets", "websockets-sansio", "wsproto")), "auto",
             "WebSocket implementation of the ASGI worker; none refuses WebSockets.", metavar="IMPL"),
+    Setting("ws_max_size", "ASGI (uvicorn)", ("--ws-max-size",), types.integer(1), 16 * 1024 * 1024,
+            "Largest WebSocket message the ASGI worker takes, in bytes; a larger one closes the "
+            "connection with 1009 (with --ws wsproto, from uvicorn 0.46 on).", metavar="BYTES"),
+    Setting("ws_max_queue", "ASGI (uvicorn)", ("--ws-max-queue",), types.integer(1), 32,
+            "WebSocket messages received and not yet read by the app before the worker stops "
+            "reading from that client (with --ws websockets).", metavar="INT"),
+    Setting("ws_ping_interval", "ASGI (uvicorn)", ("--ws-ping-interval",), _seconds_or_off, 20.0,
+            "Seconds between the pings the ASGI worker sends on a WebSocket (off: none).",
+            metavar="SECONDS"),
+    Setting("ws_ping_timeout", "ASGI (uvicorn)", ("--ws-ping-timeout",), _seconds_or_off, 20.0,
+            "Seconds a WebSocket client has to answer a ping before it is closed with 1011 "
+            "(off: no limit).", metavar="SECONDS"),
+    Setting("ws_per_message_deflate", "ASGI (uvicorn)", ("--ws-per-message-deflate",), types.boolean,
+            True, "Offer WebSocket compression (permessage-deflate) to clients that ask for it.",
+            metavar="true|false", shown_default="true"),
     Setting("lifespan", "ASGI (uvicorn)", ("--lifespan", "--asgi-lifespan"), types.choice(("auto", "on", "off")),
             "auto", "ASGI lifespan events: on requires them, auto uses them if the app does.",
             metavar="auto|on|off"),
     Setting("root_path", "ASGI (uvicorn)", ("--root-path",), types.text, "",
             "ASGI root_path, for an app mounted below a path prefix.", metavar="PATH"),
     Setting("proxy_headers", "ASGI (uvicorn)", ("--proxy-headers",), types.boolean, True,
-            "Take the client address and scheme from X-Forwarded-For/-Proto when the peer "
-            "is in forwarded_allow_ips (ASGI worker). On by default; --no-proxy-headers "
+            "Take the client address, scheme and host from X-Forwarded-For, Forwarded and the "
+            "secure_scheme_headers when the peer is in forwarded_allow_ips, as the WSGI worker "
+            "does (ASGI worker). On by default; --no-proxy-headers "
             "turns it off (as uvicorn's flags).", kind=SWITCH, off_flags=("--no-proxy-headers",)),
     Setting("limit_concurrency", "ASGI (uvicorn)", ("--limit-concurrency",),
             types.optional(types.integer(1)), None,

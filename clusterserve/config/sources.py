@@ -32,7 +32,6 @@ from clusterserve.config.settings import (
     SETTINGS,
     SWITCH,
     SWITCH_OFF,
-    WORKER_CLASSES,
 )
 from clusterserve.dispatch import reuseport
 from clusterserve.sockets import TcpAddress, parse_address
@@ -218,10 +217,6 @@ def _check_combination(values: dict[str, Any], sources: dict[str, str]) -> None:
     if values["http"] == "httptools" and importlib.util.find_spec("httptools") is None:
         raise ConfigError(f"setting 'http' from {sources['http']}: httptools is not installed "
                           "(pip install 'clusterserve[standard]')")
-    if values["proxy_protocol"] != "off" and (
-            values["interface"] == "asgi" or WORKER_CLASSES[values["worker_class"]] == "asgi"):
-        raise ConfigError(f"setting 'proxy_protocol' from {sources['proxy_protocol']}: the ASGI "
-                          "worker (uvicorn) cannot read PROXY protocol headers; only WSGI apps can")
     if values["access_log_json"] and values["accesslog"] is None and not any(
             values[name] for name in ("logconfig", "logconfig_json", "logconfig_dict")):
         raise ConfigError(f"setting 'access_log_json' from {sources['access_log_json']}: "

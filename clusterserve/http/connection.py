@@ -37,7 +37,7 @@ from typing import Any
 
 from clusterserve.http.codec import END, NEED_DATA, Codec, Marker, RequestHead
 from clusterserve.http.errors import HttpError
-from clusterserve.http.head_checks import HeadEnd, check_head
+from clusterserve.http.head_checks import Framing, HeadEnd, check_head
 
 RECV_SIZE = 65536
 # What one write of a file slice reads, on TLS (where sendfile cannot be used).
@@ -76,21 +76,43 @@ class HeadLimits:
     def max_head(self) -> int:
         if not self.fields:
             return MAX_HEAD
-        return self.line + 2 + self.fields * (self.field_size + 2) + 2
+        return self.line + 2 + self.fields * self.field_size + 2
 
-    def check(self, request: RequestHead) -> None:
-        line_length = len(request.method) + len(request.target) + len(b"  HTTP/1.1")
-        if line_length > self.line:
+    def check(self, head: bytes, framing: Framing) -> bool:
+        """Refuse a head over a limit; True if a field name has a '_' (``header_map``).
+
+        ``head`` passed ``check_head`` (CRLF line ends only).  Sizes are counted on
+        its bytes as gunicorn counts them: the request line without its CRLF, each
+        field line with it.
+        """
+        lines = head.split(b"\r\n")
+        if len(lines[0]) > self.line:
             raise HttpError(414, f"request line longer than {self.line} bytes")
-        if len(request.headers) > (self.fields or MAX_FIELDS):
+        fields = lines[1:-2]  # the head ends with CRLF CRLF: two empty items
+        if len(fields) > (self.fields or MAX_FIELDS):
             raise HttpError(431, f"more than {self.fields or MAX_FIELDS} header fields")
-        for name, value in request.headers:
-            if len(name) + len(value) + 2 > self.field_size:
+        underscores = False
+        for line in fields:
+            if len(line) + 2 > self.field_size:
                 raise HttpError(431, f"header field larger than {self.field_size} bytes")
-            if self.refuse_underscores and b"_" in name and name.upper() not in FORWARDER_HEADERS:
-                raise HttpError(400, f"'_' in header name {name.decode('latin-1')!r} (header_map=refuse)")
-            if self.body and name.lower() == b"content-length" and int(value) > self.body:
-                raise HttpError(413, f"body larger than {self.body} bytes")
+            if b"_" in line:
+                name = line.partition(b":")[0]
+                if b"_" in name:
+                    underscores = True
+                    if self.refuse_underscores and name.upper() not in FORWARDER_HEADERS:
+                        raise HttpError(400, f"'_' in header name {name.decode('latin-1')!r} "
+                                             "(header_map=refuse)")
+        if self.body and framing.length is not None and framing.length > self.body:
+            raise HttpError(413, f"body larger than {self.body} bytes")
+        return underscores
+
+    def refine(self, err: HttpError, pending: bytes) -> HttpError:
+        """A head too large (a parser's 431) is a request line too long (414) if its first line is."""
+        if err.status == 431:
+            line_end = pending.find(b"\n")
+            if line_end < 0 or line_end > self.line + 1:
+                return HttpError(414, f"request line longer than {self.line} bytes")
+        return err
 
     def check_body_size(self, received: int) -> None:
         """A chunked body has no length up front: refuse it once it outgrows the limit."""
@@ -98,17 +120,20 @@ class HeadLimits:
             raise HttpError(413, f"body larger than {self.body} bytes")
 
 
-def error_response(status: int, detail: str = "") -> bytes:
-    """A complete response that refuses a request and announces the close."""
+def error_parts(status: int, detail: str = "") -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of a response that refuses a request and announces the close."""
     phrase = HTTPStatus(status).phrase
     body = f"{phrase}\n{detail}\n".encode("latin-1", "replace") if detail else f"{phrase}\n".encode()
-    head = (
-        f"HTTP/1.1 {status} {phrase}\r\n"
-        "content-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+    return [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close")], body
+
+
+def error_response(status: int, detail: str = "") -> bytes:
+    """The refusal as bytes on the wire."""
+    headers, body = error_parts(status, detail)
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode("latin-1"))]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join(lines) + b"\r\n" + body
 
 
 class Phase(enum.Enum):
@@ -185,26 +210,17 @@ class HttpConnection:
         ``ConnectionResetError`` when the client closed an idle connection.
         """
         if self.head_end.end >= 0 and self.codec.awaiting_head:
-            check_head(self.codec.pending[:self.head_end.end])
+            head = self.codec.pending[:self.head_end.end]
+            self.limits.check(head, check_head(head))
         try:
             request = self.codec.next_head()
         except HttpError as err:
-            raise self._refine(err) from None
+            raise self.limits.refine(err, self.codec.pending) from None
         if request is None:
             return None
-        self.limits.check(request)
         self.body_received = 0
         self.head_end.reset(b"")
         return request
-
-    def _refine(self, err: HttpError) -> HttpError:
-        """A head too large is a request line too long (414) if its first line is."""
-        if err.status == 431:
-            pending = self.codec.pending
-            line_end = pending.find(b"\n")
-            if line_end < 0 or line_end > self.limits.line + 1:
-                return HttpError(414, f"request line longer than {self.limits.line} bytes")
-        return err
 
     # -- app thread side: blocking, bounded by io_timeout ---------------
 

@@ -15,6 +15,7 @@ chunked body; both refuse with an ``HttpError``.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from clusterserve.http.errors import HttpError
 
@@ -23,9 +24,9 @@ from clusterserve.http.errors import HttpError
 HEAD_END = re.compile(rb"\n\r?\n")
 # Control characters other than HTAB, CR and LF.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# The fields that frame the body or type it: one scan of the head finds them
-# (h11 refuses a field line without a colon or with space before it).
-_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|content-type):([^\r]*)",
+# The fields that frame the body, type it or name the host: one scan of the head
+# finds them (h11 and llhttp refuse a field line without a colon or with space before it).
+_FRAMING_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|content-type|host):([^\r]*)",
                              re.IGNORECASE)
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _ABSOLUTE_FORM = re.compile(rb"https?://[^/?#]", re.IGNORECASE)
@@ -37,6 +38,16 @@ _CHUNK_LINE = re.compile(
 # Fields a trailer must not carry (RFC 9110 section 6.5.1): the framing and
 # routing the head has settled already, which a proxy might merge back in.
 FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
+
+
+class Framing(NamedTuple):
+    """How a checked head frames its body: a Content-Length, chunked, or neither (no body)."""
+
+    length: int | None
+    chunked: bool
+
+
+NO_BODY = Framing(None, False)
 
 
 class HeadEnd:
@@ -71,8 +82,9 @@ class HeadEnd:
         self._tail = data[-2:] if len(data) > 1 else self._tail[-1:] + data
 
 
-def check_head(head: bytes) -> None:
-    """Refuse a head that h11 or llhttp would accept but should not.
+def check_head(head: bytes) -> Framing:
+    """Refuse a head that h11 or llhttp would accept but should not; else say how its
+    body is framed.
 
     ``head`` runs up to and including the blank line that ends it.
     """
@@ -84,7 +96,7 @@ def check_head(head: bytes) -> None:
     check_target(method, target)
     lengths: list[bytes] = []
     codings: list[bytes] = []
-    content_types = 0
+    content_types = hosts = 0
     for name, value in _FRAMING_FIELDS.findall(head):
         name = name.lower()
         if name == b"content-length":
@@ -93,10 +105,16 @@ def check_head(head: bytes) -> None:
             codings.extend(_list_items(value.lower()))
         elif name == b"content-type":
             content_types += 1
+        else:
+            hosts += 1
     check_content_length(lengths)
     if content_types > 1:
         raise HttpError(400, "more than one Content-Type")
     check_transfer_coding(codings, version, bool(lengths))
+    check_host_count(hosts, version)
+    if codings:
+        return Framing(None, True)
+    return Framing(int(lengths[0]), False) if lengths else NO_BODY
 
 
 def _list_items(value: bytes) -> list[bytes]:
@@ -136,6 +154,15 @@ def check_version(version: bytes) -> None:
         raise HttpError(400, "malformed HTTP version")
     if match.group(1) != b"1" or match.group(2) not in (b"0", b"1"):
         raise HttpError(505, f"HTTP/{match.group(1).decode()}.{match.group(2).decode()} is not supported")
+
+
+def check_host_count(hosts: int, version: bytes) -> None:
+    """One ``Host`` field, and on HTTP/1.1 one is required (RFC 9112 section 3.2): h11's
+    rule, with its words, and llhttp does not check it."""
+    if hosts > 1:
+        raise HttpError(400, "Found multiple Host headers")
+    if hosts == 0 and version == b"HTTP/1.1":
+        raise HttpError(400, "Missing mandatory Host header")
 
 
 def check_method(method: bytes) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import httptools
 
 from clusterserve.http.codec import END, NEED_DATA, Marker, RequestHead, refusal
-from clusterserve.http.head_checks import TOKEN, ChunkedBodyCheck, HeadEnd
+from clusterserve.http.head_checks import TOKEN, ChunkedBodyCheck, HeadEnd, check_host_count
 
 _CONTINUE = b"HTTP/1.1 100 \r\n\r\n"
 _METHOD = re.compile(TOKEN)
@@ -157,11 +157,7 @@ class HttptoolsCodec:
                 close = close or b"close" in _tokens(value)
             elif lower == b"expect":
                 expect = expect or b"100-continue" in _tokens(value)
-        # h11: "Missing mandatory Host header" / "Found multiple Host headers".
-        if hosts > 1:
-            raise refusal(400, "Found multiple Host headers")
-        if hosts == 0 and version == b"1.1":
-            raise refusal(400, "Missing mandatory Host header")
+        check_host_count(hosts, b"HTTP/" + version)  # check_head has too; the codec holds alone
         self._method = method
         self._http_version = version
         self._keep_alive = not close and version == b"1.1"  # h11's _keep_alive

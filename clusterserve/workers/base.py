@@ -30,6 +30,7 @@ from clusterserve.worker_exits import Why
 
 # Imported here, in the arbiter, so that a worker that drops privileges does
 # not need to read the installation to find its own code.
+from clusterserve.workers import asgi
 from clusterserve.workers.asgi import AsgiServer, LifespanStartupFailed
 from clusterserve.workers.wsgi import WsgiServer
 
@@ -145,9 +146,10 @@ class Worker:
             self.interface = resolve_interface(self.cfg, app)
         except app_loader.InterfaceMismatch as err:
             raise BootError(str(err), exit_code=EXIT_CONFIG_ERROR) from None
-        if self.interface == "asgi" and self.cfg.proxy_protocol != "off":
-            raise BootError("setting 'proxy_protocol': the ASGI worker (uvicorn) cannot read PROXY "
-                            "protocol headers; only WSGI apps can")
+        if self.interface == "asgi":
+            problem = asgi.UNSUPPORTED or asgi.internals.unknown_ws(self.cfg.ws)
+            if problem:
+                raise BootError(problem)
         return app
 
     def _server_class(self) -> Any:

@@ -1,9 +1,10 @@
 """Timing shared by both workers' graceful stops."""
 
-# On a graceful stop, how long a connection that was accepted but has not sent
-# its first request yet may take to send it.  Closing it at once would fail a
-# request the client is about to send, and clients only retry on connections
-# that have served a request before.
+# On a graceful stop, how long a connection with nothing in flight and nothing
+# buffered may take to send a request before it is closed: one accepted that
+# has not sent its first request yet, or one kept alive.  Closing it at once
+# would fail a request the client is sending this instant (clients only retry
+# on connections that have served a request, and wrk never does).
 FRESH_CONNECTION_GRACE = 1.0
 
 # The first SIGINT (Ctrl-C) is a graceful stop bounded by this (or graceful_timeout, if

@@ -301,13 +301,13 @@ class WsgiServer:
             if connection.received_any:
                 self._advance(connection)  # serve it, with Connection: close
                 continue
-            if connection.served:
-                self._close(connection)  # idle keep-alive: clients expect such closes
-            elif opening is None and self.acceptor.hand_back(connection.sock, connection.peer):
+            if not connection.served and opening is None and self.acceptor.hand_back(
+                    connection.sock, connection.peer):
                 self._close(connection, handed_back=True)  # another worker will serve it
             else:
-                # A new connection whose request has not arrived yet: closing it
-                # would fail a request the client is about to send.
+                # Idle, new or kept alive: closing it now would fail a request the
+                # client may be sending this instant.  It gets a moment (a request
+                # then is answered with Connection: close), and closes if it stays idle.
                 connection.deadline = min(connection.deadline, fresh_deadline)
 
     # -- connections waiting for a request head ------------------------------

@@ -137,3 +137,31 @@ app = hello
 
 
 slow_with_lifespan = Lifespan(serve=slow)
+
+
+async def events(scope, receive, send):
+    """Server-sent events, one every 0.2 s, for as long as the connection lasts."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    number = 0
+    while True:
+        await send({"type": "http.response.body", "body": f"data: {number}\n\n".encode(), "more_body": True})
+        number += 1
+        await asyncio.sleep(0.2)
+
+
+async def long_lived(scope, receive, send):
+    """echo, with /events answered by ``events``: HTTP, WebSockets and a stream in one app."""
+    if scope["type"] == "http" and scope["path"] == "/events":
+        await events(scope, receive, send)
+    else:
+        await echo(scope, receive, send)
+
+
+async def ws_sink(scope, receive, send):
+    """Accepts a WebSocket and never reads from it (until the connection ends)."""
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await asyncio.sleep(3600)

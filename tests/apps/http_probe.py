@@ -1,4 +1,5 @@
-"""A WSGI app that records what it was handed, for the HTTP corpus and fuzz tests.
+"""A WSGI app (and its ASGI twin) that records what it was handed, for the HTTP
+corpus and fuzz tests.
 
 Every request is answered with a JSON description of what the app saw:
 method, target, version, the header keys of the environ and the body
@@ -8,8 +9,9 @@ with the worker's pid, so a test can tell whether a refused request
 reached the app and whether the worker is still the same process.
 
 A record is ``complete`` only once the whole body has been read; a body
-that ends early or is malformed makes ``wsgi.input`` raise, and the record
-keeps the error and the bytes read before it.
+that ends early or is malformed makes ``wsgi.input`` raise (or the ASGI app
+receive ``http.disconnect``), and the record keeps the error and the bytes
+read before it.
 """
 
 from __future__ import annotations
@@ -59,3 +61,57 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Length", "0")])
         return []
     return _json(start_response, "200 OK", record)
+
+
+def _environ_key(name: bytes) -> str:
+    key = name.decode("latin-1").upper()
+    if key in ("CONTENT-TYPE", "CONTENT-LENGTH"):
+        return key.replace("-", "_")
+    return "HTTP_" + key.replace("-", "_")
+
+
+async def _send_json(send: Any, data: object) -> None:
+    body = json.dumps(data).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI twin of ``app``: the same records, the header names as the environ would
+    have them (so that one expectation serves both), the target as ASGI gives it."""
+    if scope["type"] != "http":
+        return
+    query = scope["query_string"]
+    target = (scope["raw_path"] + (b"?" + query if query else b"")).decode("latin-1")
+    if target == SEEN_PATH:
+        with _lock:
+            records = list(_seen)
+            _seen.clear()
+        await _send_json(send, {"pid": os.getpid(), "seen": records})
+        return
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = _environ_key(name)
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    record: dict[str, Any] = {"method": scope["method"], "target": target,
+                              "version": "HTTP/" + scope["http_version"], "headers": headers,
+                              "body_len": 0, "complete": False}
+    with _lock:
+        _seen.append(record)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            record["error"] = "http.disconnect before the end of the body"
+            return
+        record["body_len"] += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    record["complete"] = True
+    if record["method"] == "HEAD":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await _send_json(send, record)

@@ -1,4 +1,4 @@
-"""Random and mutated requests against one real worker (hypothesis).
+"""Random and mutated requests against one real worker of each kind (hypothesis).
 
 Three sources of bytes: requests built from parts that are each valid or
 subtly not (methods, targets, versions, line ends, framing fields, chunk
@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import ServerProcess, running
-from tests.integration.test_http_corpus import CORPUS, HOST, exchange, has_host, seen
+from tests.integration.test_http_corpus import CORPUS, HOST, WORKERS, exchange, has_host, seen
 
-APP = "tests.apps.http_probe:app"
 SERVED, REFUSALS = 200, {400, 414, 431, 501, 505}
 
 
@@ -46,10 +45,11 @@ FUZZ = settings(max_examples=400, deadline=5000, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="module", params=list(WORKERS))
+def server(request):
+    """The WSGI worker, and the ASGI worker on each uvicorn protocol."""
     # Small limits, so that random requests reach them too.
-    args = [APP, "-w", "1", "--threads", "2", "--limit-request-line", "256",
+    args = [*WORKERS[request.param], "-w", "1", "--threads", "2", "--limit-request-line", "256",
             "--limit-request-fields", "12", "--limit-request-field-size", "200"]
     with running(args, workers=1) as server:
         pid, _ = seen(server)

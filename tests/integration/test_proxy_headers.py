@@ -11,13 +11,11 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-import subprocess
-import sys
 
 import pytest
 import trustme
 
-from tests.harness import ROOT, running
+from tests.harness import running
 from tests.integration.test_wsgi_http import Conn
 
 WSGI_APP = "tests.apps.wsgi_behaviour:app"
@@ -167,12 +165,35 @@ def test_untrusted_peer_asgi():
     assert scope["scheme"] == "http"
 
 
-# -- PROXY protocol ------------------------------------------------------------------------
+# -- PROXY protocol (both workers) -------------------------------------------------------
+
+
+APPS = {"wsgi": WSGI_APP, "asgi": ASGI_APP}
+
+
+@pytest.fixture(scope="module", params=["wsgi", "asgi"])
+def interface(request):
+    return request.param
+
+
+def client_of(server, interface: str, headers: str = "", prefix: bytes = b"") -> tuple[str, str]:
+    """The client address and port the app was given (environ, or the ASGI scope)."""
+    with Conn(server) as conn:
+        conn.send(prefix)
+        return answer_client(conn.get("/environ_dump", headers=headers), interface)
+
+
+def answer_client(answer, interface: str) -> tuple[str, str]:
+    assert answer.status == 200, answer
+    seen = answer.json()
+    if interface == "wsgi":
+        return seen["REMOTE_ADDR"], seen["REMOTE_PORT"]
+    return seen["client"][0], str(seen["client"][1])
 
 
 @pytest.fixture(scope="module")
-def proxy_auto():
-    with running([WSGI_APP, "-w", "1", "--proxy-protocol", "auto"], workers=1) as server:
+def proxy_auto(interface):
+    with running([APPS[interface], "-w", "1", "--proxy-protocol", "auto"], workers=1) as server:
         yield server
 
 
@@ -186,20 +207,20 @@ def proxy_auto():
     (b"PROXY UNKNOWN\r\n", "127.0.0.1", None),
     (b"", "127.0.0.1", None),  # auto: no header at all
 ], ids=["v1-tcp4", "v1-tcp6", "v2-tcp4", "v2-tlvs", "v2-tcp6", "v2-local", "v1-unknown", "none"])
-def test_proxy_header_gives_the_client_address(proxy_auto, header, address, port):
-    environ = environ_of(proxy_auto, prefix=header)
-    assert environ["REMOTE_ADDR"] == address
+def test_proxy_header_gives_the_client_address(proxy_auto, interface, header, address, port):
+    seen_address, seen_port = client_of(proxy_auto, interface, prefix=header)
+    assert seen_address == address
     if port is not None:
-        assert environ["REMOTE_PORT"] == port
+        assert seen_port == port
 
 
-def test_proxy_header_byte_by_byte_and_keep_alive(proxy_auto):
+def test_proxy_header_byte_by_byte_and_keep_alive(proxy_auto, interface):
     """A header that trickles in is still read exactly; later requests keep its address."""
     with Conn(proxy_auto) as conn:
         for byte in proxy_v2():
             conn.send(bytes([byte]))
-        assert conn.get("/environ_dump").json()["REMOTE_ADDR"] == "192.0.2.10"
-        assert conn.get("/environ_dump").json()["REMOTE_ADDR"] == "192.0.2.10"
+        assert answer_client(conn.get("/environ_dump"), interface)[0] == "192.0.2.10"
+        assert answer_client(conn.get("/environ_dump"), interface)[0] == "192.0.2.10"
 
 
 @pytest.mark.parametrize("header", [
@@ -223,51 +244,41 @@ def test_malformed_proxy_header_gets_400_and_a_close(proxy_auto, header):
     assert proxy_auto.workers() == workers
 
 
-def test_required_version_and_unlisted_peers():
-    with running([WSGI_APP, "-w", "1", "--proxy-protocol", "v2"], workers=1) as v2_only:
-        assert environ_of(v2_only, prefix=proxy_v2())["REMOTE_ADDR"] == "192.0.2.10"
+def test_required_version_and_unlisted_peers(interface):
+    app = APPS[interface]
+    with running([app, "-w", "1", "--proxy-protocol", "v2"], workers=1) as v2_only:
+        assert client_of(v2_only, interface, prefix=proxy_v2())[0] == "192.0.2.10"
         for prefix in (b"", proxy_v1()):  # missing, or the other version
             with Conn(v2_only) as conn:
                 conn.send(prefix)
                 assert conn.get("/environ_dump").status == 400
-    with running([WSGI_APP, "-w", "1", "--proxy-protocol", "--proxy-allow-from", "10.9.9.9"],
+    with running([app, "-w", "1", "--proxy-protocol", "--proxy-allow-from", "10.9.9.9"],
                  workers=1) as not_allowed:
-        assert environ_of(not_allowed)["REMOTE_ADDR"] == "127.0.0.1"
+        assert client_of(not_allowed, interface)[0] == "127.0.0.1"
         with Conn(not_allowed) as conn:  # the header is not read: it is a bad request line
             conn.send(proxy_v1())
             assert conn.get("/environ_dump").status == 400
 
 
-def test_proxy_header_address_decides_trust_for_forwarded_headers(proxy_auto):
+def test_proxy_header_address_decides_trust_for_forwarded_headers(proxy_auto, interface):
     """After a PROXY header the peer is its client, not in forwarded_allow_ips: its
     X-Forwarded-For does not count."""
-    environ = environ_of(proxy_auto, "X-Forwarded-For: 203.0.113.7\r\n", prefix=proxy_v1())
-    assert environ["REMOTE_ADDR"] == "192.0.2.10"
+    seen = client_of(proxy_auto, interface, "X-Forwarded-For: 203.0.113.7\r\n", prefix=proxy_v1())
+    assert seen[0] == "192.0.2.10"
 
 
-def test_proxy_header_before_tls(tmp_path):
+def test_proxy_header_before_tls(tmp_path, interface):
     ca = trustme.CA()
     pem = tmp_path / "server.pem"
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    args = [WSGI_APP, "-w", "1", "--proxy-protocol", "v1", "--certfile", str(pem)]
+    args = [APPS[interface], "-w", "1", "--proxy-protocol", "v1", "--certfile", str(pem)]
     with running(args, workers=1) as server:
         with Conn(server) as conn:
             conn.send(proxy_v1())
             conn.sock = context.wrap_socket(conn.sock, server_hostname="127.0.0.1")
-            environ = conn.get("/environ_dump").json()
-    assert environ["REMOTE_ADDR"] == "192.0.2.10"
-    assert environ["wsgi.url_scheme"] == "https"
-
-
-def test_proxy_protocol_is_refused_for_asgi_apps():
-    for extra in (["--interface", "asgi"], []):  # named, or found when the worker loads the app
-        result = subprocess.run(
-            [sys.executable, "-m", "clusterserve", ASGI_APP, "-b", "127.0.0.1:0", "--proxy-protocol=auto",
-             *extra], cwd=ROOT, capture_output=True, text=True, timeout=30)
-        assert result.returncode != 0
-        assert "setting 'proxy_protocol'" in result.stderr, result.stderr
-        if extra:
-            assert result.returncode == 2
-            assert len(result.stderr.strip().splitlines()) == 1
+            answer = conn.get("/environ_dump")
+    assert answer_client(answer, interface)[0] == "192.0.2.10"
+    seen = answer.json()
+    assert (seen["wsgi.url_scheme"] if interface == "wsgi" else seen["scheme"]) == "https"

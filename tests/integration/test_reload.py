@@ -1,9 +1,11 @@
 """SIGHUP: a new generation of workers replaces the old one without failing a request."""
 
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -207,6 +209,47 @@ def test_no_request_fails_during_reloads_and_scaling(start_server, tmp_path, dis
     assert elsewhere == [], f"{len(elsewhere)} failed of {total_ok}: {elsewhere[:5]}"
     assert len(in_crash) <= len(clients), in_crash  # at most one request in flight per client
     assert all(not gen & set(server.workers()) for gen in generations)
+
+
+# The servers of the full-rate test: WSGI, and ASGI on each of uvicorn's protocols.
+FULL_RATE_SERVERS = {"wsgi": ("wsgi", []), "asgi-h11": ("asgi", ["--http", "h11"]),
+                     "asgi-httptools": ("asgi", ["--http", "httptools"])}
+WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+@pytest.mark.parametrize("connections", [20, 200])
+@pytest.mark.parametrize("kind", list(FULL_RATE_SERVERS))
+def test_keep_alive_clients_at_full_rate_lose_nothing_to_reloads_and_scaling(
+        start_server, tmp_path, dispatch, kind, connections):
+    """wrk keeps every connection busy, sending each request the moment the last response
+    is in: a worker that closes a connection under it loses a request (a read error).
+    Two HUPs, a TTIN and a TTOU while it runs: not one request may fail."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.fail("wrk is not installed (apt-get install wrk; .ci/run installs it)")
+    interface, extra = FULL_RATE_SERVERS[kind]
+    write_app(tmp_path, interface, "full rate")
+    server = start_server(["reloadable:app", "-w", "2", "--chdir", str(tmp_path), "--dispatch", dispatch,
+                           *extra], workers=2)
+    # A response slower than wrk's 2 s default (a busy CI machine) is slow, not lost.
+    load = subprocess.Popen([wrk, "-t1", f"-c{connections}", "-d7s", "--timeout", "10s",
+                             f"http://127.0.0.1:{server.port}/"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        started = time.monotonic()
+        for at, step in ((1.0, "HUP"), (2.5, "HUP"), (4.0, "TTIN"), (5.5, "TTOU")):
+            time.sleep(max(0.0, at - (time.monotonic() - started)))
+            server.send(getattr(signal, "SIG" + step))
+        report = load.communicate(timeout=30)[0]
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    assert "reload done, generation 3 serves" in server.log(), server.log()
+    requests = int(re.search(r"(\d+) requests in", report).group(1))
+    assert WRK_ERRORS.search(report) is None and "Non-2xx" not in report, report
+    assert requests > 2000, report
+    assert wait_until(lambda: len(server.workers()) == 2, timeout=10), server.log()
 
 
 @pytest.mark.parametrize("mode", ["shared", "round-robin", "reuseport"])

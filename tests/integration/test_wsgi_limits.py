@@ -117,8 +117,9 @@ def test_long_request_line_in_an_oversized_incomplete_head_gets_414(server):
 
 
 def head_with_fields(count: int, size: int = 10) -> bytes:
-    """GET /hello with ``count`` header fields (Host included), each ``size`` bytes long."""
-    fields = ["Host: t"] + [f"X-F{n}: ".ljust(size, "v") for n in range(count - 1)]
+    """GET /hello with ``count`` header fields (Host included), each ``size`` bytes long with
+    its CRLF (as gunicorn counts limit_request_field_size)."""
+    fields = ["Host: t"] + [f"X-F{n}: ".ljust(size - 2, "v") for n in range(count - 1)]
     return ("GET /hello HTTP/1.1\r\n" + "".join(f + "\r\n" for f in fields) + "\r\n").encode()
 
 

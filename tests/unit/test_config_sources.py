@@ -420,11 +420,9 @@ def test_a_missing_tls_file_names_its_setting_from_every_source(cwd, name, flag)
         f"setting '{name}' from config file conf.py: no such file: 'x.pem'")
 
 
-def test_proxy_protocol_with_the_asgi_interface_is_refused(cwd):
-    message = config_error("--proxy-protocol", "v1", "--interface", "asgi", APP)
-    assert message.startswith("setting 'proxy_protocol' from command line: the ASGI worker")
-    message = config_error("-k", "uvicorn.workers.UvicornWorker", "--proxy-protocol=auto", APP)
-    assert message.startswith("setting 'proxy_protocol' from command line: the ASGI worker")
+def test_proxy_protocol_with_the_asgi_interface_is_accepted(cwd):
+    assert load("--proxy-protocol", "v1", "--interface", "asgi", APP).proxy_protocol == "v1"
+    assert load("-k", "uvicorn.workers.UvicornWorker", "--proxy-protocol=auto", APP).proxy_protocol == "auto"
 
 
 def test_proxy_protocol_flag_alone_and_gunicorns_boolean_mean_auto(cwd):

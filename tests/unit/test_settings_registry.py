@@ -86,6 +86,11 @@ OWN_SETTINGS = {
     "http": (("--http", "--http-parser"), "auto"),  # gunicorn's http_parser too
     "loop": (("--loop", "--asgi-loop"), "auto"),  # gunicorn's asgi_loop too
     "ws": (("--ws",), "auto"),
+    "ws_max_size": (("--ws-max-size",), 16 * 1024 * 1024),
+    "ws_max_queue": (("--ws-max-queue",), 32),
+    "ws_ping_interval": (("--ws-ping-interval",), 20.0),
+    "ws_ping_timeout": (("--ws-ping-timeout",), 20.0),
+    "ws_per_message_deflate": (("--ws-per-message-deflate",), True),
     "lifespan": (("--lifespan", "--asgi-lifespan"), "auto"),  # gunicorn's asgi_lifespan too
     "proxy_headers": (("--proxy-headers",), True),
     "limit_concurrency": (("--limit-concurrency",), None),
