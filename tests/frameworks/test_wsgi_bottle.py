@@ -16,7 +16,7 @@ import pytest
 
 from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.http_path]
 
 APP = "tests.frameworks.apps.bottle_guestbook:app"
 STATIC = os.urandom(512 * 1024)

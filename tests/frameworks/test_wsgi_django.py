@@ -20,7 +20,7 @@ import pytest
 from tests.frameworks.django_project import ADMIN_PASSWORD, ADMIN_USER
 from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.http_path]
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 # Above Django's FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB): the upload goes to a temporary file.

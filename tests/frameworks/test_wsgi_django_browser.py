@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.frameworks.django_project import ADMIN_PASSWORD, ADMIN_USER
 from tests.frameworks.servers import base_url, no_new_faults, serve
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.http_path]
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -15,7 +15,7 @@ import pytest
 
 from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.http_path]
 
 APP = "tests.frameworks.apps.falcon_notes:app"
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.frameworks.servers import assert_files_closed, client, no_new_faults, serve
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.http_path]
 
 APP = "tests.frameworks.apps.flaskr:create_app()"
 DATA = os.urandom(1024 * 1024)

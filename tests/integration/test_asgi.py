@@ -9,6 +9,8 @@ import pytest
 
 from tests.harness import running, wait_until
 
+pytestmark = pytest.mark.http_path
+
 ECHO = "tests.apps.asgi_apps:echo"
 
 

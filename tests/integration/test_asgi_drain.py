@@ -19,6 +19,8 @@ from websockets.sync.client import connect
 from tests.harness import ServerProcess
 from tests.integration.test_wsgi_http import Conn
 
+pytestmark = pytest.mark.http_path
+
 APP = "tests.apps.asgi_apps:long_lived"
 
 

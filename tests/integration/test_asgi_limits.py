@@ -12,6 +12,8 @@ from tests.harness import running, wait_until
 from tests.integration.test_wsgi_http import Conn
 from tests.integration.test_wsgi_limits import FIELD_SIZE, FIELDS, LINE, head_with_fields, refused, request_line
 
+pytestmark = pytest.mark.http_path
+
 ECHO = "tests.apps.asgi_apps:echo"
 HARDENING = "tests.apps.asgi_hardening:app"
 BODY_LIMIT = 4000

@@ -23,6 +23,8 @@ from tests.integration.test_wsgi_http import Conn
 from tests.integration.test_wsgi_slow_clients import (
     HEAD_TIMEOUT, IDLE_CLIENTS, SLOW_CLIENTS, keep_alive_loop, raise_open_file_limit, timed_get)
 
+pytestmark = pytest.mark.http_path
+
 APP = "tests.apps.asgi_hardening:app"
 
 

@@ -21,6 +21,8 @@ from websockets.sync.client import connect
 from clusterserve.workers import uvicorn_internals
 from tests.harness import ServerProcess
 
+pytestmark = pytest.mark.http_path
+
 ECHO = "tests.apps.asgi_apps:echo"
 SINK = "tests.apps.asgi_apps:ws_sink"
 IMPLEMENTATIONS = ["websockets", "websockets-sansio", "wsproto"]

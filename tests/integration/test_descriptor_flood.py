@@ -21,6 +21,8 @@ import pytest
 from tests.harness import ROOT, ServerProcess
 from tests.integration.test_wsgi_slow_clients import raise_open_file_limit
 
+pytestmark = pytest.mark.http_path
+
 SERVER_OPEN_FILES = 1024
 FLOOD = 3000
 NORMAL_REQUESTS = 10

@@ -13,6 +13,8 @@ import pytest
 
 from tests.harness import pid_on_new_connection, running
 
+pytestmark = pytest.mark.http_path
+
 RR = ["--dispatch", "round-robin"]
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from tests.harness import running
 
+pytestmark = pytest.mark.http_path
+
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 

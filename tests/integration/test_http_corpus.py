@@ -34,6 +34,8 @@ import pytest
 from tests.harness import ServerProcess, running
 from tests.integration.test_wsgi_http import Conn
 
+pytestmark = pytest.mark.http_path
+
 CORPUS = Path(__file__).resolve().parent.parent / "http_corpus"
 CASES: list[dict[str, Any]] = json.loads((CORPUS / "manifest.json").read_text())
 # The servers under test: the WSGI worker, and the ASGI worker on each uvicorn protocol.

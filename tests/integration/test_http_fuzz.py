@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from tests.harness import ServerProcess, running
 from tests.integration.test_http_corpus import CORPUS, HOST, WORKERS, exchange, has_host, seen
 
+pytestmark = pytest.mark.http_path
+
 SERVED, REFUSALS = 200, {400, 414, 431, 501, 505}
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from tests.harness import ServerProcess
 
+pytestmark = pytest.mark.http_path
+
 MAX_REQUESTS = 5
 REQUESTS = 30
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.harness import running
 
+pytestmark = pytest.mark.http_path
+
 APPS = {"wsgi": "tests.apps.wsgi_behaviour:echo", "asgi": "tests.apps.asgi_apps:echo"}
 
 

@@ -18,6 +18,8 @@ import trustme
 from tests.harness import running
 from tests.integration.test_wsgi_http import Conn
 
+pytestmark = pytest.mark.http_path
+
 WSGI_APP = "tests.apps.wsgi_behaviour:app"
 ASGI_APP = "tests.apps.asgi_apps:echo"
 TRUSTED = "127.0.0.1,10.0.0.0/8"

@@ -217,6 +217,7 @@ FULL_RATE_SERVERS = {"wsgi": ("wsgi", []), "asgi-h11": ("asgi", ["--http", "h11"
 WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
+@pytest.mark.http_path
 @pytest.mark.parametrize("connections", [20, 200])
 @pytest.mark.parametrize("kind", list(FULL_RATE_SERVERS))
 def test_keep_alive_clients_at_full_rate_lose_nothing_to_reloads_and_scaling(

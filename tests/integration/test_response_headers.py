@@ -16,6 +16,8 @@ import pytest
 
 from tests.harness import running
 
+pytestmark = pytest.mark.http_path
+
 SERVED = {  # path -> (header name, value on the wire)
     "/leading-space": ("set-cookie", b"csrftoken=abc; Path=/; SameSite=Lax"),
     "/trailing-space": ("x-trailing", b"bar"),

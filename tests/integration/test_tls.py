@@ -23,6 +23,8 @@ import trustme
 
 from tests.harness import ROOT, running
 
+pytestmark = pytest.mark.http_path
+
 WSGI_APP = "tests.apps.wsgi_behaviour:app"
 ASGI_APP = "tests.apps.asgi_apps:echo"
 APPS = {"wsgi": WSGI_APP, "asgi": ASGI_APP}

@@ -20,6 +20,8 @@ from bench.bodies import MIB, PeakRss
 from tests.harness import running
 from tests.integration.test_wsgi_http import Conn, pid_of
 
+pytestmark = pytest.mark.http_path
+
 APP = "tests.apps.hardening:app"
 
 

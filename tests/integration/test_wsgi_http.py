@@ -15,6 +15,8 @@ import pytest
 
 from tests.harness import ServerProcess, running
 
+pytestmark = pytest.mark.http_path
+
 APP = "tests.apps.wsgi_behaviour:app"
 
 

@@ -13,6 +13,8 @@ import pytest
 from tests.harness import request, running, wait_until
 from tests.integration.test_wsgi_http import APP, Conn, pid_of
 
+pytestmark = pytest.mark.http_path
+
 LINE, FIELDS, FIELD_SIZE = 100, 8, 80
 CUSTOM_FORMAT = "custom %(h)s %(r)s %(s)s %(b)s %({user-agent}i)s %({content-type}o)s %(D)s"
 

@@ -16,6 +16,8 @@ import pytest
 from tests.harness import ServerProcess, request, running, wait_until
 from tests.integration.test_wsgi_http import APP, Conn
 
+pytestmark = pytest.mark.http_path
+
 UNSAFE_LOG = re.compile(r"Traceback|AssertionError|WSGIWarning|Exception ignored|Error handling")
 
 

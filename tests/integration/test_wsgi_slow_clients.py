@@ -21,6 +21,8 @@ import pytest
 from tests.harness import ServerProcess, running, wait_until
 from tests.integration.test_wsgi_http import Conn, pid_of
 
+pytestmark = pytest.mark.http_path
+
 APP = "tests.apps.hardening:app"
 HEAD_TIMEOUT = 3
 SLOW_CLIENTS = 200

@@ -20,6 +20,8 @@ from tests.apps.hardening import PATTERN
 from tests.harness import ServerProcess, running, wait_until
 from tests.integration.test_wsgi_http import Conn
 
+pytestmark = pytest.mark.http_path
+
 APP = "tests.apps.hardening:app"
 BIG = 20 * 1024 * 1024
 SLOW_READERS = 4
