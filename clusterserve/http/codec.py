@@ -102,17 +102,6 @@ class Codec(Protocol):
         (a message is not done, or the connection must close)."""
 
 
-def codec_factory(http: str) -> type[Codec]:
-    """The codec class for the ``http`` setting: httptools only when asked for by name."""
-    if http == "httptools":
-        from clusterserve.http.httptools_codec import HttptoolsCodec
-
-        return HttptoolsCodec
-    from clusterserve.http.h11_codec import H11Codec
-
-    return H11Codec
-
-
 def refusal(status: int, detail: str) -> HttpError:
     """An ``HttpError`` for a status a parser suggested (any non-4xx/5xx becomes 400)."""
     return HttpError(status if 400 <= status < 600 else 400, detail)

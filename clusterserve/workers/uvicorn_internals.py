@@ -72,6 +72,7 @@ USES = (
     Use("uvicorn.server", "Server", members=("handle_exit",)),
     Use("uvicorn.server", "ServerState",
         attributes=("connections", "tasks", "total_requests", "default_headers")),
+    Use("uvicorn.config", "HTTP_PROTOCOLS"),
     Use("uvicorn.config", "WS_PROTOCOLS"),
     Use("uvicorn.config", "Config", members=("load",),
         attributes=("loaded_app", "http_protocol_class", "lifespan_class")),
@@ -146,6 +147,15 @@ def unknown_ws(name: str) -> str | None:
     if name in WS_PROTOCOLS:
         return None
     return f"setting 'ws': uvicorn {uvicorn.__version__} has no {name!r} WebSocket implementation"
+
+
+def protocol_modules(http: str, ws: str) -> list[str]:
+    """The modules of the protocols ``http`` and ``ws`` name, as uvicorn's ``Config.load``
+    will import them (none for ``ws=none`` or a name uvicorn lacks)."""
+    from uvicorn.config import HTTP_PROTOCOLS, WS_PROTOCOLS
+
+    targets = [HTTP_PROTOCOLS.get(http), WS_PROTOCOLS.get(ws)]
+    return [target.partition(":")[0] for target in targets if isinstance(target, str)]
 
 
 def new_server_state() -> Any:

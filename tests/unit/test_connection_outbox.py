@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterserve.http.codec import codec_factory
+from clusterserve.http.codecs import codec_factory
 from clusterserve.http.connection import FileSlice, HeadLimits, HttpConnection
 
 BLOCK = bytes(range(256)) * 256  # 64 KiB

@@ -135,3 +135,13 @@ def test_a_ws_implementation_the_release_lacks_is_named():
     assert internals.unknown_ws("auto") is None
     assert internals.unknown_ws("carrier-pigeon") == (
         f"setting 'ws': uvicorn {uvicorn.__version__} has no 'carrier-pigeon' WebSocket implementation")
+
+
+def test_protocol_modules_are_what_config_load_imports():
+    import importlib
+
+    modules = internals.protocol_modules("auto", "auto")
+    assert modules == ["uvicorn.protocols.http.auto", "uvicorn.protocols.websockets.auto"]
+    assert all(importlib.import_module(module) for module in modules)
+    assert internals.protocol_modules("h11", "none") == ["uvicorn.protocols.http.h11_impl"]
+    assert internals.protocol_modules("h11", "no-such") == ["uvicorn.protocols.http.h11_impl"]
