@@ -165,7 +165,7 @@ def download(server: Any, path: Path, size: int, copy: bool) -> dict[str, float]
             received += count
     elapsed = time.monotonic() - started
     time.sleep(0.2)  # let the worker's last accounting tick land
-    user, system = (after - before for after, before in zip(cpu_seconds(worker), cpu_before))
+    user, system = (after - before for after, before in zip(cpu_seconds(worker), cpu_before, strict=True))
     return {"user_s": user, "system_s": system, "seconds": elapsed, "mib_per_s": size / MIB / elapsed}
 
 

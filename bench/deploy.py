@@ -486,7 +486,8 @@ class Load:
             "failed_after_kill": len(in_kill),
             "failed_elsewhere": len(failures) - len(in_kill),
             "retried": len(retries),
-            "retried_after_kill": sum(1 for at in retries if kill_at is not None and kill_at <= at < kill_at + KILL_WINDOW),
+            "retried_after_kill": sum(1 for at in retries
+                                      if kill_at is not None and kill_at <= at < kill_at + KILL_WINDOW),
             "status_5xx": sum(c.status_5xx for c in self.clients),
             "slow_over_1s": sum(c.slow for c in self.clients),
             "slowest_ok": round(max(c.slowest for c in self.clients), 3),
@@ -543,7 +544,8 @@ def run_reload(spec: Spec) -> dict[str, Any]:
             before, offset, sent = server.workers(), len(server.log()), time.monotonic()
             server.send(signal.SIGTTIN)
             server.expected += 1
-            settled = server.settle(server.expected, before=before, new=1, log_pattern=r"ready, serving" if spec.kind == "clusterserve"
+            settled = server.settle(server.expected, before=before, new=1,
+                                    log_pattern=r"ready, serving" if spec.kind == "clusterserve"
                                     else r"Booting worker", after=offset)
             steps.append({"step": "TTIN", "at": load.rel(sent), "settled_after": settled})
 
@@ -722,7 +724,8 @@ def export_source(rev: str, directory: Path) -> str:
 
 def git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

@@ -637,7 +637,7 @@ def measure_young_kill(proc: ServerProcess, total: int = 40, clients: int = 8) -
 
     def one(_: int) -> float | str:
         t0 = time.monotonic()
-        pid, error, _ = fetch_traced(proc.port, "/")
+        _, error, _ = fetch_traced(proc.port, "/")
         return error if error else time.monotonic() - t0
 
     with ThreadPoolExecutor(clients) as pool:

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.dispatch import client_ports_held_by
-from tests.harness import ServerProcess, children_of
+from tests.harness import ServerProcess
 
 WORKERS = 4
 CLIENTS = 4

@@ -131,18 +131,18 @@ SERVERS: tuple[Server, ...] = (
     _cs("cs-wsgi-round-robin", "wsgi", "round-robin"),
     _cs("cs-wsgi-reuseport", "wsgi", "reuseport"),
     _cs("cs-wsgi-shared-httptools", "wsgi", "shared", http="httptools"),
-    Server("gunicorn-sync", "wsgi", "gunicorn sync", _GUNICORN + ("-k", "sync", "{app}"), ("gunicorn",)),
-    Server("gunicorn-gthread", "wsgi", "gunicorn gthread", _GUNICORN + ("-k", "gthread", "{app}"), ("gunicorn",)),
+    Server("gunicorn-sync", "wsgi", "gunicorn sync", (*_GUNICORN, "-k", "sync", "{app}"), ("gunicorn",)),
+    Server("gunicorn-gthread", "wsgi", "gunicorn gthread", (*_GUNICORN, "-k", "gthread", "{app}"), ("gunicorn",)),
     Server("granian-wsgi", "wsgi", "granian WSGI",
            ("{bin}/granian", "--interface", "wsgi", "--workers", "{workers}", "--host", HOST, "--port", "{port}",
             "--log-level", "warning", "{app}"), ("granian",)),
     _cs("cs-asgi-shared", "asgi", "shared"),
     _cs("cs-asgi-round-robin", "asgi", "round-robin"),
     _cs("cs-asgi-reuseport", "asgi", "reuseport"),
-    Server("gunicorn-asgi", "asgi", "gunicorn asgi (native)", _GUNICORN + ("-k", "asgi", "{app}"),
+    Server("gunicorn-asgi", "asgi", "gunicorn asgi (native)", (*_GUNICORN, "-k", "asgi", "{app}"),
            ("gunicorn.workers.gasgi",)),
     Server("gunicorn-uvicorn", "asgi", "gunicorn + UvicornWorker",
-           _GUNICORN + ("-k", "uvicorn_worker.UvicornWorker", "{app}"), ("gunicorn", "uvicorn_worker")),
+           (*_GUNICORN, "-k", "uvicorn_worker.UvicornWorker", "{app}"), ("gunicorn", "uvicorn_worker")),
     Server("uvicorn-h11", "asgi", "uvicorn h11",
            ("{python}", "-m", "uvicorn", "{app}", "--workers", "{workers}", "--host", HOST, "--port", "{port}",
             "--http", "h11", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"),
@@ -367,7 +367,7 @@ class Running:
 
     def processes(self) -> list[int]:
         assert self.proc is not None
-        pids = [self.proc.pid] + descendants(self.proc.pid)
+        pids = [self.proc.pid, *descendants(self.proc.pid)]
         self.known.update(pids)
         return pids
 
@@ -642,7 +642,7 @@ class WrkLoad:
             argv += ["-H", "Connection: close"]
         argv.append(f"http://{HOST}:{self.port}{self.scenario.path}")
         if self.pin is not None:
-            argv = ["taskset", "-c", str(self.pin)] + argv
+            argv = ["taskset", "-c", str(self.pin), *argv]
         return argv
 
     def run(self) -> dict[str, Any]:
@@ -770,7 +770,7 @@ def measure_memory(servers: list[Server], args: argparse.Namespace, log_dir: Pat
 DJANGO_SERVERS = {
     "clusterserve": ("{python}", "-m", "clusterserve", "bench.peer_apps.django_app:application", "-w", "{workers}",
                      "-b", f"{HOST}:{{port}}", "--log-level", "warning"),
-    "gunicorn-sync": _GUNICORN + ("-k", "sync", "bench.peer_apps.django_app:application"),
+    "gunicorn-sync": (*_GUNICORN, "-k", "sync", "bench.peer_apps.django_app:application"),
 }
 
 
@@ -805,7 +805,8 @@ def measure_django(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     return out
 
 
-def plan_runs(scenarios: list[Scenario], servers: list[Server], reps: int | None) -> list[list[tuple[Scenario, Server]]]:
+def plan_runs(scenarios: list[Scenario], servers: list[Server],
+              reps: int | None) -> list[list[tuple[Scenario, Server]]]:
     """Rounds of (scenario, server) runs; round r rotates the server order by r."""
     most = max((reps or max(s.reps, s.target_reps)) for s in scenarios)
     rounds = []
@@ -1084,7 +1085,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines.append("```")
     lines.append("")
     lines.append(f"{meta['workers']} workers per server; load generator `{meta['loadgen']}`"
-                 + (f" pinned to CPU {meta['pin_cpu']} (`taskset`), one thread" if meta.get("pin_cpu") is not None else "")
+                 + (f" pinned to CPU {meta['pin_cpu']} (`taskset`), one thread"
+                    if meta.get("pin_cpu") is not None else "")
                  + f"; {meta['duration']} s per run; servers unpinned. Raw numbers:"
                  f" `bench/results/{meta['file']}`. Versions: "
                  + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k not in ("wrk", "nginx"))
@@ -1312,12 +1314,13 @@ def chart(data: dict[str, Any], path: Path) -> bool:
             return colours["cs"]
         return colours["nginx"] if name == "nginx" else colours["peer"]
 
-    for ax, scenario in zip(axes.flat, scenarios):
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):  # the grid may have a spare cell
         names = scenario_servers(scenario, data)
         st = [summary[scenario][n] for n in names]
         y = range(len(names))
         med = [s["median"] for s in st]
-        err = [[m - s["min"] for m, s in zip(med, st)], [s["max"] - m for m, s in zip(med, st)]]
+        err = [[m - s["min"] for m, s in zip(med, st, strict=True)],
+               [s["max"] - m for m, s in zip(med, st, strict=True)]]
         ax.barh(list(y), med, xerr=err, color=[colour(n) for n in names], capsize=2)
         ax.set_yticks(list(y))
         ax.set_yticklabels([server_label(n, data) for n in names], fontsize=8)
@@ -1326,7 +1329,7 @@ def chart(data: dict[str, Any], path: Path) -> bool:
         ax.set_title(spec.title if spec else scenario, fontsize=10)
         ax.set_xlabel("requests/s (median; bars: min–max)", fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
-        for yy, m in zip(y, med):
+        for yy, m in zip(y, med, strict=True):
             ax.text(m, yy, f" {m:,.0f}", va="center", fontsize=7)
     used = len(scenarios)
     memory = data.get("memory") or {}

@@ -47,9 +47,9 @@ import platform
 import random
 import re
 import select
+import shutil
 import signal
 import socket
-import shutil
 import statistics
 import subprocess
 import sys
@@ -553,7 +553,8 @@ def markdown(out: dict[str, Any]) -> str:
         "waits in ms; 'slow' = worker 0 at a quarter speed; simulated seconds per row in the JSON:")
     add("")
     add("| workers | load | placement | waited | mean / p99 / max wait | busiest worker's share (fair: 1/N) "
-        "| worker 0: share, p99 wait, longest queue | offered load busiest / idlest (over 100 %: its queue grows) | wake position |")
+        "| worker 0: share, p99 wait, longest queue "
+        "| offered load busiest / idlest (over 100 %: its queue grows) | wake position |")
     add("|---:|---|---|---:|---|---:|---|---|---:|")
     for r in out["simulation"]:
         slow = r["slow_worker_speed"] < 1.0

@@ -108,8 +108,7 @@ def detect_interface(app: Callable[..., Any]) -> str:
         return "asgi" if hasattr(app, "__await__") else "wsgi"
     if asyncio.iscoroutinefunction(app):  # functions, methods, and partials of them
         return "asgi"
-    call = getattr(app, "__call__", None)
-    return "asgi" if asyncio.iscoroutinefunction(call) else "wsgi"
+    return "asgi" if asyncio.iscoroutinefunction(app.__call__) else "wsgi"
 
 
 def _call_signature(app: Callable[..., Any]) -> inspect.Signature | None:

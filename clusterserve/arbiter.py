@@ -22,6 +22,7 @@ again and again.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import signal
@@ -32,14 +33,51 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve import (__version__, daemon, descriptors, log_output, logs, process, reloader, signals, systemd,
-                          tls, upgrade)
+from clusterserve import (
+    __version__,
+    daemon,
+    descriptors,
+    log_output,
+    logs,
+    process,
+    reloader,
+    signals,
+    systemd,
+    tls,
+    upgrade,
+)
 from clusterserve import app as app_loader
-from clusterserve.arbiter_lifecycle import (SERVING, STAY, STOPPING, TABLE, Done, Event, HandedOver, Interrupted,
-                                            Killing, Reloading, Running, Starting, State, StoppingFast,
-                                            StoppingGracefully, Upgrading, accepts)
-from clusterserve.channel import (ABORT, ADOPT, BOOT_ERROR, HEARTBEAT, MAY_HAND_BACK, READY, RELEASE,
-                                  RETIRE, Channel, Message)
+from clusterserve.arbiter_lifecycle import (
+    SERVING,
+    STAY,
+    STOPPING,
+    TABLE,
+    Done,
+    Event,
+    HandedOver,
+    Interrupted,
+    Killing,
+    Reloading,
+    Running,
+    Starting,
+    State,
+    StoppingFast,
+    StoppingGracefully,
+    Upgrading,
+    accepts,
+)
+from clusterserve.channel import (
+    ABORT,
+    ADOPT,
+    BOOT_ERROR,
+    HEARTBEAT,
+    MAY_HAND_BACK,
+    READY,
+    RELEASE,
+    RETIRE,
+    Channel,
+    Message,
+)
 from clusterserve.children import OsProcessTable, ProcessTable
 from clusterserve.config import Config, ConfigError, load_config
 from clusterserve.config.settings import WORKER_CLASSES
@@ -53,8 +91,15 @@ from clusterserve.dispatch.round_robin import RoundRobinDispatcher
 from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
-from clusterserve.sockets import (BindError, Listener, TcpAddress, adopt_inherited, bind_all,
-                                  bind_reuseport, parse_address)
+from clusterserve.sockets import (
+    BindError,
+    Listener,
+    TcpAddress,
+    adopt_inherited,
+    bind_all,
+    bind_reuseport,
+    parse_address,
+)
 from clusterserve.worker_exits import ExitReason, Why, exit_line, exit_status, signal_name, unasked
 from clusterserve.worker_lifecycle import SIGNALS, STAYING, WITH_DEADLINE, WorkerEvent, WorkerState, next_state
 from clusterserve.worker_messages import problem
@@ -357,7 +402,7 @@ class Arbiter:
             self.log.error("%s", err)
             self.exit_code = EXIT_CONFIG_ERROR
             return False
-        except Exception as err:  # noqa: BLE001 - report the user's error and stop
+        except Exception as err:  # the user's error, whatever it is: reported, and the server stops
             self.log.exception("cannot load app %r: %s", self.cfg.wsgi_app, err)
             self.exit_code = EXIT_BOOT_ERROR
             return False
@@ -478,7 +523,7 @@ class Arbiter:
             wrong = problem(message, round_robin=self.dispatcher is not None)
             if wrong is None:
                 self.breaker.event(f"a {message.kind!r} message from a worker",
-                                   lambda: self._on_message(handle, message))
+                                   functools.partial(self._on_message, handle, message))
             else:
                 for fd in message.fds:
                     os.close(fd)
@@ -546,7 +591,7 @@ class Arbiter:
                 settle = STOP_SIGNAL_SETTLE if handle.why is None and isinstance(self.state, SERVING) \
                     and (code == 0 or -code in STOP_SIGNALS) else 0.0
                 self.reaped.append(ReapedWorker(handle, code, self.clock() + settle))
-                self.breaker.event("a worker's exit", lambda: self._forget_worker(handle))
+                self.breaker.event("a worker's exit", functools.partial(self._forget_worker, handle))
             elif isinstance(self.state, Upgrading) and pid == self.state.successor.pid:
                 self.fire(Event.SUCCESSOR_FAILED, exit_status(code))
             # anything else: an orphan we adopted as PID 1, or a stray child
@@ -570,7 +615,7 @@ class Arbiter:
         for reaped in waiting:
             if reaped.judge_at <= now or not isinstance(self.state, SERVING):
                 self.breaker.event("a worker's exit",
-                                   lambda: self._worker_exited(reaped.handle, reaped.code))
+                                   functools.partial(self._worker_exited, reaped.handle, reaped.code))
             else:
                 self.reaped.append(reaped)
 
@@ -781,7 +826,7 @@ class Arbiter:
         for index in range(self.num_workers):
             # One that cannot be forked now is started by the housekeeping, backing off.
             self.breaker.event("starting a worker",
-                               lambda: self._spawn(successor_of=old[index] if index < len(old) else None))
+                               functools.partial(self._spawn, successor_of=old[index] if index < len(old) else None))
         return Reloading(reload)
 
     def _workers_after_reload(self, cfg: Config) -> int:
@@ -858,7 +903,7 @@ class Arbiter:
             return self.state
         if self.cfg.pidfile and os.path.exists(self.cfg.pidfile):
             os.replace(self.cfg.pidfile, self.cfg.pidfile + ".oldbin")
-        labelled = self.slots.labelled() if self.slots is not None else [(l, "") for l in self.listeners]
+        labelled = self.slots.labelled() if self.slots is not None else [(listener, "") for listener in self.listeners]
         successor = self.processes.start_successor(
             labelled, self.argv, self.start_directory,
             before_exec=lambda: run_hook(self.cfg, "pre_exec", self))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 
 class Event(enum.Enum):
@@ -109,8 +109,8 @@ class Done:
     name: ClassVar[str] = "done"
 
 
-State = Union[Starting, Running, Reloading, Upgrading, HandedOver, StoppingGracefully, Interrupted,
-              StoppingFast, Killing, Done]
+State = (Starting | Running | Reloading | Upgrading | HandedOver | StoppingGracefully | Interrupted
+         | StoppingFast | Killing | Done)
 STAY = "stay"  # a transition that keeps the state it is in
 
 E = Event

@@ -130,7 +130,7 @@ def _reopen(handler: logging.FileHandler) -> None:
     handler.acquire()
     try:
         old = handler.stream
-        handler.stream = open(handler.baseFilename, handler.mode,  # noqa: SIM115 - the handler owns it
+        handler.stream = open(handler.baseFilename, handler.mode,  # the handler owns it
                               encoding=handler.encoding, errors=handler.errors)
         if old is not None:
             old.close()

@@ -14,8 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterserve.channel import (ABORT, BOOT_ERROR, DECLINE, HANDBACK, HEARTBEAT, MALFORMED, READY,
-                                  REPORT, RETIRE, Message)
+from clusterserve.channel import (
+    ABORT,
+    BOOT_ERROR,
+    DECLINE,
+    HANDBACK,
+    HEARTBEAT,
+    MALFORMED,
+    READY,
+    REPORT,
+    RETIRE,
+    Message,
+)
 from clusterserve.control.request_stats import DURATION_BUCKETS, STATUS_CLASSES
 from clusterserve.worker_exits import ExitReason
 

@@ -47,7 +47,7 @@ def good_runs(data: dict, scenario: str, server: str) -> list[dict]:
 @pytest.mark.timeout(240)
 def test_every_scenario_against_clusterserve(tmp_path: Path) -> None:
     data, stdout = run_bench(
-        tmp_path, "--servers", ",".join(CLUSTERSERVE), "--scenarios", ",".join(PLAIN + ["api", "memory"]),
+        tmp_path, "--servers", ",".join(CLUSTERSERVE), "--scenarios", ",".join([*PLAIN, "api", "memory"]),
         "--reps", "1", "--duration", "0.3", "--loadgen", "python", "--no-wait", "--retries", "0")
 
     assert not [k for k in data["skipped"] if k.split(":")[-1] in CLUSTERSERVE and not k.startswith("api:")], \

@@ -36,11 +36,11 @@ if not settings.configured:
     )
     django.setup()
 
-from django.contrib import admin  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.http import HttpResponse  # noqa: E402
-from django.template import engines  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.contrib import admin
+from django.core.wsgi import get_wsgi_application
+from django.http import HttpResponse
+from django.template import engines
+from django.urls import path
 
 _TEMPLATE = engines["django"].from_string("<p>Hello, {{ name }}!</p>\n")
 

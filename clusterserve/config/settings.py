@@ -558,7 +558,8 @@ SETTINGS: tuple[Setting, ...] = (
             ("nworkers_changed", "nworkers_changed(server, new_value, old_value): the worker "
              "count changed (SIGTTIN, SIGTTOU, SIGHUP)."),
             ("worker_int", "worker_int(worker): in the worker, on SIGINT or SIGQUIT."),
-            ("worker_abort", "worker_abort(worker): in the worker, on SIGABRT (a missed heartbeat, or a request stuck on the loop thread)."),
+            ("worker_abort", "worker_abort(worker): in the worker, on SIGABRT (a missed heartbeat, or a request "
+             "stuck on the loop thread)."),
             ("pre_exec", "pre_exec(server): in the new arbiter's process on SIGUSR2, before exec."),
             ("pre_request", "pre_request(worker, req): before the app handles a request."),
             ("post_request", "post_request(worker, req, environ, resp): after it."),

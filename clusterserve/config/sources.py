@@ -17,8 +17,7 @@ import os
 import runpy
 import shlex
 import sys
-from collections.abc import Iterator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -455,7 +454,7 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
         values[setting.name] = _parse_value(setting.name, raw, source)
         sources[setting.name] = source
 
-    config_path = next((getattr(ns, "config") for ns, _ in reversed(layers)
+    config_path = next((ns.config for ns, _ in reversed(layers)
                         if getattr(ns, "config", None)), None)
     taken, warnings, file_label = read_config_file(config_path)
     for name, value in taken.values.items():

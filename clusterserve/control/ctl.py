@@ -103,7 +103,7 @@ def format_status(status: dict[str, Any]) -> str:
                  str(totals["in_flight"]), "", _mib(totals["rss"])))
     widths = [max(len(row[i]) for row in (columns, *rows)) for i in range(len(columns))]
     for row in (columns, *rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     restarts = ", ".join(f"{reason} {count}" for reason, count in sorted(status["restarts"].items()))
     lines += ["", f"restarts: {restarts or 'none'}"]
     return "\n".join(lines)

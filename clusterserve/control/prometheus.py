@@ -36,13 +36,13 @@ class _StatusCollector:
         totals = status.requests
         requests = CounterMetricFamily(
             "clusterserve_requests", "Requests served, by status class.", labels=["status_class"])
-        for name, count in zip(STATUS_CLASSES, totals.by_class):
+        for name, count in zip(STATUS_CLASSES, totals.by_class, strict=True):
             requests.add_metric([name], count)
         yield requests
         bounds = [f"{bound:g}" for bound in DURATION_BUCKETS] + ["+Inf"]
         yield HistogramMetricFamily(
             "clusterserve_request_duration_seconds", "Time from a complete request head to the "
-            "end of the response.", buckets=list(zip(bounds, totals.cumulative_buckets())),
+            "end of the response.", buckets=list(zip(bounds, totals.cumulative_buckets(), strict=True)),
             sum_value=totals.duration_sum)
         yield GaugeMetricFamily("clusterserve_requests_in_flight", "Requests in the app now.",
                                 value=status.in_flight)

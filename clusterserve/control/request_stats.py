@@ -53,8 +53,8 @@ class RequestStats:
         return counts
 
     def add(self, other: RequestStats) -> None:
-        self.by_class = [a + b for a, b in zip(self.by_class, other.by_class)]
-        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
+        self.by_class = [a + b for a, b in zip(self.by_class, other.by_class, strict=True)]
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
         self.duration_sum += other.duration_sum
 
     def to_message(self) -> dict[str, Any]:

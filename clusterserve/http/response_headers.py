@@ -24,7 +24,7 @@ from clusterserve.second_cache import SecondCache
 
 _TOKEN = TOKEN.decode("ascii")  # the grammar request heads are checked with
 _VALUE = r"[ \t\x21-\x7e\x80-\xff]*"
-_STATUS = re.compile(r"[0-9]{3}(?: %s)?" % _VALUE)  # the reason phrase may be left out
+_STATUS = re.compile(rf"[0-9]{{3}}(?: {_VALUE})?")  # the reason phrase may be left out
 _NAME_TEXT = re.compile(_TOKEN)
 _VALUE_TEXT = re.compile(_VALUE)
 _NAME_BYTES = re.compile(_TOKEN.encode())

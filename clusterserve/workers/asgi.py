@@ -448,7 +448,7 @@ class AsgiServer:
         deadline = loop.time() + self.rules.header_timeout
         while (result := reader.read(sock)) is None:
             readable = loop.create_future()
-            loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+            loop.add_reader(sock.fileno(), _wake, readable)
             try:
                 await asyncio.wait_for(readable, max(0.0, deadline - loop.time()))
             finally:
@@ -474,6 +474,11 @@ def _is_silent(transport: asyncio.BaseTransport) -> bool:
     """Open, and its HTTP connection has sent no request (nor a byte of one) yet."""
     protocol = transport.get_protocol()
     return not transport.is_closing() and internals.is_http(protocol) and protocol.silent()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _address_of(peer: Any) -> str:

@@ -105,7 +105,7 @@ class Worker:
             code = err.exit_code if isinstance(err, BootError) else EXIT_BOOT_ERROR
         except SystemExit as err:
             code = err.code if isinstance(err.code, int) else 1
-        except BaseException:  # noqa: BLE001 - report anything before dying
+        except BaseException:  # reported, whatever it is, before the worker dies
             self.log.exception("worker %s crashed", self.pid)
             code = 1
         finally:

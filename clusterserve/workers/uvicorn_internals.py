@@ -35,8 +35,7 @@ import uvicorn
 
 from clusterserve.http.connection import HeadLimits, error_response
 from clusterserve.http.errors import HttpError
-from clusterserve.http.head_checks import (
-    NO_BODY, TOKEN, ChunkedBodyCheck, Framing, HeadEnd, check_head)
+from clusterserve.http.head_checks import NO_BODY, TOKEN, ChunkedBodyCheck, Framing, HeadEnd, check_head
 from clusterserve.workers.grace import FRESH_CONNECTION_GRACE
 
 # The oldest uvicorn release the test suite passes on (pyproject.toml's lower bound):
@@ -80,13 +79,12 @@ USES = (
         attributes=("should_exit", "state")),
     Use("uvicorn.lifespan.off", "LifespanOff", members=("startup", "shutdown"),
         attributes=("should_exit", "state")),
-    Use("uvicorn.protocols.http.h11_impl", "H11Protocol", members=HTTP_PROTOCOL_MEMBERS + ("handle_events",),
-        attributes=HTTP_PROTOCOL_ATTRIBUTES + ("conn",)),
+    Use("uvicorn.protocols.http.h11_impl", "H11Protocol", members=(*HTTP_PROTOCOL_MEMBERS, "handle_events"),
+        attributes=(*HTTP_PROTOCOL_ATTRIBUTES, "conn")),
     Use("uvicorn.protocols.http.h11_impl", "RequestResponseCycle", attributes=CYCLE_ATTRIBUTES),
     Use("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol",
-        members=HTTP_PROTOCOL_MEMBERS + ("on_header", "on_headers_complete", "on_message_begin",
-                                         "on_message_complete"),
-        attributes=HTTP_PROTOCOL_ATTRIBUTES + ("parser", "pipeline"), needs="httptools"),
+        members=(*HTTP_PROTOCOL_MEMBERS, "on_header", "on_headers_complete", "on_message_begin", "on_message_complete"),
+        attributes=(*HTTP_PROTOCOL_ATTRIBUTES, "parser", "pipeline"), needs="httptools"),
     Use("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle", attributes=CYCLE_ATTRIBUTES,
         needs="httptools"),
     Use("uvicorn.protocols.http.flow_control", "FlowControl", members=("pause_reading", "resume_reading"),

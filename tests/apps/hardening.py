@@ -143,7 +143,7 @@ def big(environ: dict[str, Any], start_response: Any) -> Any:
     start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)),
                               ("X-Pid", str(os.getpid()))])
     if kind == "file":
-        return environ["wsgi.file_wrapper"](open(query["path"], "rb"))  # noqa: SIM115 - closed by the server
+        return environ["wsgi.file_wrapper"](open(query["path"], "rb"))  # closed by the server
     if kind == "single":
         return [(PATTERN * (size // CHUNK + 1))[:size]]
     return (PATTERN[:min(CHUNK, size - sent)] for sent in range(0, size, CHUNK))
@@ -182,7 +182,8 @@ def environ_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 ROUTES = {name: globals()[name] for name in (
-    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "big", "hoard_descriptors", "environ_keys")}
+    "read", "ignore", "sleep", "headers", "bodiless", "length", "stream_wait", "endless", "big", "hoard_descriptors",
+    "environ_keys")}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:

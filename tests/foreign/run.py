@@ -447,7 +447,7 @@ def run_suites_at_once(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for name, child, _ in children:
             statuses[name] = child.wait()
     finally:
-        for name, child, output in children:
+        for _, child, output in children:
             if child.poll() is None:
                 child.terminate()
                 child.wait()

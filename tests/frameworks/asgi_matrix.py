@@ -82,7 +82,7 @@ class UvicornProcess(harness.ServerProcess):
 
     def wait_ready(self, count: int, timeout: float = START_TIMEOUT) -> None:
         """Wait until ``count`` workers, over the server's life, finished lifespan startup."""
-        self.wait_for_log(r"(?s)(Application startup complete\..*){%d}" % count, timeout=timeout)
+        self.wait_for_log(rf"(?s)(Application startup complete\..*){{{count}}}", timeout=timeout)
         self.workers()
 
     def workers(self) -> list[int]:

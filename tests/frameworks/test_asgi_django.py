@@ -19,8 +19,13 @@ import httpx
 import pytest
 
 from tests.frameworks import django_project as project
-from tests.frameworks.asgi_matrix import (SERVER_KINDS, TEST_TIMEOUT, Served, serving,
-                                          server_log_stays_clean)  # noqa: F401 (autouse)
+from tests.frameworks.asgi_matrix import (
+    SERVER_KINDS,
+    TEST_TIMEOUT,
+    Served,
+    server_log_stays_clean,  # noqa: F401 (autouse)
+    serving,
+)
 
 pytest.importorskip("django", reason="django comes with the test extra")
 

@@ -12,13 +12,19 @@ import uuid
 
 import pytest
 
-from tests.frameworks.asgi_matrix import (APPS, TEST_TIMEOUT, Served, server_fixture,
-                                          server_log_stays_clean, wait_for,  # noqa: F401 (autouse)
-                                          wait_for_file)
+from tests.frameworks.asgi_matrix import (
+    APPS,
+    TEST_TIMEOUT,
+    Served,
+    server_fixture,
+    server_log_stays_clean,  # noqa: F401 (autouse)
+    wait_for,
+    wait_for_file,
+)
 
 pytest.importorskip("fastapi", reason="fastapi comes with the test extra")
-from websockets.sync.client import connect  # noqa: E402  (after the skip)
-from websockets.exceptions import ConnectionClosedError  # noqa: E402
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 

@@ -9,12 +9,17 @@ import uuid
 
 import pytest
 
-from tests.frameworks.asgi_matrix import (TEST_TIMEOUT, Served, server_fixture,
-                                          server_log_stays_clean, wait_for,  # noqa: F401 (autouse)
-                                          wait_for_file)
+from tests.frameworks.asgi_matrix import (
+    TEST_TIMEOUT,
+    Served,
+    server_fixture,
+    server_log_stays_clean,  # noqa: F401 (autouse)
+    wait_for,
+    wait_for_file,
+)
 
 pytest.importorskip("litestar", reason="litestar comes with the test extra")
-from websockets.sync.client import connect  # noqa: E402  (after the skip)
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 

@@ -10,13 +10,17 @@ import os
 
 import pytest
 
-from tests.frameworks.asgi_matrix import (TEST_TIMEOUT, Served, server_fixture,
-                                          server_log_stays_clean,  # noqa: F401 (autouse)
-                                          wait_for_file)
+from tests.frameworks.asgi_matrix import (
+    TEST_TIMEOUT,
+    Served,
+    server_fixture,
+    server_log_stays_clean,  # noqa: F401 (autouse)
+    wait_for_file,
+)
 
 pytest.importorskip("quart", reason="quart comes with the test extra")
-from websockets.exceptions import ConnectionClosedError  # noqa: E402  (after the skip)
-from websockets.sync.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 

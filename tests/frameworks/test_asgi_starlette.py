@@ -14,9 +14,14 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.frameworks.asgi_matrix import (TEST_TIMEOUT, Served, server_fixture,
-                                          server_log_stays_clean, wait_for,  # noqa: F401 (autouse)
-                                          wait_for_file)
+from tests.frameworks.asgi_matrix import (
+    TEST_TIMEOUT,
+    Served,
+    server_fixture,
+    server_log_stays_clean,  # noqa: F401 (autouse)
+    wait_for,
+    wait_for_file,
+)
 
 pytest.importorskip("sse_starlette", reason="sse-starlette comes with the test extra")
 

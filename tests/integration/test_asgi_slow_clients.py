@@ -21,7 +21,13 @@ import pytest
 from tests.harness import running, wait_until
 from tests.integration.test_wsgi_http import Conn
 from tests.integration.test_wsgi_slow_clients import (
-    HEAD_TIMEOUT, IDLE_CLIENTS, SLOW_CLIENTS, keep_alive_loop, raise_open_file_limit, timed_get)
+    HEAD_TIMEOUT,
+    IDLE_CLIENTS,
+    SLOW_CLIENTS,
+    keep_alive_loop,
+    raise_open_file_limit,
+    timed_get,
+)
 
 pytestmark = pytest.mark.http_path
 

@@ -280,7 +280,7 @@ def test_example_toml_is_accepted_and_every_key_comes_from_it():
     keys = tomllib.loads(EXAMPLE.read_text())
     assert len(keys) >= 20
     for key in keys:
-        shown, source = settings[key]
+        _shown, source = settings[key]
         assert source == f"config file {EXAMPLE}", key
     assert settings["workers"][0] == "4"
     assert settings["umask"][0] == str(0o022)

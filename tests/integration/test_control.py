@@ -318,7 +318,7 @@ def test_one_rule_for_scaled_counts_on_hup(tmp_path):
                  workers=1) as server:
         for count in (2, 3):  # one at a time: two pending signals of a kind are one
             server.send(signal.SIGTTIN)
-            assert wait_until(lambda: status_of(path)["workers_wanted"] == count)
+            assert wait_until(lambda count=count: status_of(path)["workers_wanted"] == count)
         assert wait_until(lambda: len(server.workers()) == 3)
         server.send(signal.SIGTTOU)
         assert wait_until(lambda: len(server.workers()) == 2)

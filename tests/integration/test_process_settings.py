@@ -92,7 +92,7 @@ def test_a_busy_worker_leaves_new_connections_to_the_others(start_server):
 
     def fetch():
         started = time.monotonic()
-        status, _, body = server.get("/?seconds=1")
+        status, _, _ = server.get("/?seconds=1")
         results.append((status, time.monotonic() - started))
 
     threads = [threading.Thread(target=fetch) for _ in range(2)]

@@ -194,7 +194,7 @@ def test_no_request_fails_during_reloads_and_scaling(start_server, tmp_path, dis
         # TTIN and TTOU change the count, and a HUP keeps it (-w did not change).
         count += {"TTIN": 1, "TTOU": -1}.get(step, 0)
         if step != "TTIN":  # retired workers leave while new connections keep coming
-            assert wait_until(lambda: len(server.workers()) == count, timeout=5), server.log()
+            assert wait_until(lambda count=count: len(server.workers()) == count, timeout=5), server.log()
     time.sleep(0.6)
     for client in clients:
         client.stop.set()

@@ -72,7 +72,7 @@ def test_a_value_with_control_characters_or_a_bad_name_is_a_500_naming_the_heade
     status, fields, body = fetch(server, path)
     assert status == b"HTTP/1.1 500 Internal Server Error"
     assert b"evil" not in body and all(name != "set-cookie" for name, _ in fields)
-    server.wait_for_log(r"GET %s: response header (name )?'%s'.*; answered 500" % (path, REFUSED[path]),
+    server.wait_for_log(rf"GET {path}: response header (name )?'{REFUSED[path]}'.*; answered 500",
                         after=mark)
 
 

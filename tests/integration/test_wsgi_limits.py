@@ -47,6 +47,7 @@ def assert_worker_lives_on(server, worker: int) -> None:
 
 def test_one_thread_one_worker_environ_flags(server):
     status, _, body = request(server, "GET", "/environ_dump")
+    assert status == 200, body
     env = json.loads(body)
     assert (env["wsgi.multithread"], env["wsgi.multiprocess"]) == (False, False)
 

@@ -215,6 +215,7 @@ def test_write_callable_and_iterable_body_both_arrive(server):
 def test_close_is_called_after_a_complete_response(server, tmp_path):
     marker = tmp_path / "marker"
     status, _, body = request(server, "GET", f"/closing?chunks=3&marker={marker}")
+    assert status == 200, body
     assert body == b"chunk 0\nchunk 1\nchunk 2\n"
     assert wait_until(lambda: marker.exists() and marker.read_text() == "closed\n", timeout=5)
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.harness import ServerProcess, running, wait_until
-from tests.integration.test_wsgi_http import Conn, pid_of
+from tests.integration.test_wsgi_http import Conn
 
 pytestmark = pytest.mark.http_path
 

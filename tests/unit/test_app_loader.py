@@ -383,5 +383,5 @@ def test_interface_setting_and_worker_class_override_detection(argv, app, interf
 ])
 def test_a_setting_that_contradicts_an_evident_interface_is_refused_naming_interface(argv, app):
     cfg = load_config([*argv, "tests.apps.basic:app"], environ={})
-    with pytest.raises(InterfaceMismatch, match="setting 'interface'.*--interface"):
+    with pytest.raises(InterfaceMismatch, match=r"setting 'interface'.*--interface"):
         resolve_interface(cfg, app)

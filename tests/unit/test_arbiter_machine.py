@@ -25,9 +25,21 @@ from hypothesis import strategies as st
 
 from clusterserve import logs
 from clusterserve.arbiter import GIVE_UP_AFTER_KILL, STOP_GRACE, Arbiter
-from clusterserve.arbiter_lifecycle import (STOPPING, TABLE, Done, Event, HandedOver, Interrupted, Killing,
-                                            Reloading, Running, Starting, StoppingFast, StoppingGracefully,
-                                            Upgrading)
+from clusterserve.arbiter_lifecycle import (
+    STOPPING,
+    TABLE,
+    Done,
+    Event,
+    HandedOver,
+    Interrupted,
+    Killing,
+    Reloading,
+    Running,
+    Starting,
+    StoppingFast,
+    StoppingGracefully,
+    Upgrading,
+)
 from clusterserve.channel import ABORT, BOOT_ERROR, HEARTBEAT, READY, RETIRE, Message
 from clusterserve.config import load_config
 from clusterserve.sockets import Listener, parse_address

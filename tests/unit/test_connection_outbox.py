@@ -70,7 +70,7 @@ def test_drain_gives_up_after_io_timeout_without_progress(pair):
 
 
 def test_a_file_shorter_than_its_slice_is_an_error(pair, tmp_path: Path):
-    connection, client = pair
+    connection, _client = pair
     path = tmp_path / "f"
     path.write_bytes(b"short")
     with path.open("rb") as file, pytest.raises(OSError):

@@ -1,5 +1,6 @@
 """The Breaker, driven with a fake clock."""
 
+import itertools
 import logging
 
 import pytest
@@ -49,8 +50,8 @@ def test_the_same_failure_again_is_logged_once_more_then_not_until_it_works(brea
     assert messages[1].startswith("starting a worker keeps failing (OSError: [Errno 24] Too many open files); "
                                   "retrying in 1s")
     assert len(messages) == 2
-    gaps = [b - a for a, b in zip(runs[1:], runs[2:])]
-    assert all(later >= earlier for earlier, later in zip(gaps, gaps[1:]))  # backing off
+    gaps = [b - a for a, b in itertools.pairwise(runs[1:])]
+    assert all(later >= earlier for earlier, later in itertools.pairwise(gaps))  # backing off
     assert len(runs) < 10
     b.periodic("starting a worker", lambda: None)  # not yet: backing off
     clock.now += MAX_BACKOFF
@@ -69,7 +70,7 @@ def test_back_off_is_bounded(breaker):
     for _ in range(3000):
         b.periodic("s", step)
         clock.now += 1.0
-    assert max(b - a for a, b in zip(runs, runs[1:])) <= MAX_BACKOFF + 1.0
+    assert max(b - a for a, b in itertools.pairwise(runs)) <= MAX_BACKOFF + 1.0
 
 
 def test_a_different_failure_is_logged_in_full(breaker, caplog):

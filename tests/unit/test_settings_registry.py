@@ -225,7 +225,7 @@ def test_repeatable_flags_collect_every_value():
 
 def test_unset_flags_leave_no_value_so_lower_sources_show_through():
     namespace = build_parser().parse_args(["mod:app"])
-    assert {k for k in vars(namespace)} == {"app"}
+    assert set(vars(namespace)) == {"app"}
 
 
 # -- parsers -------------------------------------------------------------------------

@@ -2,8 +2,15 @@
 
 import pytest
 
-from clusterserve.worker_lifecycle import (SIGNALS, STAYING, TRANSITIONS, WITH_DEADLINE, WorkerEvent,
-                                           WorkerState, next_state)
+from clusterserve.worker_lifecycle import (
+    SIGNALS,
+    STAYING,
+    TRANSITIONS,
+    WITH_DEADLINE,
+    WorkerEvent,
+    WorkerState,
+    next_state,
+)
 
 LIVE = [state for state in WorkerState if state is not WorkerState.GONE]
 

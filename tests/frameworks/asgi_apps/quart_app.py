@@ -7,8 +7,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 
-from quart import (Quart, flash, redirect, render_template_string, request, session, url_for,
-                   websocket)
+from quart import Quart, flash, redirect, render_template_string, request, session, url_for, websocket
 from quart.typing import ResponseReturnValue
 
 from tests.frameworks.asgi_apps.records import record, released

@@ -2,8 +2,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from flask import (Blueprint, Response, abort, current_app, jsonify, request, send_from_directory,
-                   stream_with_context)
+from flask import Blueprint, Response, abort, current_app, jsonify, request, send_from_directory, stream_with_context
 
 bp = Blueprint("files", __name__)
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from tests.frameworks.asgi_apps.records import record
+
 from .routers import items, live, users
 
 
