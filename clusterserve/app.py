@@ -51,11 +51,12 @@ def parse_app_spec(text: str) -> AppSpec:
     if isinstance(node, ast.Name):
         return AppSpec(module, node.id)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        if any(k.arg is None for k in node.keywords):
+        keywords = [(k.arg, k.value) for k in node.keywords if k.arg is not None]
+        if len(keywords) < len(node.keywords):  # a **mapping
             raise AppLoadError(f"{text!r}: factory arguments must be literals")
         try:
             args = tuple(ast.literal_eval(a) for a in node.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            kwargs = {name: ast.literal_eval(value) for name, value in keywords}
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise AppLoadError(f"{text!r}: factory arguments must be literals") from None
         return AppSpec(module, node.func.id, args, kwargs)
@@ -90,12 +91,14 @@ def load_app(text: str) -> Callable[..., Any]:
     names = (spec.attribute,) if spec.attribute else DEFAULT_NAMES
     for name in names:
         if hasattr(module, name):
-            target = getattr(module, name)
+            target: object = getattr(module, name)
             break
     else:
         wanted = " or ".join(repr(n) for n in names)
         raise AppLoadError(f"app {text!r}: module {spec.module!r} has no attribute {wanted}")
     if spec.call_args is not None:
+        if not callable(target):
+            raise AppLoadError(f"app {text!r}: {name!r} is not callable (got {type(target).__name__})")
         target = target(*spec.call_args, **(spec.call_kwargs or {}))
     if not callable(target):
         raise AppLoadError(f"app {text!r} is not callable (got {type(target).__name__})")
@@ -108,7 +111,8 @@ def detect_interface(app: Callable[..., Any]) -> str:
         return "asgi" if hasattr(app, "__await__") else "wsgi"
     if asyncio.iscoroutinefunction(app):  # functions, methods, and partials of them
         return "asgi"
-    return "asgi" if asyncio.iscoroutinefunction(app.__call__) else "wsgi"
+    # The __call__ that calling the object runs: its class's.
+    return "asgi" if asyncio.iscoroutinefunction(type(app).__call__) else "wsgi"
 
 
 def _call_signature(app: Callable[..., Any]) -> inspect.Signature | None:

@@ -177,6 +177,8 @@ def test_target_that_is_not_callable(isolated):
     assert f"{name}:app" in str(info.value)
     with pytest.raises(AppLoadError, match=r"not callable \(got int\)"):
         load_app(f"{name}:factory()")
+    with pytest.raises(AppLoadError, match=r"'app' is not callable \(got str\)"):
+        load_app(f"{name}:app()")  # called as a factory
 
 
 # -- import paths ----------------------------------------------------------------------
