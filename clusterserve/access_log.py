@@ -150,7 +150,7 @@ def atom_for(name: str) -> Atom:
     return lambda record: "-"
 
 
-class _Zeros(dict):
+class _Zeros(dict[str, int]):
     def __missing__(self, key: str) -> int:
         return 0
 
@@ -236,7 +236,7 @@ class AccessLog:
             elif access_log.isEnabledFor(logging.INFO):
                 # handle() skips Logger._log's caller lookup, a stack walk per line.
                 access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0,
-                                                        line, None, None))
+                                                        line, (), None))
         except Exception:  # noqa: BLE001 - a bad format must not take down a worker
             log.exception("cannot write the access log line")
 

@@ -146,9 +146,10 @@ FIXED_FOR_LIFE = ("bind", "backlog", "reuse_port", "dispatch", "preload_app", "c
                   "control_socket_mode", "control_socket_disable", "metrics_bind", "rlimit_nofile")
 
 
-SIGNAL_EVENTS = {signal.SIGTERM: Event.TERM, signal.SIGINT: Event.INT, signal.SIGQUIT: Event.QUIT,
-                 signal.SIGHUP: Event.HUP, signal.SIGUSR1: Event.USR1, signal.SIGUSR2: Event.USR2,
-                 signal.SIGWINCH: Event.WINCH, signal.SIGTTIN: Event.TTIN, signal.SIGTTOU: Event.TTOU}
+SIGNAL_EVENTS: dict[int, Event] = {
+    signal.SIGTERM: Event.TERM, signal.SIGINT: Event.INT, signal.SIGQUIT: Event.QUIT,
+    signal.SIGHUP: Event.HUP, signal.SIGUSR1: Event.USR1, signal.SIGUSR2: Event.USR2,
+    signal.SIGWINCH: Event.WINCH, signal.SIGTTIN: Event.TTIN, signal.SIGTTOU: Event.TTOU}
 
 
 @dataclass
@@ -990,8 +991,8 @@ class Arbiter:
         action, targets = row[event]
         before = self.state
         after = getattr(self, f"_on_{action}")(event, *args)
-        allowed = tuple(type(before) if target == STAY else target
-                        for target in ((STAY,) if targets == STAY else targets))
+        allowed: tuple[type[State], ...] = (type(before),) if targets == STAY else tuple(
+            type(before) if target == STAY else target for target in targets)
         if not isinstance(after, allowed):
             raise AssertionError(f"{event.value} in {before.name}: {action} led to {after.name}")
         self.state = after
@@ -1080,7 +1081,7 @@ class Arbiter:
     def _begin_stop(self, graceful: bool, within: float | None = None) -> float:
         """Tell every worker to stop; the stop's deadline."""
         systemd.notify("STOPPING=1")
-        wait = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
+        wait: float = self.cfg.graceful_timeout if graceful else min(FAST_STOP_GRACE, self.cfg.graceful_timeout)
         if within is not None:
             wait = min(wait, within)
         self.log.info("%s: %d workers%s", "Graceful stop" if graceful else "Fast stop", len(self.workers),

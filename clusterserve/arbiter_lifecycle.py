@@ -122,7 +122,7 @@ _SERVE = {**_STOP, E.LISTENERS_GONE: ("lost_listeners", (StoppingGracefully,)),
 _STOPPED = {E.USR1: ("reopen_logs", STAY), E.NO_WORKERS: ("done", (Done,)),
             E.DEADLINE: ("kill_the_rest", (Killing,)), E.SUCCESSOR_READY: ("leave_to_successor", STAY)}
 
-TABLE: dict[type, dict[Event, tuple[str, Any]]] = {
+TABLE: dict[type[State], dict[Event, tuple[str, Any]]] = {
     Starting: {**_SERVE, E.HUP: ("reload", (Reloading, STAY)),
                E.ALL_READY: ("ready", (Running,)), E.BOOT_FAILED: ("unloadable", (StoppingFast,))},
     Running: {**_SERVE, E.HUP: ("reload", (Reloading, STAY)),

@@ -94,7 +94,7 @@ class Channel:
 
     def receive(self) -> list[Message] | None:
         """Every message waiting now, or None at end of file."""
-        messages = []
+        messages: list[Message] = []
         while True:
             try:
                 data, ancillary, _, _ = self.sock.recvmsg(MAX_MESSAGE, FDS_SPACE, socket.MSG_DONTWAIT)

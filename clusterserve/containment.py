@@ -40,18 +40,18 @@ class Breaker:
         self._failing: dict[str, _Failing] = {}
         self.failures = 0  # every failure so far, logged or not
 
-    def event(self, step: str, action: Callable[[], None]) -> bool:
+    def event(self, step: str, action: Callable[[], object]) -> bool:
         """Handle one event; False if it failed (and was logged, once per run of failures)."""
         return self._run(step, action, periodic=False)
 
-    def periodic(self, step: str, action: Callable[[], None]) -> bool:
+    def periodic(self, step: str, action: Callable[[], object]) -> bool:
         """Run a housekeeping step, unless it keeps failing and its back-off has not run out."""
         failing = self._failing.get(step)
         if failing is not None and self.clock() < failing.retry_at:
             return False
         return self._run(step, action, periodic=True)
 
-    def _run(self, step: str, action: Callable[[], None], periodic: bool) -> bool:
+    def _run(self, step: str, action: Callable[[], object], periodic: bool) -> bool:
         try:
             action()
         except Exception as err:  # noqa: BLE001 - the point of this module

@@ -39,7 +39,7 @@ LOG_CONFIG_SETTINGS = ("logconfig_dict", "logconfig_json", "logconfig")  # the f
 _captured_into: str | None = None
 # The accesslog handler, when no log config was applied: while it is the access
 # logger's only handler (and the logger has no filters), lines are written straight to it.
-direct_access_handler: logging.StreamHandler | None = None
+direct_access_handler: logging.StreamHandler[Any] | None = None
 
 
 class Throttled:
@@ -130,15 +130,14 @@ def _reopen(handler: logging.FileHandler) -> None:
     handler.acquire()
     try:
         old = handler.stream
-        handler.stream = open(handler.baseFilename, handler.mode,  # the handler owns it
-                              encoding=handler.encoding, errors=handler.errors)
+        handler.stream = handler._open()  # baseFilename, with the handler's mode, encoding and errors
         if old is not None:
             old.close()
     finally:
         handler.release()
 
 
-def _handler(path: str, default_stream: TextIO) -> logging.Handler:
+def _handler(path: str, default_stream: TextIO) -> logging.StreamHandler[Any]:
     if path == "-":  # a pipe to journald or docker, often: a stalled reader must not stall us
         return logging.StreamHandler(NonBlockingOutput(default_stream, _drop_notice))
     return logging.FileHandler(path, encoding="utf-8")

@@ -23,8 +23,8 @@ class Poller:
         self._contain = contain
         self._callbacks: dict[int, Callback] = {}
         self._routine: set[int] = set()
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._selector = None if self._epoll else selectors.DefaultSelector()
+        self._backend: select.epoll | selectors.BaseSelector = \
+            select.epoll() if hasattr(select, "epoll") else selectors.DefaultSelector()
 
     def add(self, fd: int, callback: Callback, *, exclusive: bool = False,
             writable: bool = False, routine: bool = False) -> None:
@@ -34,20 +34,17 @@ class Poller:
         self._callbacks[fd] = callback
         if routine:
             self._routine.add(fd)
-        if self._epoll is not None:
-            events = select.EPOLLOUT if writable else select.EPOLLIN
-            self._epoll.register(fd, events | (EXCLUSIVE if exclusive else 0))
+        if isinstance(self._backend, selectors.BaseSelector):
+            self._backend.register(fd, selectors.EVENT_WRITE if writable else selectors.EVENT_READ)
         else:
-            self._selector.register(fd, selectors.EVENT_WRITE if writable else selectors.EVENT_READ)
+            events = select.EPOLLOUT if writable else select.EPOLLIN
+            self._backend.register(fd, events | (EXCLUSIVE if exclusive else 0))
 
     def remove(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is None:
             return
         self._routine.discard(fd)
-        if self._epoll is not None:
-            self._epoll.unregister(fd)
-        else:
-            self._selector.unregister(fd)
+        self._backend.unregister(fd)
 
     def __contains__(self, fd: int) -> bool:
         return fd in self._callbacks
@@ -59,10 +56,10 @@ class Poller:
         not ``routine`` was ready.
         """
         try:
-            if self._epoll is not None:
-                ready = [fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)]
+            if isinstance(self._backend, selectors.BaseSelector):
+                ready = [key.fd for key, _ in self._backend.select(timeout)]
             else:
-                ready = [key.fd for key, _ in self._selector.select(timeout)]
+                ready = [fd for fd, _ in self._backend.poll(-1 if timeout is None else timeout)]
         except InterruptedError:
             return True
         news = not ready
@@ -79,7 +76,7 @@ class Poller:
 
     def close(self) -> None:
         self._callbacks.clear()
-        (self._epoll or self._selector).close()
+        self._backend.close()
 
 
 class AsyncioPoller:

@@ -85,12 +85,12 @@ def _watch_by_polling(roots: list[str], extra_files: list[str]) -> Iterator[str]
 
 
 def _watch_with_watchfiles(roots: list[str], extra_files: list[str]) -> Iterator[str]:
-    from watchfiles import PythonFilter, watch
+    from watchfiles import Change, PythonFilter, watch
 
     extra = {str(Path(f).resolve()) for f in extra_files}
     python = PythonFilter()
 
-    def wanted(change: object, path: str) -> bool:
+    def wanted(change: Change, path: str) -> bool:
         return path in extra or python(change, path)
 
     for changes in watch(*roots, *extra, watch_filter=wanted):

@@ -13,7 +13,7 @@ Text = TypeVar("Text", str, bytes)
 
 class SecondCache(Generic[Text]):
     def __init__(self, render: Callable[[int], Text]) -> None:
-        self._render = render
+        self._render: Callable[[int], Text] = render
         self._second = -1
         self._text: Text | None = None
 

@@ -42,7 +42,7 @@ def obsolete_version_warning(settings: Mapping[str, Any]) -> str | None:
 
 
 def _require_file(settings: Mapping[str, Any], name: str) -> str:
-    path = settings[name]
+    path: str = settings[name]
     if not os.path.isfile(path):
         raise TlsSettingError(name, f"no such file: {path!r}")
     return path

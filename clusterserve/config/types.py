@@ -9,9 +9,10 @@ that completes the sentence "setting 'x' ...: <message>".
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 Parser = Callable[[Any], Any]
+Value = TypeVar("Value")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -25,7 +26,7 @@ def boolean(raw: Any) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
-def integer(minimum: int | None = None, *, octal_strings: bool = False) -> Parser:
+def integer(minimum: int | None = None, *, octal_strings: bool = False) -> Callable[[Any], int]:
     """An int, at least ``minimum``; ``octal_strings`` accepts '0o22'/'022'."""
 
     def parse(raw: Any) -> int:
@@ -51,7 +52,7 @@ def integer(minimum: int | None = None, *, octal_strings: bool = False) -> Parse
     return parse
 
 
-def number(minimum: float = 0.0) -> Parser:
+def number(minimum: float = 0.0) -> Callable[[Any], float]:
     """A float (seconds), at least ``minimum``."""
 
     def parse(raw: Any) -> float:
@@ -74,7 +75,7 @@ def text(raw: Any) -> str:
     return raw
 
 
-def choice(options: Sequence[str], aliases: dict[str, str] | None = None) -> Parser:
+def choice(options: Sequence[str], aliases: dict[str, str] | None = None) -> Callable[[Any], str]:
     aliases = aliases or {}
 
     def parse(raw: Any) -> str:
@@ -87,7 +88,7 @@ def choice(options: Sequence[str], aliases: dict[str, str] | None = None) -> Par
     return parse
 
 
-def string_list(item: Parser = text, *, comma_separated: bool = False) -> Parser:
+def string_list(item: Parser = text, *, comma_separated: bool = False) -> Callable[[Any], list[Any]]:
     """A list of strings; a single string is one item, or comma-split."""
 
     def parse(raw: Any) -> list[Any]:
@@ -118,16 +119,16 @@ def env_assignment(raw: Any) -> str:
     return value
 
 
-def hook(raw: Any) -> Callable[..., Any] | None:
+def hook(raw: object) -> Callable[..., Any] | None:
     if raw is None or callable(raw):
         return raw
     raise ValueError(f"expected a callable, got {raw!r}")
 
 
-def optional(parse: Parser) -> Parser:
+def optional(parse: Callable[[Any], Value]) -> Callable[[Any], Value | None]:
     """None, or what ``parse`` accepts."""
 
-    def parse_optional(raw: Any) -> Any:
+    def parse_optional(raw: Any) -> Value | None:
         return None if raw is None else parse(raw)
 
     return parse_optional

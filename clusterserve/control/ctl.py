@@ -63,7 +63,8 @@ def find_socket(args: argparse.Namespace) -> str | None:
         cfg = load_config(["-c", config] if config else [])
     except ConfigError as err:
         raise SystemExit(_fail(str(err), EXIT_USAGE)) from None
-    return cfg.control_socket
+    path: str | None = cfg.control_socket
+    return path
 
 
 def ask(path: str, request: dict[str, Any]) -> dict[str, Any]:

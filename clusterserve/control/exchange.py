@@ -9,6 +9,7 @@ dropped at its deadline and never holds the arbiter up.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from collections.abc import Callable
@@ -57,7 +58,7 @@ class ExchangeServer:
                 sock.setblocking(False)
                 exchange = _Exchange(sock, time.monotonic() + TIMEOUT)
                 self.open.add(exchange)
-                self.poller.add(sock.fileno(), lambda e=exchange: self._on_readable(e))
+                self.poller.add(sock.fileno(), functools.partial(self._on_readable, exchange))
         except OutOfDescriptors:
             self.poller.remove(self.listener.fileno())
             self.resume_at = time.monotonic() + ACCEPT_BACKOFF

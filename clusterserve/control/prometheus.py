@@ -87,7 +87,7 @@ class MetricsEndpoint:
     def __init__(self, listener: socket.socket, poller: Poller,
                  status: Callable[[], ServerStatus]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StatusCollector(status))  # type: ignore[arg-type]
+        self.registry.register(_StatusCollector(status))
         self.server = ExchangeServer(listener, poller, self._reply,
                                      too_large=_response(431, b"request head too large\n"))
 

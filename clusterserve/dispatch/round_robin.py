@@ -21,6 +21,7 @@ all the same, it leaves the listeners alone for ``ACCEPT_BACKOFF``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import select
@@ -148,7 +149,7 @@ class RoundRobinDispatcher:
             return
         for sock in self._listeners:
             if on:
-                self._poller.add(sock.fileno(), lambda s=sock: self._accept_all(s), routine=True)
+                self._poller.add(sock.fileno(), functools.partial(self._accept_all, sock), routine=True)
             else:
                 self._poller.remove(sock.fileno())
         self._accepting = on
@@ -164,8 +165,9 @@ class RoundRobinDispatcher:
         if bounded and self._full():
             return
         try:
-            # listener._accept: what accept() wraps in a socket object
-            for fd, peer in accept_until_empty(listener._accept):
+            # listener._accept: the bare descriptor that accept() wraps in a socket object, which
+            # the arbiter only passes on
+            for fd, peer in accept_until_empty(listener._accept):  # type: ignore[attr-defined]  # private, not in typeshed
                 self._queue.append(Passing(fd, family, _peer_to_pass(family, peer)))
                 if bounded and self._full():
                     return

@@ -15,22 +15,25 @@ refuse the same requests; the conformance corpus runs against each.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from clusterserve.http.errors import HttpError
 
 
-class Marker:
-    def __init__(self, name: str) -> None:
-        self._name = name
+class Marker(enum.Enum):
+    """What ``next_body`` returns instead of bytes: an enum, so that ``is END`` narrows the type."""
+
+    NEED_DATA = "NEED_DATA"
+    END = "END"
 
     def __repr__(self) -> str:
-        return self._name
+        return self.value
 
 
-NEED_DATA: Final = Marker("NEED_DATA")  # next_body: no more body bytes until more arrive
-END: Final = Marker("END")  # next_body: the whole body has been read
+NEED_DATA: Final = Marker.NEED_DATA  # next_body: no more body bytes until more arrive
+END: Final = Marker.END  # next_body: the whole body has been read
 
 
 @dataclass(slots=True)
@@ -45,6 +48,9 @@ class RequestHead:
 
 class Codec(Protocol):
     """What a connection asks of its codec (see the module docstring)."""
+
+    def __init__(self, max_head: int) -> None:
+        """A codec that refuses a request head longer than ``max_head`` bytes."""
 
     @property
     def pending(self) -> bytes:

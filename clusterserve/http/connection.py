@@ -33,7 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from clusterserve.http.codec import END, NEED_DATA, Codec, Marker, RequestHead
 from clusterserve.http.errors import HttpError
@@ -242,7 +242,7 @@ class HttpConnection:
         self.received_any = bool(pending)
         self.head_end.reset(pending)
 
-    def next_body(self) -> bytes | Marker:
+    def next_body(self) -> bytes | Literal[Marker.END]:
         """The next body bytes or ``END``, reading from the socket as needed."""
         while True:
             data = self.codec.next_body()

@@ -24,7 +24,7 @@ SERVER_SOFTWARE = f"clusterserve/{__version__}"
 class ErrorStream:
     """``wsgi.errors``: text written here goes to the error log's streams."""
 
-    def _handlers(self) -> list[logging.StreamHandler]:
+    def _handlers(self) -> list[logging.StreamHandler[Any]]:
         return [h for h in log.handlers if isinstance(h, logging.StreamHandler)]
 
     def write(self, text: str) -> int:
@@ -32,9 +32,12 @@ class ErrorStream:
         if not handlers:
             sys.stderr.write(text)
         for handler in handlers:
-            with handler.lock:
+            handler.acquire()
+            try:
                 handler.stream.write(text)
                 handler.stream.flush()
+            finally:
+                handler.release()
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:

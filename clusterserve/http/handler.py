@@ -12,8 +12,9 @@ from clusterserve.access_log import AccessLog, RequestRecord
 from clusterserve.hooks import run_hook
 from clusterserve.http.body import RequestBody
 from clusterserve.http.codec import RequestHead
-from clusterserve.http.connection import HttpConnection, HttpError, error_response
+from clusterserve.http.connection import HttpConnection, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, build_environ
+from clusterserve.http.errors import HttpError
 from clusterserve.http.response import ClientGone, FileWrapper, LengthMismatch, Response
 from clusterserve.http.response_headers import InvalidResponseHeader
 from clusterserve.logs import log
@@ -109,9 +110,9 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
         # The request body was malformed or cut short while the app read it.
         log.info("bad request body from %s: %s", environ.get("REMOTE_ADDR"), err)
         if not response.headers_sent:
-            status = err.status if isinstance(err, HttpError) else 400
-            response.status = f"{status} {HTTPStatus(status).phrase}"
-            connection.send_raw(error_response(status, str(err)))
+            code = err.status if isinstance(err, HttpError) else 400
+            response.status = f"{code} {HTTPStatus(code).phrase}"
+            connection.send_raw(error_response(code, str(err)))
     except InvalidResponseHeader as err:
         log.error("%s %s: %s; answered 500", environ["REQUEST_METHOD"], environ["RAW_URI"], err)
         if not response.headers_sent:

@@ -15,7 +15,7 @@ chunked body; both refuse with an ``HttpError``.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from clusterserve.http.errors import HttpError
 
@@ -35,6 +35,7 @@ _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 # RFC 9112 section 7.1: chunk-size [ chunk-ext ], BWS only around ";" and "=".
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*" % (TOKEN, TOKEN, _QUOTED))
+Data = TypeVar("Data", bytes, bytearray)  # what a ChunkedBodyCheck decodes, and the pieces it gives back
 # Fields a trailer must not carry (RFC 9110 section 6.5.1): the framing and
 # routing the head has settled already, which a proxy might merge back in.
 FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
@@ -231,11 +232,11 @@ class ChunkedBodyCheck:
         """The last chunk and the trailers have arrived."""
         return self._state == "done"
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: Data) -> None:
         """Check the next bytes; once refused, every later call refuses too."""
         self.decode(data)
 
-    def decode(self, data: bytes) -> tuple[list[bytes], int]:
+    def decode(self, data: Data) -> tuple[list[Data], int]:
         """Check the next bytes: the chunk data in them, and how many were the body's."""
         if self._error is None:
             try:
@@ -244,8 +245,8 @@ class ChunkedBodyCheck:
                 self._error = err
         raise self._error
 
-    def _feed(self, data: bytes) -> tuple[list[bytes], int]:
-        pieces = []
+    def _feed(self, data: Data) -> tuple[list[Data], int]:
+        pieces: list[Data] = []
         pos, size = 0, len(data)
         while pos < size and self._state != "done":
             if self._skip:

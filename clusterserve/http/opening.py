@@ -43,19 +43,19 @@ class Opening:
 
     def advance(self) -> bool:
         """One step; True when done. Raises ``OpeningFailed``."""
-        if self._proxy is not None and not self._read_proxy_header():
+        if self._proxy is not None and not self._read_proxy_header(self._proxy):
             return False
         if self._tls is not None:
             if self.leftover:
                 self._refuse_plain_http()
-            if not self._handshake():
+            if not self._handshake(self._tls):
                 return False
         self.done = True
         return True
 
-    def _read_proxy_header(self) -> bool:
+    def _read_proxy_header(self, proxy: ProxyHeaderReader) -> bool:
         try:
-            result = self._proxy.read(self.sock)
+            result = proxy.read(self.sock)
         except ProxyHeaderError as err:
             self._send_clear(error_response(400, f"bad PROXY protocol header: {err}"))
             raise OpeningFailed(str(err)) from None
@@ -69,10 +69,10 @@ class Opening:
         self._proxy = None
         return True
 
-    def _handshake(self) -> bool:
+    def _handshake(self, tls: ssl.SSLContext) -> bool:
         if not self._wrapped:
-            self.sock = self._tls.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False,
-                                              suppress_ragged_eofs=self._suppress_ragged_eofs)
+            self.sock = tls.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False,
+                                        suppress_ragged_eofs=self._suppress_ragged_eofs)
             self._wrapped = True
         try:
             self.sock.do_handshake()

@@ -63,8 +63,7 @@ def header_length(data: bytes, mode: str) -> int | None:
     if "v2" in versions and _prefix_of(data, V2_SIGNATURE):
         if len(data) < V2_FIXED:
             return None
-        (length,) = struct.unpack_from("!H", data, 14)
-        return V2_FIXED + length
+        return V2_FIXED + int.from_bytes(data[14:16], "big")
     if mode == "auto":
         return 0
     raise ProxyHeaderError(f"expected a PROXY {mode} header")

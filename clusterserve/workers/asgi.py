@@ -47,8 +47,14 @@ try:
     from clusterserve.workers import uvicorn_internals as internals
     UNSUPPORTED: str | None = None
 except ImportError as err:  # the installed uvicorn lacks a name the worker uses
-    internals = None  # type: ignore[assignment]
+    internals = None  # type: ignore[assignment]  # never used then: unsupported() stops the worker first
     UNSUPPORTED = str(err)
+
+
+def unsupported(ws: str) -> str | None:
+    """Why this worker cannot serve: the installed uvicorn lacks a name it uses, or has no
+    WebSocket implementation called ``ws``; None if it can."""
+    return UNSUPPORTED or internals.unknown_ws(ws)
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker

@@ -147,7 +147,7 @@ class Worker:
         except app_loader.InterfaceMismatch as err:
             raise BootError(str(err), exit_code=EXIT_CONFIG_ERROR) from None
         if self.interface == "asgi":
-            problem = asgi.UNSUPPORTED or asgi.internals.unknown_ws(self.cfg.ws)
+            problem = asgi.unsupported(self.cfg.ws)
             if problem:
                 raise BootError(problem)
         return app
@@ -205,7 +205,8 @@ class Worker:
         return min(1.0, self.cfg.timeout / 4) if self.cfg.timeout else 1.0
 
     def graceful_deadline(self) -> float:
-        return time.monotonic() + self.cfg.graceful_timeout
+        graceful_timeout: float = self.cfg.graceful_timeout
+        return time.monotonic() + graceful_timeout
 
 
 def _request_stats(cfg: Config) -> RequestStats | None:
@@ -222,6 +223,7 @@ def resolve_interface(cfg: Config, app: Callable[..., Any] | None) -> str:
     """
     from clusterserve.config.settings import WORKER_CLASSES
 
+    chosen: str
     if cfg.interface != "auto":
         chosen, source = cfg.interface, f"--interface {cfg.interface}"
     elif WORKER_CLASSES[cfg.worker_class] == "asgi":

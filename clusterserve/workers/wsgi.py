@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from clusterserve import access_log, descriptors, tls
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.codecs import codec_factory
-from clusterserve.http.connection import HeadLimits, HttpConnection, HttpError, Phase, error_response
+from clusterserve.http.connection import HeadLimits, HttpConnection, Phase, error_response
 from clusterserve.http.environ import ErrorStream, ServerInfo, TrustedProxies
+from clusterserve.http.errors import HttpError
 from clusterserve.http.handler import Exchange, RequestContext, serve_request
 from clusterserve.http.opening import Opening, OpeningFailed, OpeningPolicy
 from clusterserve.http.response import ClientGone, FileWrapper
