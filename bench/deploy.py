@@ -671,7 +671,7 @@ def run_usr2(spec: Spec) -> dict[str, Any]:
                 "workers_at_end": len(server.workers()),
                 "pidfile_after": server.pidfile.read_text().strip() if server.pidfile.exists() else None,
             })
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - recorded, the other runs go on
             result["error"] = f"{type(err).__name__}: {err}"
             if load is not None:
                 result.update(load.summary(None, load.finish()))

@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import ServerProcess  # noqa: E402
+from tests.harness import ServerProcess  # noqa: E402 - after sys.path gets the checkout
 
 MODES = ("shared", "round-robin", "reuseport")
 SECTIONS = ("spread", "long_lived", "long_lived_asgi", "skew", "overhead", "loss", "young_kill")
@@ -127,7 +127,7 @@ def stop(proc: ServerProcess) -> str:
     finally:
         proc.kill_all()
     text = proc.log()
-    proc.final_log = text  # type: ignore[attr-defined]
+    proc.final_log = text  # type: ignore[attr-defined]  # kept for the report once the process is gone
     with contextlib.suppress(OSError):
         os.unlink(proc.log_file.name)
     return text

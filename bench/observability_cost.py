@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.dispatch import cpu_and_switches, python_rps, wrk_rps  # noqa: E402
-from tests.harness import ServerProcess, running  # noqa: E402
+from bench.dispatch import cpu_and_switches, python_rps, wrk_rps  # noqa: E402 - after sys.path gets the checkout
+from tests.harness import ServerProcess, running  # noqa: E402 - after sys.path gets the checkout
 
 APPS = {"wsgi": "bench.apps:app", "asgi": "bench.apps:asgi_app"}
 VARIANTS = {

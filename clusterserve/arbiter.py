@@ -385,7 +385,8 @@ class Arbiter:
         if inherited:  # from a USR2 predecessor
             self.slots = reuseport.SlotTable.adopt(inherited, self.cfg.backlog)
         else:
-            self.slots = reuseport.SlotTable(addresses, self.cfg.backlog)  # type: ignore[arg-type]
+            # the config refuses a bind that is not HOST:PORT with dispatch reuseport
+            self.slots = reuseport.SlotTable(addresses, self.cfg.backlog)  # type: ignore[arg-type]  # see above
             self.slots.create(self.num_workers)
         return self.slots.first_slot()
 

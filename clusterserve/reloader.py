@@ -27,7 +27,7 @@ def resolve_engine(engine: str) -> str:
     if engine != "auto":
         return engine
     try:
-        import watchfiles  # noqa: F401
+        import watchfiles  # noqa: F401 - whether it is installed
     except ImportError:
         return "poll"
     return "watchfiles"

@@ -12,9 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables of the test runner's own environment that would change the server's settings.
@@ -210,9 +211,9 @@ def status_of(response: bytes) -> int:
 
 @contextmanager
 def running(args: Sequence[str], *, workers: int | None = None, start_timeout: float = 15.0,
-            stop_timeout: float = 10.0, **kwargs: object) -> Iterator[ServerProcess]:
+            stop_timeout: float = 10.0, **kwargs: Any) -> Iterator[ServerProcess]:
     """A started server that is always stopped and killed afterwards."""
-    server = ServerProcess(args, **kwargs)  # type: ignore[arg-type]
+    server = ServerProcess(args, **kwargs)
     try:
         server.start(wait_ready=workers, timeout=start_timeout)
         yield server
@@ -253,11 +254,11 @@ def is_alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> bool:
     """Poll ``predicate()`` until true or ``timeout``; return its last value."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()  # type: ignore[operator]
+        value = predicate()
         if value or time.monotonic() > deadline:
             return bool(value)
         time.sleep(interval)

@@ -139,7 +139,7 @@ def _metrics_address(raw: Any) -> str | None:
     if not isinstance(sockets.parse_address(value), sockets.TcpAddress):
         raise ValueError("expected HOST:PORT")
     try:
-        import prometheus_client  # noqa: F401
+        import prometheus_client  # noqa: F401 - whether it is installed
     except ImportError:
         raise ValueError("needs prometheus-client: pip install 'clusterserve[metrics]'") from None
     return value

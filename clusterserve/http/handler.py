@@ -127,7 +127,7 @@ def serve_request(connection: HttpConnection, request: RequestHead, ctx: Request
         if hasattr(result, "close"):
             try:
                 result.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the app's close(), whatever it raises: logged
                 log.exception("close() of the response iterable failed")
 
     duration = time.perf_counter() - started

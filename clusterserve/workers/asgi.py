@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -58,6 +59,8 @@ def unsupported(ws: str) -> str | None:
 
 if TYPE_CHECKING:
     from clusterserve.workers.base import Worker
+
+AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]  # scope, receive, send
 
 # How often the worker counts closed connections and checks max_requests; and how
 # often a stop looks whether connections have gone.
@@ -193,7 +196,7 @@ class AsgiServer:
             drop_underscores=cfg.header_map == "drop")
         self.ssl = tls.server_context(cfg.values)  # uvicorn's own ssl_* options stay unset
         self.proxy_allow = TrustedProxies(cfg.proxy_allow_ips) if cfg.proxy_protocol != "off" else None
-        self.transports: list[asyncio.BaseTransport] = []  # oldest first
+        self.transports: list[asyncio.Transport] = []  # oldest first
         # worker_connections, or fewer when the open-file limit leaves less room.
         self.max_connections = descriptors.worker_connection_cap(cfg.worker_connections, worker.pid)
         self.shed_log = Throttled()
@@ -217,7 +220,7 @@ class AsgiServer:
         loaded = internals.load(self.config)
         writer = access_log.from_settings(self.cfg)
         # HeaderRuleMiddleware adds Date and Server, unless the app sent its own.
-        self.app = HeaderRuleMiddleware(loaded.app, server_header=self.cfg.server_header,
+        self.app: AsgiApp = HeaderRuleMiddleware(loaded.app, server_header=self.cfg.server_header,
                                         date_header=self.cfg.date_header)
         if writer is not None or self.worker.request_stats is not None:
             self.app = ObservingMiddleware(self.app, writer, self.worker.request_stats)
@@ -435,9 +438,9 @@ class AsgiServer:
                     client = info.source
                 if leftover and self.ssl is not None:
                     raise ProxyHeaderError("plain HTTP on a TLS port")
-            handshake = {"ssl": self.ssl, "ssl_handshake_timeout": self.io_timeout} if self.ssl else {}
             transport, _ = await loop.connect_accepted_socket(
-                lambda: self._create_protocol(client, leftover), sock, **handshake)
+                lambda: self._create_protocol(client, leftover), sock, ssl=self.ssl,
+                ssl_handshake_timeout=self.io_timeout if self.ssl else None)
         except (OSError, ProxyHeaderError, asyncio.TimeoutError) as err:
             log.debug("could not attach a connection from %s: %s", peer, err)
             if isinstance(err, ProxyHeaderError):

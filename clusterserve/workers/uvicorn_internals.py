@@ -28,7 +28,7 @@ import importlib
 import re
 import signal
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeGuard, cast
 
 import h11
 import uvicorn
@@ -113,15 +113,17 @@ if _missing is not None:
     raise ImportError(f"the ASGI worker needs uvicorn's {_missing}, which uvicorn {uvicorn.__version__} "
                       f"does not have; install a release it supports (uvicorn>={OLDEST_SUPPORTED})")
 
-from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
-from uvicorn.server import ServerState  # noqa: E402
+from uvicorn.protocols.http.flow_control import FlowControl  # noqa: E402 - after the check of the names
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402 - after the check of the names
+from uvicorn.server import ServerState  # noqa: E402 - after the check of the names
 
 try:
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is in the standard extra
-    httptools = None
-    HttpToolsProtocol = None
+    # Neither is used then: protocol_factory never picks GuardedHttpToolsProtocol.
+    httptools = None  # type: ignore[assignment]  # the module, or None without httptools
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]  # the class, or None without httptools
 
 
 # -- what the worker asks of uvicorn ---------------------------------------------------
@@ -156,7 +158,7 @@ def protocol_modules(http: str, ws: str) -> list[str]:
     return [target.partition(":")[0] for target in targets if isinstance(target, str)]
 
 
-def new_server_state() -> Any:
+def new_server_state() -> ServerState:
     """What uvicorn's protocols share: connections, tasks, the request count, and headers
     every response starts with (none: HeaderRuleMiddleware adds Date and Server)."""
     return ServerState()
@@ -168,11 +170,11 @@ def announce_stop(config: uvicorn.Config) -> None:
     uvicorn.Server(config).handle_exit(signal.SIGTERM, None)
 
 
-def served(state: Any) -> int:
+def served(state: ServerState) -> int:
     return state.total_requests
 
 
-def is_http(protocol: Any) -> bool:
+def is_http(protocol: object) -> TypeGuard[Guarded]:
     return isinstance(protocol, Guarded)
 
 
@@ -215,12 +217,40 @@ class Timer(enum.Enum):
     WRITE = "write"  # the client does not read: timeout
 
 
-class Guarded:
+if TYPE_CHECKING:
+    class UvicornHttpProtocol(asyncio.Protocol):
+        """What uvicorn's two HTTP protocol classes have, as far as ``Guarded`` uses it: its
+        base for the type checker.  At run time, the class it is mixed into has all this."""
+
+        loop: asyncio.AbstractEventLoop
+        transport: asyncio.Transport
+        flow: FlowControl
+        client: tuple[str, int] | None
+        scheme: Literal["http", "https"] | None
+        headers: list[tuple[bytes, bytes]]
+        cycle: Any  # h11_impl's or httptools_impl's RequestResponseCycle; None before the first request
+        timeout_keep_alive: float  # uvicorn's keep-alive setting, or less while draining
+        timeout_keep_alive_task: asyncio.TimerHandle | None
+
+        def __init__(self, config: uvicorn.Config, server_state: ServerState, app_state: dict[str, Any]) -> None:
+            ...
+
+        def on_response_complete(self) -> None: ...
+
+        def timeout_keep_alive_handler(self) -> None: ...
+
+        def _unset_keepalive_if_required(self) -> None: ...
+else:
+    UvicornHttpProtocol = object
+
+
+class Guarded(UvicornHttpProtocol):
     """What both HTTP protocols add to uvicorn's (mixed in before uvicorn's class)."""
 
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], rules: ConnectionRules,
-                 app: Any, client: tuple[str, int] | None = None, leftover: bytes = b"") -> None:
-        super().__init__(config=config, server_state=server_state, app_state=app_state)  # type: ignore[call-arg]
+    def __init__(self, config: uvicorn.Config, server_state: ServerState, app_state: dict[str, Any],
+                 rules: ConnectionRules, app: Any, client: tuple[str, int] | None = None,
+                 leftover: bytes = b"") -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state)
         self.rules = rules
         self.app = app
         self.proxied_client = client  # from a PROXY protocol header
@@ -237,7 +267,7 @@ class Guarded:
     # -- uvicorn's protocol interface ---------------------------------------
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
         if self.proxied_client is not None:
             self.client = self.proxied_client
         self.idle_since = self.loop.time()
@@ -250,7 +280,7 @@ class Guarded:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._set_timer(Timer.NONE)
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
     def eof_received(self) -> bool:
         """The client closed its side: answer what it sent, then close (a cut-short
@@ -266,7 +296,7 @@ class Guarded:
         self.refuse(self.refusal() or HttpError(400, msg))
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
+        super().on_response_complete()
         self.idle_since = self.loop.time()
         self.after_input()
         if self.client_closed:
@@ -283,11 +313,11 @@ class Guarded:
             self.transport.close()
 
     def pause_writing(self) -> None:
-        super().pause_writing()  # type: ignore[misc]
+        super().pause_writing()
         self.after_input()
 
     def resume_writing(self) -> None:
-        super().resume_writing()  # type: ignore[misc]
+        super().resume_writing()
         self.after_input()
 
     # -- refusals --------------------------------------------------------------
@@ -463,7 +493,7 @@ class CheckedH11Connection(h11.Connection):
             self.head_end.feed(data)
             self.head_size += len(data)
         elif self.chunks is not None:
-            self.receive_chunks(data)
+            self.receive_chunks(self.chunks, data)
         super().receive_data(data)
 
     def start_next_cycle(self) -> None:
@@ -503,23 +533,30 @@ class CheckedH11Connection(h11.Connection):
             if self.framing.chunked:
                 self.chunks = ChunkedBodyCheck()
                 self.body_received = 0
-                self.receive_chunks(self.trailing_data[0])
+                self.receive_chunks(self.chunks, self.trailing_data[0])
         return event
 
-    def receive_chunks(self, data: bytes) -> None:
+    def receive_chunks(self, chunks: ChunkedBodyCheck, data: bytes) -> None:
         """Follow a chunked body: checked strictly, and counted against limit_request_body
         (the refusal comes before h11 hands on the bytes that went over)."""
         if self.refusal is not None:
             return
         try:
-            pieces, _ = self.chunks.decode(data)  # type: ignore[union-attr]
+            pieces, _ = chunks.decode(data)
             self.body_received += sum(len(piece) for piece in pieces)
             self.limits.check_body_size(self.body_received)
         except HttpError as err:
             self.refusal = err
 
 
-class GuardedH11Protocol(Guarded, H11Protocol):
+# The two guarded classes ignore mypy's [misc] for two definitions that differ from uvicorn's
+# annotations: eof_received returns True to keep the connection open, as asyncio allows (uvicorn
+# says None), and timeout_keep_alive is a float while draining (uvicorn says int).
+
+
+class GuardedH11Protocol(Guarded, H11Protocol):  # type: ignore[misc]  # two definitions differ, as said above
+    conn: CheckedH11Connection
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Sized by the head limits (uvicorn's h11_max_incomplete_event_size sized its own).
@@ -559,7 +596,13 @@ METHOD = re.compile(TOKEN)
 LLHTTP_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"))
 
 
-class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: ignore[misc]
+if TYPE_CHECKING:
+    HttpToolsBase = HttpToolsProtocol
+else:
+    HttpToolsBase = HttpToolsProtocol or object  # without httptools: a class never used
+
+
+class GuardedHttpToolsProtocol(Guarded, HttpToolsBase):  # type: ignore[misc]  # as GuardedH11Protocol
     """llhttp gets one message at a time: a head once ``check_head`` accepted it, then
     its body up to its end as the head frames it (a chunked body as ``ChunkedBodyCheck``
     decodes it, framed again plainly), so every head llhttp parses has been checked.  llhttp must agree where
@@ -631,7 +674,7 @@ class GuardedHttpToolsProtocol(Guarded, HttpToolsProtocol or object):  # type: i
         if self.transport.get_protocol() is not self and self.pending:
             # A WebSocket took the connection: what came after the handshake is its.
             rest, self.pending = bytes(self.pending), bytearray()
-            self.transport.get_protocol().data_received(rest)
+            cast(asyncio.Protocol, self.transport.get_protocol()).data_received(rest)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

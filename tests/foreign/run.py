@@ -67,7 +67,7 @@ VENV = HERE / ".venv"
 CACHE = HERE / ".cache"
 REQUIREMENTS = HERE / "requirements.txt"
 sys.path.insert(0, str(ROOT))
-from tests.harness import OUTSIDE_SETTINGS, children_of  # noqa: E402
+from tests.harness import OUTSIDE_SETTINGS, children_of  # noqa: E402 - after sys.path gets the checkout
 
 DISPATCH_MODES = ("shared", "round-robin", "reuseport")
 CODECS = ("h11", "httptools")

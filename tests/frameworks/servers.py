@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,8 +40,8 @@ class GunicornProcess(ServerProcess):
 
     program = "gunicorn"
 
-    def __init__(self, args: Sequence[str], **kwargs: object) -> None:
-        super().__init__(args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, args: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(args, **kwargs)
         self.env.pop("GUNICORN_CMD_ARGS", None)
 
 

@@ -55,7 +55,7 @@ def server(request):
             "--limit-request-fields", "12", "--limit-request-field-size", "200"]
     with running(args, workers=1) as server:
         pid, _ = seen(server)
-        server.fuzz_pid = pid  # type: ignore[attr-defined]
+        server.fuzz_pid = pid  # type: ignore[attr-defined]  # the worker the module's tests expect
         yield server
 
 
@@ -71,7 +71,7 @@ def check_exchange(server: ServerProcess, data: bytes) -> None:
         assert statuses[-1] in REFUSALS, statuses
         assert responses[-1].headers.get("connection") == "close"
     pid, records = seen(server)  # a normal request, answered by the same worker
-    assert pid == server.fuzz_pid  # type: ignore[attr-defined]
+    assert pid == server.fuzz_pid  # type: ignore[attr-defined]  # set by the fixture
     assert sum(r["complete"] for r in records) == statuses.count(SERVED)
     assert all(r["complete"] or "error" in r for r in records), records
     assert "Traceback" not in server.log()[mark:], server.log()[mark:]
@@ -208,5 +208,5 @@ def test_worker_survived_it_all(server):
         sock.sendall(b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(12) == b"HTTP/1.1 200"
-    assert server.workers() == [server.fuzz_pid]  # type: ignore[attr-defined]
+    assert server.workers() == [server.fuzz_pid]  # type: ignore[attr-defined]  # set by the fixture
 

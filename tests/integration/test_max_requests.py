@@ -77,6 +77,6 @@ def test_the_overshoot_is_bounded_by_the_open_connections(start_server, dispatch
     for thread in threads:
         thread.join(timeout=60)
     assert len(results) == clients and not any(isinstance(r, BaseException) for r in results), results
-    served = sum(results, Counter())  # type: ignore[arg-type]
+    served = sum(results, Counter())  # type: ignore[arg-type]  # only Counters, as asserted above
     assert max(served.values()) <= MAX_REQUESTS + clients - 1, served
     assert sum(served.values()) == clients * REQUESTS

@@ -39,7 +39,10 @@ def test_arbiter_as_pid_1_reaps_orphans_and_stops_on_term():
          "tests.apps.basic:orphan_maker", "-w", "2", "-b", "127.0.0.1:0"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        text = lambda: open(log.name).read()  # noqa: E731
+        def text() -> str:
+            with open(log.name) as stream:
+                return stream.read()
+
         assert wait_until(lambda: text().count("ready, serving") == 2, timeout=15), text()
         port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", text()).group(1))
         assert re.search(r"\[1\] \[INFO\] Starting clusterserve", text())  # it is PID 1 in there
