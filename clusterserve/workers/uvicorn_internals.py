@@ -113,7 +113,6 @@ if _missing is not None:
     raise ImportError(f"the ASGI worker needs uvicorn's {_missing}, which uvicorn {uvicorn.__version__} "
                       f"does not have; install a release it supports (uvicorn>={OLDEST_SUPPORTED})")
 
-from uvicorn.protocols.http.flow_control import FlowControl  # noqa: E402 - after the check of the names
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402 - after the check of the names
 from uvicorn.server import ServerState  # noqa: E402 - after the check of the names
 
@@ -218,6 +217,8 @@ class Timer(enum.Enum):
 
 
 if TYPE_CHECKING:
+    from uvicorn.protocols.http.flow_control import FlowControl
+
     class UvicornHttpProtocol(asyncio.Protocol):
         """What uvicorn's two HTTP protocol classes have, as far as ``Guarded`` uses it: its
         base for the type checker.  At run time, the class it is mixed into has all this."""
