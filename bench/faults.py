@@ -24,7 +24,8 @@ that picks faults at random, one after another:
   log); ``idle_flood``: 1.5 times the open-file limit per worker of connections
   that send nothing, held 1 to 3 s; ``slow_readers``: 2 to 4 clients reading a
   16 MiB response at about 320 KB/s for 2 to 4 s (their requests count as
-  any other).  These are dealt twice as often as the rest (``DECK``).
+  any other).  These are dealt twice as often as the rest (``DECK``); near
+  the end of the run, one lasts only what is left of it (at least its minimum).
 
 Mounting the tmpfs needs root (CAP_SYS_ADMIN); without it the logs go to
 stderr, ``disk_full`` is left out, and the run says why once.
@@ -292,16 +293,17 @@ class Injector:
         self.outcome = outcome
         self.log_disk = log_disk
         self.wanted = WORKERS
+        self.deadline = float("inf")
         self.victims: list[Victim] = []
         self.own_requests: list[Request] = []  # those a fault makes itself (slow readers)
         self.lock = threading.Lock()
         self.actions: dict[str, Callable[[], None]] = {name: getattr(self, f"_{name}") for name in FAULTS}
 
     def run(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
+        self.deadline = time.monotonic() + seconds
         deck = [name for name in DECK if name not in self.outcome.left_out]
         order: list[str] = []
-        while time.monotonic() < deadline and self.server.proc.poll() is None:
+        while time.monotonic() < self.deadline and self.server.proc.poll() is None:
             if not order:
                 order = list(deck)
                 self.rng.shuffle(order)
@@ -449,13 +451,19 @@ class Injector:
 
     # -- the environment ----------------------------------------------------------------
 
+    def _hold(self, shortest: float, longest: float) -> float:
+        """How long an environment fault lasts: at random, but near the end of the run
+        only what is left of it (at least ``shortest``), so that a short run ends on time."""
+        wanted = self.rng.uniform(shortest, longest)
+        return max(shortest, min(wanted, self.deadline - time.monotonic()))
+
     def _disk_full(self) -> None:
         """Fill the log disk, hold it full under load, free it: the server must serve all
         along, and its next lines must reach the log files."""
         assert self.log_disk is not None
         try:
             self.log_disk.fill()
-            time.sleep(self.rng.uniform(0.5, 3.0))
+            time.sleep(self._hold(0.5, 3.0))
         finally:
             self.log_disk.free()
         count = self.outcome.faults["disk_full"]
@@ -470,7 +478,7 @@ class Injector:
     def _idle_flood(self) -> None:
         """More connections that send nothing than every worker together may hold (each
         would get FLOOD_FACTOR times its open-file limit), held 1 to 3 s, then closed."""
-        hold = self.rng.uniform(1.0, 3.0)
+        hold = self._hold(1.0, 3.0)
         flood: list[socket.socket] = []
         try:
             for _ in range(round(FLOOD_FACTOR * OPEN_FILES * self.wanted)):
@@ -485,7 +493,7 @@ class Injector:
 
     def _slow_readers(self) -> None:
         """A few clients ask for a large response and read it slowly for 2 to 4 s."""
-        count, seconds = self.rng.randint(2, 4), self.rng.uniform(2.0, 4.0)
+        count, seconds = self.rng.randint(2, 4), self._hold(2.0, 4.0)
         readers = [threading.Thread(target=self._read_slowly, args=(seconds,), daemon=True)
                    for _ in range(count)]
         for reader in readers:
