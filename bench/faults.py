@@ -619,7 +619,7 @@ def run(mode: str, interface: str, seconds: float, seed: int, workdir: Path) -> 
         else:
             outcome.left_out["disk_full"] = f"cannot mount a tmpfs for the logs: {refused}"
             log_disk = None
-        refused = _allow_open_files(round(FLOOD_FACTOR * OPEN_FILES * 6) + 1024)
+        refused = _allow_open_files(round(FLOOD_FACTOR * OPEN_FILES * 6) + 1024)  # 6: TTIN's most
         if refused is not None:
             outcome.left_out["idle_flood"] = refused
         server.start(wait_ready=WORKERS, timeout=30)
