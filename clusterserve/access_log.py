@@ -217,6 +217,8 @@ class AccessLog:
     def __init__(self, render: Callable[[RequestRecord], str]) -> None:
         self.render = render
         self.unflushed = False
+        # A full disk fails every write and every flush until it has room: said every 10 s.
+        self.write_failures = logs.Throttled()
 
     def write(self, record: RequestRecord) -> None:
         """Never lets a bad format or a full disk break the response."""
@@ -237,6 +239,8 @@ class AccessLog:
                 # handle() skips Logger._log's caller lookup, a stack walk per line.
                 access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0,
                                                         line, (), None))
+        except OSError as err:
+            self.write_failures.error("cannot write the access log: %s", err)
         except Exception:  # noqa: BLE001 - a bad format must not take down a worker
             log.exception("cannot write the access log line")
 
@@ -248,7 +252,7 @@ class AccessLog:
             try:
                 handler.flush()
             except (OSError, ValueError) as err:  # a full disk must not stop the worker's loop
-                log.error("cannot write the access log: %s", err)
+                self.write_failures.error("cannot write the access log: %s", err)
 
 
 def from_settings(cfg: Any) -> AccessLog | None:

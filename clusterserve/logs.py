@@ -43,8 +43,8 @@ direct_access_handler: logging.StreamHandler[Any] | None = None
 
 
 class Throttled:
-    """A warning that may repeat on every loop turn, logged at most once every
-    ``interval`` seconds; the next line says how many were left out."""
+    """A warning or an error that may repeat on every loop turn, logged at most once
+    every ``interval`` seconds; the next line says how many were left out."""
 
     def __init__(self, interval: float = 10.0) -> None:
         self.interval = interval
@@ -52,13 +52,19 @@ class Throttled:
         self._left_out = 0
 
     def warning(self, message: str, *args: Any) -> None:
+        self._log(logging.WARNING, message, *args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self._log(logging.ERROR, message, *args)
+
+    def _log(self, level: int, message: str, *args: Any) -> None:
         now = time.monotonic()
         if now < self._next:
             self._left_out += 1
             return
         if self._left_out:
             message += f" (and {self._left_out} more times since the last such line)"
-        log.warning(message, *args)
+        log.log(level, message, *args)
         self._next = now + self.interval
         self._left_out = 0
 

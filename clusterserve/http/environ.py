@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -22,7 +23,11 @@ SERVER_SOFTWARE = f"clusterserve/{__version__}"
 
 
 class ErrorStream:
-    """``wsgi.errors``: text written here goes to the error log's streams."""
+    """``wsgi.errors``: text written here goes to the error log's streams.
+
+    What a stream cannot take (a full disk, a stream closed meanwhile) is lost, as
+    ``logging`` loses a line it cannot write: a write here never fails the request.
+    """
 
     def _handlers(self) -> list[logging.StreamHandler[Any]]:
         return [h for h in log.handlers if isinstance(h, logging.StreamHandler)]
@@ -30,12 +35,14 @@ class ErrorStream:
     def write(self, text: str) -> int:
         handlers = self._handlers()
         if not handlers:
-            sys.stderr.write(text)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(text)
         for handler in handlers:
             handler.acquire()
             try:
-                handler.stream.write(text)
-                handler.stream.flush()
+                with contextlib.suppress(OSError, ValueError):
+                    handler.stream.write(text)
+                    handler.stream.flush()
             finally:
                 handler.release()
         return len(text)
@@ -46,8 +53,10 @@ class ErrorStream:
 
     def flush(self) -> None:
         for handler in self._handlers():
-            handler.flush()
-        sys.stderr.flush()
+            with contextlib.suppress(OSError, ValueError):
+                handler.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
 
 
 class TrustedProxies:
