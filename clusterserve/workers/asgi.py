@@ -265,6 +265,7 @@ class AsgiServer:
         self.worker.report_ready()
 
     def _heartbeat(self) -> None:
+        self.worker.requests_served = internals.served(self.state)
         self.worker.heartbeat(self.acceptor.accepted, len(self.state.connections), len(self.state.tasks))
         if self._has_room():
             self.acceptor.sweep()

@@ -422,3 +422,18 @@ def test_an_access_line_reaches_the_file_soon_after_the_response(tmp_path, inter
                               timeout=5, interval=0.01)
             assert time.monotonic() - answered < 0.6
             time.sleep(0.3)  # the next one arrives at an idle worker
+
+
+@pytest.mark.parametrize("interface", sorted(INTERFACES))
+def test_the_exit_line_counts_requests_served_just_before_the_stop(start_server, interface):
+    """Counted when the worker leaves, not at its last heartbeat or tick: a TERM right
+    after the requests must not lose them from the arbiter's line."""
+    server = start_server([INTERFACES[interface], "-w", "1", "--interface", interface], workers=1)
+    conn = server.http()
+    for _ in range(5):
+        conn.request("GET", "/")
+        conn.getresponse().read()
+    conn.close()
+    assert server.stop(timeout=20) == 0
+    assert re.search(r"exited with code 0 after 1 connections and 5 requests; reason: stop", server.log()), \
+        server.log()
