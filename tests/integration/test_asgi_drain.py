@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -33,6 +35,19 @@ def start(start_server, http: str, *extra: str) -> ServerProcess:
     return start_server([APP, "-w", "1", "--http", http, "--keep-alive", "30", *extra], workers=1)
 
 
+@pytest.fixture
+def server(start_server, http) -> ServerProcess:
+    return start(start_server, http)
+
+
+@contextmanager
+def answered_connection(server: ServerProcess) -> Iterator[Conn]:
+    """A keep-alive connection on which the server has answered one request."""
+    with Conn(server) as conn:
+        assert conn.get("/").status == 200
+        yield conn
+
+
 def closed_within(conn: Conn, seconds: float) -> float | None:
     """Seconds until the server closed the connection (nothing else may arrive), or None."""
     started = time.monotonic()
@@ -47,10 +62,8 @@ def closed_within(conn: Conn, seconds: float) -> float | None:
     return time.monotonic() - started
 
 
-def test_in_flight_request_is_answered_with_connection_close(start_server, http):
-    server = start(start_server, http)
-    with Conn(server) as conn:
-        assert conn.get("/").status == 200
+def test_in_flight_request_is_answered_with_connection_close(server):
+    with answered_connection(server) as conn:
         conn.send(b"GET /?sleep=1 HTTP/1.1\r\nHost: t\r\n\r\n")
         time.sleep(0.3)
         server.send(signal.SIGTERM)
@@ -60,10 +73,8 @@ def test_in_flight_request_is_answered_with_connection_close(start_server, http)
     assert server.wait() == 0
 
 
-def test_request_arriving_during_the_stop_is_answered_with_connection_close(start_server, http):
-    server = start(start_server, http)
-    with Conn(server) as kept, Conn(server) as fresh:
-        assert kept.get("/").status == 200
+def test_request_arriving_during_the_stop_is_answered_with_connection_close(server):
+    with answered_connection(server) as kept, Conn(server) as fresh:
         server.send(signal.SIGTERM)
         server.wait_for_log("stopping: received SIGTERM")
         time.sleep(0.3)  # within the moment an idle connection is given
@@ -74,20 +85,16 @@ def test_request_arriving_during_the_stop_is_answered_with_connection_close(star
     assert server.wait() == 0
 
 
-def test_idle_connection_is_closed_after_a_moment_not_at_once(start_server, http):
-    server = start(start_server, http)
-    with Conn(server) as conn:
-        assert conn.get("/").status == 200
+def test_idle_connection_is_closed_after_a_moment_not_at_once(server):
+    with answered_connection(server) as conn:
         server.send(signal.SIGTERM)
         waited = closed_within(conn, 5)
     assert waited is not None and 0.6 < waited < 2.5, waited  # 1 s idle; not keepalive's 30 s
     assert server.wait() == 0
 
 
-def test_head_in_progress_at_the_stop_is_completed_and_answered(start_server, http):
-    server = start(start_server, http)
-    with Conn(server) as conn:
-        assert conn.get("/").status == 200
+def test_head_in_progress_at_the_stop_is_completed_and_answered(server):
+    with answered_connection(server) as conn:
         conn.send(b"GET /late HTTP/1.1\r\nHo")
         time.sleep(0.2)
         server.send(signal.SIGTERM)
@@ -99,10 +106,8 @@ def test_head_in_progress_at_the_stop_is_completed_and_answered(start_server, ht
     assert server.wait() == 0
 
 
-def test_pipelined_requests_during_the_stop_are_all_answered(start_server, http):
-    server = start(start_server, http)
-    with Conn(server) as conn:
-        assert conn.get("/").status == 200
+def test_pipelined_requests_during_the_stop_are_all_answered(server):
+    with answered_connection(server) as conn:
         server.send(signal.SIGTERM)
         server.wait_for_log("stopping: received SIGTERM")
         conn.send(b"GET /1?sleep=0.2 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -112,8 +117,7 @@ def test_pipelined_requests_during_the_stop_are_all_answered(start_server, http)
     assert server.wait() == 0
 
 
-def test_websocket_is_closed_with_1012_once_http_requests_are_done(start_server, http):
-    server = start(start_server, http)
+def test_websocket_is_closed_with_1012_once_http_requests_are_done(server):
     with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5) as ws, Conn(server) as conn:
         ws.send("before")
         assert ws.recv(timeout=5) == "echo: before"

@@ -1,6 +1,7 @@
 """Bad input and the limits against the ASGI worker, in every dispatch mode and on both
 of uvicorn's protocols: the WSGI worker's refusals, with its status codes
-(tests/integration/test_wsgi_limits.py), limit_request_body and header_map."""
+(tests/integration/test_wsgi_limits.py; tests/limits.py holds what both send),
+limit_request_body and header_map."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import pytest
 
 from tests.harness import running, wait_until
 from tests.integration.test_wsgi_http import Conn
-from tests.integration.test_wsgi_limits import FIELD_SIZE, FIELDS, LINE, head_with_fields, refused, request_line
+from tests.limits import (
+    FIELD_SIZE,
+    FIELDS,
+    LINE,
+    assert_body_at_the_limit_is_read_whole,
+    assert_chunked_body_over_the_limit_gets_413,
+    assert_content_length_over_the_limit_gets_413_before_the_app,
+    head_with_fields,
+    refused,
+    request_line,
+)
 
 pytestmark = pytest.mark.http_path
 
@@ -102,35 +113,16 @@ def body_limited(http):
 
 
 def test_body_at_the_limit_is_read_whole(body_limited):
-    with Conn(body_limited) as conn:
-        conn.send(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % BODY_LIMIT
-                  + b"x" * BODY_LIMIT)
-        raw = conn.response()
-        assert (raw.status, raw.body) == (200, b"%d\n" % BODY_LIMIT)
-        assert conn.get("/ignore").status == 200  # and the connection is kept
+    assert_body_at_the_limit_is_read_whole(body_limited, BODY_LIMIT)
 
 
 def test_content_length_over_the_limit_gets_413_before_the_app(body_limited, tmp_path):
-    marker = tmp_path / "marker"
-    with Conn(body_limited) as conn:
-        conn.send(f"POST /read?marker={marker} HTTP/1.1\r\nHost: t\r\n"
-                  f"Content-Length: {BODY_LIMIT + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
-        raw = conn.response()
-        assert raw.status == 413 and raw.headers["connection"] == "close"
-        assert conn.closed_within(2.0)
-    assert not marker.exists(), "the app was called"
+    assert_content_length_over_the_limit_gets_413_before_the_app(body_limited, BODY_LIMIT, tmp_path / "marker")
 
 
 def test_chunked_body_growing_over_the_limit_ends_the_request_and_gets_413(body_limited, tmp_path):
     marker = tmp_path / "marker"
-    with Conn(body_limited) as conn:
-        conn.send(f"POST /read?marker={marker} HTTP/1.1\r\nHost: t\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n".encode())
-        for _ in range(BODY_LIMIT // 400 + 1):
-            conn.send(b"190\r\n" + b"y" * 400 + b"\r\n")  # 400 bytes a chunk
-        raw = conn.response()
-        assert raw.status == 413 and raw.headers["connection"] == "close"
-        assert conn.closed_within(2.0)
+    assert_chunked_body_over_the_limit_gets_413(body_limited, BODY_LIMIT, f"/read?marker={marker}")
     assert wait_until(marker.exists, timeout=5)
     # The app read what was within the limit, never the chunk that went over.
     read = int(marker.read_text().split()[-1])

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ROOT, ServerProcess
-from tests.integration.test_wsgi_slow_clients import raise_open_file_limit
+from tests.slow_clients import raise_open_file_limit
 
 pytestmark = pytest.mark.http_path
 

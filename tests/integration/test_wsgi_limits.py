@@ -12,10 +12,20 @@ import pytest
 
 from tests.harness import request, running, wait_until
 from tests.integration.test_wsgi_http import APP, Conn, pid_of
+from tests.limits import (
+    FIELD_SIZE,
+    FIELDS,
+    LINE,
+    assert_body_at_the_limit_is_read_whole,
+    assert_chunked_body_over_the_limit_gets_413,
+    assert_content_length_over_the_limit_gets_413_before_the_app,
+    head_with_fields,
+    refused,
+    request_line,
+)
 
 pytestmark = pytest.mark.http_path
 
-LINE, FIELDS, FIELD_SIZE = 100, 8, 80
 CUSTOM_FORMAT = "custom %(h)s %(r)s %(s)s %(b)s %({user-agent}i)s %({content-type}o)s %(D)s"
 
 
@@ -27,16 +37,6 @@ def server(dispatch):
             "--access-logfile", "-", "--access-logformat", CUSTOM_FORMAT]
     with running(args, workers=1) as server:
         yield server
-
-
-def refused(server, data: bytes) -> int:
-    """Send ``data`` and return the status; the server must close the connection itself."""
-    with Conn(server) as conn:
-        conn.send(data)
-        raw = conn.response()
-        assert raw.headers["connection"].lower() == "close"
-        assert conn.closed_within(2.0), "the connection stayed open after a refusal"
-    return raw.status
 
 
 def assert_worker_lives_on(server, worker: int) -> None:
@@ -94,12 +94,6 @@ def test_malformed_request_after_a_good_one_on_the_same_connection(server):
 # -- limits ---------------------------------------------------------------------------------
 
 
-def request_line(length: int) -> bytes:
-    """A GET request line of exactly ``length`` bytes (without CRLF)."""
-    fixed = len("GET / HTTP/1.1")
-    return f"GET /{'a' * (length - fixed)} HTTP/1.1".encode()
-
-
 def test_request_line_at_the_limit_is_served(server):
     with Conn(server) as conn:
         conn.send(request_line(LINE) + b"\r\nHost: t\r\n\r\n")
@@ -117,13 +111,6 @@ def test_long_request_line_in_an_oversized_incomplete_head_gets_414(server):
     """The whole head outgrows every limit before it ends: the line is still what is wrong."""
     head = request_line(LINE * 7) + b"\r\nHost: t\r\n" + b"X-A: 1\r\n" * 20
     assert refused(server, head) == 414
-
-
-def head_with_fields(count: int, size: int = 10) -> bytes:
-    """GET /hello with ``count`` header fields (Host included), each ``size`` bytes long with
-    its CRLF (as gunicorn counts limit_request_field_size)."""
-    fields = ["Host: t"] + [f"X-F{n}: ".ljust(size - 2, "v") for n in range(count - 1)]
-    return ("GET /hello HTTP/1.1\r\n" + "".join(f + "\r\n" for f in fields) + "\r\n").encode()
 
 
 def test_fields_at_the_limits_are_served(server):
@@ -230,35 +217,16 @@ def body_limited():
 
 
 def test_body_at_the_limit_is_read_whole(body_limited):
-    with Conn(body_limited) as conn:
-        conn.send(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % BODY_LIMIT
-                  + b"x" * BODY_LIMIT)
-        raw = conn.response()
-        assert (raw.status, raw.body) == (200, b"%d\n" % BODY_LIMIT)
-        assert conn.get("/ignore").status == 200  # and the connection is kept
+    assert_body_at_the_limit_is_read_whole(body_limited, BODY_LIMIT)
 
 
 def test_content_length_over_the_limit_gets_413_before_the_app(body_limited, tmp_path):
-    marker = tmp_path / "marker"
-    with Conn(body_limited) as conn:
-        conn.send(f"POST /read?marker={marker} HTTP/1.1\r\nHost: t\r\n"
-                  f"Content-Length: {BODY_LIMIT + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
-        raw = conn.response()
-        assert raw.status == 413 and raw.headers["connection"] == "close"
-        assert conn.closed_within(2.0)
-    assert not marker.exists(), "the app was called"
+    assert_content_length_over_the_limit_gets_413_before_the_app(body_limited, BODY_LIMIT, tmp_path / "marker")
 
 
 def test_chunked_body_growing_over_the_limit_fails_the_read_and_gets_413(body_limited, tmp_path):
     marker = tmp_path / "marker"
-    with Conn(body_limited) as conn:
-        conn.send(f"POST /read?marker={marker}&chunk=100 HTTP/1.1\r\nHost: t\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n".encode())
-        for _ in range(BODY_LIMIT // 400 + 1):
-            conn.send(b"190\r\n" + b"y" * 400 + b"\r\n")  # 400 bytes a chunk
-        raw = conn.response()
-        assert raw.status == 413 and raw.headers["connection"] == "close"
-        assert conn.closed_within(2.0)
+    assert_chunked_body_over_the_limit_gets_413(body_limited, BODY_LIMIT, f"/read?marker={marker}&chunk=100")
     assert wait_until(marker.exists, timeout=5)
     assert marker.read_text().startswith(f"HttpError: body larger than {BODY_LIMIT} bytes")
 
