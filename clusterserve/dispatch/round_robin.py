@@ -279,12 +279,10 @@ class RoundRobinDispatcher:
 
     def _on_handback(self, seat: Seat, handback: Handback) -> None:
         seat.open = max(0, seat.open - len(handback.families))
-        if handback.truncated:
-            for fd in handback.fds:
-                os.close(fd)
-            self._lost_log.warning("a worker handed back %d connections, but the arbiter could not take their "
-                                   "descriptors (out of descriptors?): they are closed", len(handback.families))
-            return
+        lost = len(handback.families) - len(handback.fds)
+        if lost:  # truncated: the kernel closed the excess descriptors (unix(7)), the leading ones came
+            self._lost_log.warning("a worker handed back %d connections, and the arbiter could not take %d of "
+                                   "them (out of descriptors?): they are closed", len(handback.families), lost)
         self._queue.extendleft(reversed([Passing(fd, family, peer) for fd, family, peer
                                          in zip(handback.fds, handback.families, handback.peers)]))
 
@@ -433,18 +431,18 @@ class ChannelAcceptor:
     def _take(self, message: Connections, taken: list[tuple[socket.socket, Peer]]) -> None:
         """Keep the connections of one message that this worker can hold; decline the rest."""
         if message.truncated:
-            # The kernel could not give this worker every descriptor (it is out of them):
+            # The kernel could not give this worker every descriptor (it is out of them), and
+            # closed the excess (unix(7)): the leading ones arrived.  The others are declined:
             # the arbiter still holds its copies, for another worker.
-            for fd in message.fds:
-                os.close(fd)
-            self._declined.extend(message.ids)
-            self._no_room_until = time.monotonic() + ACCEPT_BACKOFF
+            arrived = len(message.fds)
+            self._declined.extend(message.ids[arrived:])
+            if not arrived:
+                self._no_room_until = time.monotonic() + ACCEPT_BACKOFF
             if not self._told_truncated:
                 self._told_truncated = True
                 log.warning("worker %d got %d of %d connections passed in one message (out of descriptors?); "
-                            "declined them all, for other workers (logged once)",
-                            os.getpid(), len(message.fds), len(message.ids))
-            return
+                            "declined the others, for other workers (logged once)",
+                            os.getpid(), arrived, len(message.ids))
         for conn_id, family, peer, fd in zip(message.ids, message.families, message.peers, message.fds):
             # Once closing, take what the arbiter still passes (it stopped choosing
             # us; these were on their way) rather than bounce it back at a stop.
