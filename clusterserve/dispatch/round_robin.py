@@ -284,7 +284,7 @@ class RoundRobinDispatcher:
             self._lost_log.warning("a worker handed back %d connections, and the arbiter could not take %d of "
                                    "them (out of descriptors?): they are closed", len(handback.families), lost)
         self._queue.extendleft(reversed([Passing(fd, family, peer) for fd, family, peer
-                                         in zip(handback.fds, handback.families, handback.peers)]))
+                                         in zip(handback.fds, handback.families, handback.peers, strict=False)]))
 
     def dispatch(self) -> None:
         """Pass queued connections to workers with room, then accept again if there is space."""
@@ -330,7 +330,7 @@ class RoundRobinDispatcher:
             load, rank = loads[0]
             shares[rank].append(position)
             heapq.heapreplace(loads, (load + 1, rank))
-        return [(seat, share) for seat, share in zip(order, shares) if share]
+        return [(seat, share) for seat, share in zip(order, shares, strict=True) if share]
 
     def _pass(self, seat: Seat, conns: list[Passing]) -> bool:
         """Send connections to one worker in one message; False if its channel is full."""
@@ -340,7 +340,7 @@ class RoundRobinDispatcher:
         if not seat.channel.send_bytes(payload, [conn.fd for conn in conns]):
             return False
         self._next_id += len(conns)
-        seat.sent.update(zip(ids, conns))
+        seat.sent.update(zip(ids, conns, strict=True))
         self._unacknowledged += len(conns)
         return True
 
@@ -443,7 +443,8 @@ class ChannelAcceptor:
                 log.warning("worker %d got %d of %d connections passed in one message (out of descriptors?); "
                             "declined the others, for other workers (logged once)",
                             os.getpid(), arrived, len(message.ids))
-        for conn_id, family, peer, fd in zip(message.ids, message.families, message.peers, message.fds):
+        # Only as many as arrived (all, unless truncated).
+        for conn_id, family, peer, fd in zip(message.ids, message.families, message.peers, message.fds, strict=False):
             # Once closing, take what the arbiter still passes (it stopped choosing
             # us; these were on their way) rather than bounce it back at a stop.
             if not self.closed and not self._can_hold():

@@ -116,8 +116,9 @@ def _peer_fields(family: int, peer: Peer) -> tuple[int, int, int, bytes]:
 def pack_connections(ids: Sequence[int], families: Sequence[int], peers: Sequence[Peer]) -> bytes:
     """A ``CONNECTIONS`` message; send it with the descriptors in the same order."""
     pack = PASSED.pack
+    records = zip(ids, families, peers, strict=True)
     return COUNTED.pack(CONNECTIONS_CODE, len(ids)) + b"".join(
-        pack(conn_id, family, *_peer_fields(family, peer)) for conn_id, family, peer in zip(ids, families, peers))
+        pack(conn_id, family, *_peer_fields(family, peer)) for conn_id, family, peer in records)
 
 
 def pack_report(taken: Sequence[int], declined: Sequence[int], closed: int, room: bool | None) -> bytes:
