@@ -271,7 +271,7 @@ class Arbiter:
 
     def _contain_callback(self, callback: Callable[[], None]) -> None:
         """Every poller callback (a listener, a control client, a pipe) runs contained."""
-        self.breaker.event(f"an event handler ({getattr(callback, '__qualname__', callback)})", callback)
+        self.breaker.event(f"an event handler ({_handler_name(callback)})", callback)
 
     def _start(self) -> bool:
         cfg = self.cfg
@@ -1252,6 +1252,13 @@ class Arbiter:
                     pass
         run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)
+
+
+def _handler_name(callback: Callable[[], None]) -> str:
+    """A poller callback's function, named without a repr of its arguments (a socket's
+    repr asks the kernel for both of its addresses)."""
+    target = callback.func if isinstance(callback, functools.partial) else callback
+    return str(getattr(target, "__qualname__", type(target).__qualname__))
 
 
 def _remove_file(path: str) -> None:

@@ -44,9 +44,10 @@ from clusterserve.poller import Poller
 from clusterserve.sockets import ACCEPT_BACKOFF, Listener, OutOfDescriptors, accept_until_empty
 
 ACK_WAIT = 5.0  # seconds a worker waits for room on its channel to acknowledge connections
-# A worker reports closed connections with its next report, or this many seconds after
-# the first of them closed: a message (and a wake-up of the arbiter) per close would
-# cost about as much as passing the connection.
+# A worker reports closed connections with its next report; alone, once they are half of
+# what the arbiter counts open there (it would send new connections elsewhere), or this
+# many seconds after the first of them closed.  A message (and a wake-up of the arbiter)
+# per close would cost about as much as passing the connection.
 CLOSE_REPORT_DELAY = 0.05
 SHED_BATCH = 32  # connections shed at once when the arbiter holds all it can
 TCP_INFO_QUEUED = struct.Struct("=I")  # tcpi_unacked, 24 bytes into struct tcp_info
@@ -54,10 +55,8 @@ TCP_INFO_QUEUED = struct.Struct("=I")  # tcpi_unacked, 24 bytes into struct tcp_
 
 def _queued_on(listener: socket.socket) -> int | None:
     """How many connections wait in a TCP listener's accept queue, None where the kernel
-    does not say (not Linux, not TCP).  Linux gives it as ``tcpi_unacked`` of a listening
-    socket's ``TCP_INFO`` (what ``ss`` shows as Recv-Q)."""
-    if listener.family not in wire.INET_FAMILIES or not hasattr(socket, "TCP_INFO"):
-        return None
+    does not say (not Linux).  Linux gives it as ``tcpi_unacked`` of a listening socket's
+    ``TCP_INFO`` (what ``ss`` shows as Recv-Q)."""
     try:
         info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_QUEUED.size + 24)
     except OSError:
@@ -112,7 +111,8 @@ class RoundRobinDispatcher:
         # By listener: its family (as an int: the property makes an enum each time) and
         # whether the kernel tells the length of its accept queue.
         self._families = {sock: int(sock.family) for sock in self._listeners}
-        self._measurable = {sock: _queued_on(sock) is not None for sock in self._listeners}
+        self._measurable = {sock: self._families[sock] in wire.INET_FAMILIES and hasattr(socket, "TCP_INFO")
+                            and _queued_on(sock) is not None for sock in self._listeners}
         self._poller = poller
         self._queue: deque[Passing] = deque()
         # Every connection it holds (queued, or passed and not acknowledged) is a
@@ -357,7 +357,8 @@ class ChannelAcceptor:
     acknowledged (or declined) in one report, before any of them is read,
     which also carries the closes and room so far.  A change of room goes
     out at the end of the loop turn (``flush``); closes wait for the next
-    report, at most ``CLOSE_REPORT_DELAY``.
+    report, unless the arbiter's count of this worker's connections would
+    be off by half (see ``CLOSE_REPORT_DELAY``).
     """
 
     def __init__(self, channel: Channel, on_connection: Callable[[socket.socket, Peer], None],
@@ -368,6 +369,7 @@ class ChannelAcceptor:
         self._can_hold = can_hold
         self._closed_since_report = 0
         self._closes_due = 0.0  # when they must go out, even alone
+        self._open_as_reported = 0  # what the arbiter counts open here
         self._taken: list[int] = []  # ids taken or declined and not yet reported
         self._declined: list[int] = []
         self._said_free: bool | None = None
@@ -476,7 +478,10 @@ class ChannelAcceptor:
         """
         if not self.may_hand_back:
             return False
-        return self._channel.send_bytes(wire.pack_handback(conn.family, peer), [conn.fileno()])
+        if not self._channel.send_bytes(wire.pack_handback(conn.family, peer), [conn.fileno()]):
+            return False
+        self._open_as_reported -= 1
+        return True
 
     def flush(self) -> None:
         """Report a change of room (with the closes so far), closes that are due, and
@@ -494,7 +499,8 @@ class ChannelAcceptor:
                 and (self._offer_room or self._has_room()))
         self._offer_room = False
         room = None if free == self._said_free else free
-        closes = self._closed_since_report and (now >= self._closes_due or self.closed)
+        closes = self._closed_since_report and (now >= self._closes_due or self.closed
+                                                or 2 * self._closed_since_report >= self._open_as_reported)
         while self._taken or self._declined or room is not None or closes:
             taken = self._taken[:wire.MAX_IDS]
             declined = self._declined[:wire.MAX_IDS - len(taken)]
@@ -506,6 +512,7 @@ class ChannelAcceptor:
                 return
             del self._taken[:len(taken)]
             del self._declined[:len(declined)]
+            self._open_as_reported += len(taken) - self._closed_since_report
             self._closed_since_report = 0
             self._closes_due = 0.0
             if room is not None:

@@ -72,30 +72,46 @@ def test_a_worker_that_cannot_hold_declines_without_reading(tcp_pair):
     worker_end.close()
 
 
-def test_closes_go_out_with_the_next_report_or_when_due(tcp_pair, monkeypatch):
+def test_closes_go_out_with_the_next_report_or_when_due(monkeypatch):
     """A close alone waits (a message per close would wake the arbiter per connection); it
-    goes out with the next acknowledgement, or once CLOSE_REPORT_DELAY has passed."""
-    _, accepted = tcp_pair
+    goes out with the next acknowledgement, once the closes are half of what the arbiter
+    counts open here, or once CLOSE_REPORT_DELAY has passed."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(7)]
+        accepted = [listener.accept()[0] for _ in clients]
     arbiter_end, worker_end = Channel.pair()
     acceptor = ChannelAcceptor(worker_end, lambda conn, peer: conn.close(), has_room=lambda: True,
                                can_hold=lambda: True)
-    acceptor.flush()
-    assert [m.room for m in arbiter_end.receive()] == [True]  # the first flush says it has room
+    try:
+        pass_connections(arbiter_end, [1, 2, 3, 4], accepted[:4])
+        acceptor.on_messages(worker_end.receive())
+        assert [(m.taken, m.closed, m.room) for m in arbiter_end.receive()] == [((1, 2, 3, 4), 0, True)]
 
-    acceptor.connection_closed()
-    acceptor.flush()
-    assert arbiter_end.receive() == []
-    assert acceptor.resume_at > 0  # the loop wakes by then to send it
-    pass_connections(arbiter_end, [4], [accepted])
-    acceptor.on_messages(worker_end.receive())
-    (report,) = arbiter_end.receive()
-    assert (report.taken, report.closed) == ((4,), 1)
+        acceptor.connection_closed()
+        acceptor.flush()
+        assert arbiter_end.receive() == []  # 1 of 4
+        assert acceptor.resume_at > 0  # the loop wakes by then to send it
+        pass_connections(arbiter_end, [5], accepted[4:5])
+        acceptor.on_messages(worker_end.receive())
+        assert [(m.taken, m.closed) for m in arbiter_end.receive()] == [((5,), 1)]
 
-    monkeypatch.setattr("clusterserve.dispatch.round_robin.CLOSE_REPORT_DELAY", 0.0)
-    acceptor.connection_closed()
-    acceptor.connection_closed()
-    acceptor.flush()
-    assert [(m.taken, m.closed) for m in arbiter_end.receive()] == [((), 2)]
-    assert acceptor.resume_at == 0
-    arbiter_end.close()
-    worker_end.close()
+        acceptor.connection_closed()
+        acceptor.flush()
+        assert arbiter_end.receive() == []  # 1 of 4
+        acceptor.connection_closed()
+        acceptor.flush()
+        assert [(m.taken, m.closed) for m in arbiter_end.receive()] == [((), 2)]  # 2 of 4
+
+        pass_connections(arbiter_end, [6, 7], accepted[5:])
+        acceptor.on_messages(worker_end.receive())
+        assert [(m.taken, m.closed) for m in arbiter_end.receive()] == [((6, 7), 0)]
+        monkeypatch.setattr("clusterserve.dispatch.round_robin.CLOSE_REPORT_DELAY", 0.0)
+        acceptor.connection_closed()
+        acceptor.flush()
+        assert [(m.taken, m.closed) for m in arbiter_end.receive()] == [((), 1)]  # 1 of 4, but due
+        assert acceptor.resume_at == 0
+    finally:
+        for sock in clients + accepted:
+            sock.close()
+        arbiter_end.close()
+        worker_end.close()
