@@ -370,8 +370,8 @@ class ChannelAcceptor:
         self._closed_since_report = 0
         self._closes_due = 0.0  # when they must go out, even alone
         self._open_as_reported = 0  # what the arbiter counts open here
-        self._taken: list[int] = []  # ids taken or declined and not yet reported
-        self._declined: list[int] = []
+        self._taken: list[int] = []  # ids taken and not yet reported (acknowledged)
+        self._declined: list[int] = []  # ids declined and not yet reported
         self._said_free: bool | None = None
         self._offer_room = False  # see accept_queued
         self._told_truncated = False
