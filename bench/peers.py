@@ -1038,6 +1038,9 @@ def summarize(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
             "cpu_us": statistics.median(r["cpu_us_per_request"] for r in good if r.get("cpu_us_per_request"))
             if any(r.get("cpu_us_per_request") for r in good) else None,
             "server_cpu_s": statistics.median(r.get("server_cpu_s", 0.0) for r in good),
+            "arbiter_us": statistics.median(r.get("arbiter_cpu_s", 0.0) * 1e6 / r["requests"]
+                                            for r in good if r.get("requests")) if any(r.get("requests") for r in good)
+            else None,
             "busiest_share": statistics.median(busiest_share(r) for r in good),
             "other_cpu_s": max(r.get("other_cpu_s", 0.0) for r in good),
             "errors": sum(r.get("errors", 0) for r in good), "non2xx": sum(r.get("non2xx", 0) for r in good),
@@ -1246,9 +1249,18 @@ def targets(data: dict[str, Any]) -> list[dict[str, str]]:
         ratio = a / b
         measured = (f"{fmt_rps(a)} vs {fmt_rps(b)} req/s = {ratio:.2f}×"
                     f" (spread {summary[scenario][mine]['spread']:.0%} / {summary[scenario][peer]['spread']:.0%})")
+        by_round = {(r["server"], r.get("round")): r["rps"] for r in data["runs"]
+                    if r["scenario"] == scenario and not r.get("discarded") and "failed" not in r}
+        in_round = [by_round[mine, n] / by_round[peer, n] for (server, n) in by_round
+                    if server == mine and by_round.get((peer, n))]
+        if len(in_round) > 1:
+            measured += f"; in each round {min(in_round):.2f}–{max(in_round):.2f}×"
         cpu_a, cpu_b = summary[scenario][mine].get("cpu_us"), summary[scenario][peer].get("cpu_us")
         if cpu_a and cpu_b:
             measured += f"; CPU per request {cpu_a:.0f} vs {cpu_b:.0f} µs = {cpu_b / cpu_a:.2f}× as efficient"
+            arbiter = summary[scenario][mine].get("arbiter_us")
+            if arbiter and arbiter >= 1:
+                measured += f" (the arbiter's part {arbiter:.0f} µs)"
         if ratio >= need:
             verdict = "**met**"
         else:

@@ -77,6 +77,7 @@ from clusterserve.channel import (
     RETIRE,
     Channel,
     Message,
+    Received,
 )
 from clusterserve.children import OsProcessTable, ProcessTable
 from clusterserve.config import Config, ConfigError, load_config
@@ -88,6 +89,7 @@ from clusterserve.control.statsd import StatsdClient
 from clusterserve.control.status import ServerStatus, worker_statuses
 from clusterserve.dispatch import reuseport
 from clusterserve.dispatch.round_robin import RoundRobinDispatcher
+from clusterserve.dispatch.wire import Handback, Report
 from clusterserve.hooks import run_hook
 from clusterserve.poller import Poller
 from clusterserve.signals import SignalQueue
@@ -139,6 +141,9 @@ HOUSEKEEPING_EVERY = 0.1
 # In round-robin mode, a worker this late on its heartbeat gets no new connections.
 LATE_HEARTBEAT = 2.0
 MIB = 1024 * 1024
+# What the breaker calls the handling of each kind of message from a worker.
+MESSAGE_STEPS = {kind: f"a {kind!r} message from a worker"
+                 for kind in (READY, BOOT_ERROR, HEARTBEAT, RETIRE, ABORT, Report.kind, Handback.kind)}
 
 # Settings a HUP cannot change: the sockets and how they are shared, a preloaded app,
 # the arbiter's own control and metrics endpoints, and its open-file limit.
@@ -266,7 +271,7 @@ class Arbiter:
 
     def _contain_callback(self, callback: Callable[[], None]) -> None:
         """Every poller callback (a listener, a control client, a pipe) runs contained."""
-        self.breaker.event(f"an event handler ({getattr(callback, '__qualname__', callback)})", callback)
+        self.breaker.event(f"an event handler ({_handler_name(callback)})", callback)
 
     def _start(self) -> bool:
         cfg = self.cfg
@@ -524,7 +529,7 @@ class Arbiter:
         for message in messages:
             wrong = problem(message, round_robin=self.dispatcher is not None)
             if wrong is None:
-                self.breaker.event(f"a {message.kind!r} message from a worker",
+                self.breaker.event(MESSAGE_STEPS.get(message.kind, "a message from a worker"),
                                    functools.partial(self._on_message, handle, message))
             else:
                 for fd in message.fds:
@@ -532,10 +537,14 @@ class Arbiter:
                 self._distrust(handle, wrong)
         self._dispatch()
 
-    def _on_message(self, handle: WorkerHandle, message: Message) -> None:
+    def _on_message(self, handle: WorkerHandle, message: Received) -> None:
         """Act on one message, checked by ``worker_messages.problem``."""
-        if self.dispatcher is not None and self.dispatcher.on_message(handle.pid, message):
-            return
+        if self.dispatcher is not None:
+            wrong = self.dispatcher.on_message(handle.pid, message)
+            if wrong is not None:
+                self._distrust(handle, wrong)
+        if not isinstance(message, Message):
+            return  # a dispatch message
         fields = message.fields
         self.worker_news = self.worker_news or message.kind != HEARTBEAT
         if message.kind == HEARTBEAT:
@@ -1243,6 +1252,13 @@ class Arbiter:
                     pass
         run_hook(self.cfg, "on_exit", self)
         self.log.info("Shutting down: exit code %d", self.exit_code)
+
+
+def _handler_name(callback: Callable[[], None]) -> str:
+    """A poller callback's function, named without a repr of its arguments (a socket's
+    repr asks the kernel for both of its addresses)."""
+    target = callback.func if isinstance(callback, functools.partial) else callback
+    return str(getattr(target, "__qualname__", type(target).__qualname__))
 
 
 def _remove_file(path: str) -> None:

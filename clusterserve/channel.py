@@ -1,58 +1,71 @@
 """The control channel between the arbiter and one worker.
 
 A ``SOCK_SEQPACKET`` socketpair keeps each message whole, and each passed
-descriptor (``SCM_RIGHTS``) with its message.  Messages are small JSON
-objects with a ``kind``.  End of file means the other side is gone.
+descriptor (``SCM_RIGHTS``) with its message.  Every message starts with a
+kind byte.  The ones that pass connections in ``round-robin`` mode, one or
+a few per connection, are packed binary (``dispatch/wire.py``:
+``connections``, ``report``, ``handback``); the others, a few a second, are
+the kind byte and then a JSON object of fields.  End of file means the
+other side is gone.  When the kernel could not give the receiver every
+descriptor of a message (``MSG_CTRUNC``: it is out of descriptors), the
+message says so (``truncated``), and holds the ones that did arrive.
 
 Worker to arbiter: ``ready``, ``boot_error``, ``heartbeat``, ``retire`` (asks
 for a replacement, after which the arbiter stops it), ``abort`` (asks to be
 aborted at once: a request holds the loop thread that a stop would need); in
-``round-robin`` mode also ``report`` (the connections it took, before it
-reads them; and once per loop turn, how many it closed and whether it has
-room now),
-``decline`` for a connection it cannot hold, and ``handback`` (a
-connection it took but will not serve, with its descriptor).
+``round-robin`` mode also ``report`` (after each read of its channel: the
+connections it took, before it reads them, and those it declined; and once
+per loop turn, how many it closed and whether it has room now), and
+``handback`` (a connection it took but will not serve, with its descriptor).
 Arbiter to worker: ``may_hand_back`` just before a SIGTERM that retires only
-this worker (others serve on); in ``round-robin`` mode ``connection`` with a
-descriptor; in ``reuseport`` mode: ``adopt`` (a retired slot's sockets, to watch too) and
-``release`` (stop watching that slot again).
+this worker (others serve on); in ``round-robin`` mode ``connections`` with
+their descriptors; in ``reuseport`` mode: ``adopt`` (a retired slot's
+sockets, to watch too) and ``release`` (stop watching that slot again).
 """
 
 from __future__ import annotations
 
 import array
 import json
+import os
 import select
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterserve.dispatch import wire
+
 MAX_MESSAGE = 65536
-MAX_FDS = 16
-FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+FDS_SPACE = socket.CMSG_SPACE(wire.MAX_FDS * array.array("i").itemsize)
+# recvmsg's flags, as ints (an IntFlag's operators run in Python)
+TRUNC = int(socket.MSG_TRUNC)
+CTRUNC = int(socket.MSG_CTRUNC)
 
 READY = "ready"
 BOOT_ERROR = "boot_error"
 HEARTBEAT = "heartbeat"
 RETIRE = "retire"
 ABORT = "abort"
-CONNECTION = "connection"
-REPORT = "report"
-DECLINE = "decline"
-HANDBACK = "handback"
 MAY_HAND_BACK = "may_hand_back"
 ADOPT = "adopt"
 RELEASE = "release"
-# What ``receive`` makes of data that is not a JSON object with a kind (the error in "error").
+# The kinds whose fields are JSON, by kind byte.
+JSON_KINDS = {1: READY, 2: BOOT_ERROR, 3: HEARTBEAT, 4: RETIRE, 5: ABORT, 6: MAY_HAND_BACK, 7: ADOPT, 8: RELEASE}
+KIND_BYTES = {kind: bytes([code]) for code, kind in JSON_KINDS.items()}
+# What ``receive`` makes of data that is no message (the error in "error").
 MALFORMED = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     kind: str
     fields: dict[str, Any]
     fds: list[int] = field(default_factory=list)
+    truncated: bool = False  # MSG_CTRUNC: descriptors sent with it were lost on the way
+
+
+Received = Message | wire.Packed
 
 
 class Channel:
@@ -70,19 +83,11 @@ class Channel:
         return self.sock.fileno()
 
     def send(self, kind: str, fds: Sequence[int] = (), **fields: Any) -> bool:
-        """Send without blocking; False if the peer is gone or its queue is full."""
-        return self._send(json.dumps({"kind": kind, **fields}).encode(), fds)
+        """Send a JSON kind without blocking; False if the peer is gone or its queue is full."""
+        return self.send_bytes(KIND_BYTES[kind] + json.dumps(fields).encode(), fds)
 
-    def send_waiting(self, kind: str, timeout: float, **fields: Any) -> bool:
-        """Send, waiting up to ``timeout`` seconds for room if the peer's queue is full."""
-        payload = json.dumps({"kind": kind, **fields}).encode()
-        if self._send(payload, ()):
-            return True
-        waiter = select.poll()
-        waiter.register(self.sock.fileno(), select.POLLOUT)
-        return bool(waiter.poll(timeout * 1000)) and self._send(payload, ())
-
-    def _send(self, payload: bytes, fds: Sequence[int]) -> bool:
+    def send_bytes(self, payload: bytes, fds: Sequence[int] = ()) -> bool:
+        """Send a whole message (a packed one) without blocking; False as ``send``."""
         try:
             # socket.send_fds/recv_fds would be simpler, but before Python 3.13
             # they drop their flags argument, and MSG_DONTWAIT with them.
@@ -92,32 +97,52 @@ class Channel:
             return False
         return True
 
-    def receive(self) -> list[Message] | None:
+    def send_bytes_waiting(self, payload: bytes, timeout: float) -> bool:
+        """Send, waiting up to ``timeout`` seconds for room if the peer's queue is full."""
+        if self.send_bytes(payload):
+            return True
+        waiter = select.poll()
+        waiter.register(self.sock.fileno(), select.POLLOUT)
+        return bool(waiter.poll(timeout * 1000)) and self.send_bytes(payload)
+
+    def receive(self) -> list[Received] | None:
         """Every message waiting now, or None at end of file."""
-        messages: list[Message] = []
+        messages: list[Received] = []
         while True:
             try:
-                data, ancillary, _, _ = self.sock.recvmsg(MAX_MESSAGE, FDS_SPACE, socket.MSG_DONTWAIT)
+                data, ancillary, flags, _ = self.sock.recvmsg(MAX_MESSAGE, FDS_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return messages
             except OSError:
                 return messages or None
-            fds = _descriptors(ancillary)
+            fds = _descriptors(ancillary) if ancillary else []
             if not data:
+                for fd in fds:
+                    os.close(fd)
                 return messages or None
-            try:
-                decoded = json.loads(data)
-                kind = decoded.pop("kind")
-                if not isinstance(kind, str) or kind == MALFORMED:
-                    raise ValueError(kind)
-            except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
-                messages.append(Message(MALFORMED, {"error": f"not a JSON object with a kind: {data[:40]!r}"},
-                                        fds))
+            if flags & TRUNC:
+                messages.append(Message(MALFORMED, {"error": f"a message longer than {MAX_MESSAGE} bytes"}, fds))
                 continue
-            messages.append(Message(kind, decoded, fds))
+            messages.append(_decode(data, fds, bool(flags & CTRUNC)))
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _decode(data: bytes, fds: list[int], truncated: bool) -> Received:
+    kind = JSON_KINDS.get(data[0])
+    if kind is None:
+        try:
+            return wire.unpack(data, fds, truncated)
+        except wire.WireError as err:
+            return Message(MALFORMED, {"error": str(err)}, fds, truncated)
+    try:
+        fields = json.loads(data[1:])
+    except (ValueError, RecursionError):
+        fields = None
+    if not isinstance(fields, dict):
+        return Message(MALFORMED, {"error": f"{kind!r} without a JSON object: {data[1:41]!r}"}, fds, truncated)
+    return Message(kind, fields, fds, truncated)
 
 
 def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:

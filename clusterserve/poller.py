@@ -15,6 +15,9 @@ from typing import Any
 Callback = Callable[[], None]
 
 EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+# What the backend is, tested on every poll: select.epoll where there is one.  (Not
+# selectors.BaseSelector: an isinstance against an ABC runs Python code each time.)
+EPOLL: tuple[type[select.epoll], ...] = (select.epoll,) if hasattr(select, "epoll") else ()
 
 
 class Poller:
@@ -34,11 +37,11 @@ class Poller:
         self._callbacks[fd] = callback
         if routine:
             self._routine.add(fd)
-        if isinstance(self._backend, selectors.BaseSelector):
-            self._backend.register(fd, selectors.EVENT_WRITE if writable else selectors.EVENT_READ)
-        else:
+        if isinstance(self._backend, EPOLL):
             events = select.EPOLLOUT if writable else select.EPOLLIN
             self._backend.register(fd, events | (EXCLUSIVE if exclusive else 0))
+        else:
+            self._backend.register(fd, selectors.EVENT_WRITE if writable else selectors.EVENT_READ)
 
     def remove(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is None:
@@ -56,10 +59,10 @@ class Poller:
         not ``routine`` was ready.
         """
         try:
-            if isinstance(self._backend, selectors.BaseSelector):
-                ready = [key.fd for key, _ in self._backend.select(timeout)]
-            else:
+            if isinstance(self._backend, EPOLL):
                 ready = [fd for fd, _ in self._backend.poll(-1 if timeout is None else timeout)]
+            else:
+                ready = [key.fd for key, _ in self._backend.select(timeout)]
         except InterruptedError:
             return True
         news = not ready

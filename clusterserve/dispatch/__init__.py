@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     from clusterserve.dispatch.round_robin import ChannelAcceptor
     from clusterserve.dispatch.shared import SharedAcceptor
     from clusterserve.workers.base import Worker
 
-    Acceptor = SharedAcceptor | ChannelAcceptor
+    Acceptor: TypeAlias = SharedAcceptor | ChannelAcceptor
 
 
 def make_acceptor(worker: Worker, poller: Any, on_connection: Callable[[socket.socket, Any], None],

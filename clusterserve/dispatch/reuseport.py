@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clusterserve.channel import ADOPT, RELEASE, Message
+from clusterserve.channel import ADOPT, RELEASE, Message, Received
 from clusterserve.dispatch.shared import SharedAcceptor
 from clusterserve.poller import Poller
 from clusterserve.sockets import BindError, Listener, TcpAddress, bind_reuseport
@@ -154,9 +154,11 @@ class ReuseportAcceptor(SharedAcceptor):
         super().__init__(listeners, poller, on_connection, has_room, accept_batch)
         self._lent: dict[int, list[socket.socket]] = {}
 
-    def on_messages(self, messages: list[Message]) -> None:
+    def on_messages(self, messages: list[Received]) -> None:
         for message in messages:
-            if message.kind == ADOPT:
+            if not isinstance(message, Message):
+                super().on_messages([message])
+            elif message.kind == ADOPT:
                 sockets = [socket.socket(fileno=fd) for fd in message.fds]
                 self._lent[int(message.fields["slot"])] = sockets
                 self.add_sockets(sockets)

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from clusterserve.channel import MAY_HAND_BACK, Message
+from clusterserve.channel import MAY_HAND_BACK, Received
 from clusterserve.poller import Poller
 from clusterserve.sockets import ACCEPT_BACKOFF, Listener, OutOfDescriptors, accept_until_empty
 
@@ -130,7 +130,7 @@ class SharedAcceptor:
 
     # Dispatch-mode hooks the worker calls; the shared socket needs none of them.
 
-    def on_messages(self, messages: list[Message]) -> None:
+    def on_messages(self, messages: list[Received]) -> None:
         for message in messages:
             self.others_serve_on |= message.kind == MAY_HAND_BACK
             for fd in message.fds:

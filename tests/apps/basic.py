@@ -92,19 +92,34 @@ def channel_garbage(environ, start_response):
     with a bug (or an app that scribbles on descriptors) would: ?case= names which."""
     import gc
     import json
+    import socket
+    import struct
 
     from clusterserve.workers.base import Worker
 
     (worker,) = [o for o in gc.get_objects() if isinstance(o, Worker)]
     channel = worker.channel
     case = environ.get("QUERY_STRING", "").partition("case=")[2]
-    if case == "not_json":
-        channel.sock.send(b"\xff{ not json")
+    heartbeat = b"\x03"  # the kind byte of a heartbeat, whose fields are JSON
+    # Round-robin reports (kind byte 0x11): room, ids taken, ids declined, closed; then the ids.
+    report = struct.Struct("<BBHHQ")
+    raw = {
+        "not_json": heartbeat + b"{ not json",
+        "huge_count": heartbeat + json.dumps({"requests": 10 ** 400, "accepted": 0, "open": 0, "in_flight": 0,
+                                              "stats": None}).encode(),
+        "unknown_kind": b"\x7f{}",
+        "bad_decline": report.pack(0x11, 0, 0, 1, 0) + struct.pack("<Q", 0),
+        "bad_report": report.pack(0x11, 7, 0, 0, 0),
+        "short_report": report.pack(0x11, 0, 2, 0, 0) + struct.pack("<Q", 5),
+        "unknown_id": report.pack(0x11, 0, 1, 0, 0) + struct.pack("<Q", 2 ** 40),
+        # A handback (0x12) of one connection from family 99, and one without its descriptor.
+        "bad_handback": struct.pack("<BxHHHII64s", 0x12, 1, 99, 0, 0, 0, b""),
+        "handback_without_fd": struct.pack("<BxHHHII64s", 0x12, 1, int(socket.AF_INET), 80, 0, 0, b"127.0.0.1"),
+    }
+    if case in raw:
+        channel.sock.send(raw[case])
     elif case == "fds":
         channel.send("ready", fds=[0], interface="wsgi")
-    elif case == "huge_count":
-        channel.sock.send(json.dumps({"kind": "heartbeat", "requests": 10 ** 400, "accepted": 0,
-                                      "open": 0, "in_flight": 0, "stats": None}).encode())
     else:
         kind, fields = {
             "bad_reason": ("retire", {"reason": "nonsense", "detail": ""}),
@@ -112,9 +127,6 @@ def channel_garbage(environ, start_response):
                                         "stats": None}),
             "bad_stats": ("heartbeat", {"requests": 1, "accepted": 1, "open": 0, "in_flight": 0,
                                         "stats": {"classes": "all of them"}}),
-            "unknown_kind": ("frobnicate", {}),
-            "bad_decline": ("decline", {"id": "x"}),
-            "bad_report": ("report", {"taken": 7, "closed": -3}),
         }[case]
         channel.send(kind, **fields)
     start_response("200 OK", [("Content-Type", "text/plain")])

@@ -283,7 +283,7 @@ def test_a_blocked_log_pipe_does_not_freeze_the_arbiter(tmp_path):
 
 
 GARBAGE = ["not_json", "fds", "huge_count", "bad_reason", "bad_count", "bad_stats", "unknown_kind",
-           "bad_decline", "bad_report"]
+           "bad_decline", "bad_report", "short_report", "unknown_id", "bad_handback", "handback_without_fd"]
 
 
 @pytest.mark.parametrize(("case", "mode"), [(case, "round-robin") for case in GARBAGE] +
