@@ -36,6 +36,15 @@ def fork_with_signals_held() -> int:
     return pid
 
 
+def keep_off_this_thread() -> None:
+    """Block the signals a process acts on in the calling thread, so that the kernel
+    delivers them to the main thread.  Python runs handlers only in the main thread,
+    and a main thread blocked in an app's request (a sleep, a read) wakes only for a
+    signal delivered to it: one delivered to a helper thread would wait for the
+    request to end."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {*ARBITER_SIGNALS, signal.SIGABRT})
+
+
 def release() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, ARBITER_SIGNALS)
 

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from clusterserve import access_log, descriptors, tls
+from clusterserve import access_log, descriptors, signals, tls
 from clusterserve.dispatch import make_acceptor
 from clusterserve.http.codecs import codec_factory
 from clusterserve.http.connection import HeadLimits, HttpConnection, Phase, error_response
@@ -126,7 +126,8 @@ class WsgiServer:
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app") \
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="app",
+                                       initializer=signals.keep_off_this_thread) \
             if self.threads > 1 else None  # None: requests run on the loop thread
         self.inline: HttpConnection | None = None  # its request runs on the loop thread now
         self.progress_at = time.monotonic()  # the loop's last turn or finished request
@@ -574,6 +575,7 @@ class WsgiServer:
         to stop the worker with, so the worker asks to be aborted, as gunicorn aborts a
         sync worker at ``timeout``.  A loop that neither serves nor turns gets no
         heartbeat: the arbiter then aborts it too."""
+        signals.keep_off_this_thread()
         interval = self.worker.heartbeat_interval
         while not self.stopping or self.connections:
             time.sleep(interval)

@@ -136,3 +136,30 @@ def test_a_request_the_app_has_not_started_gets_503(start_server, tmp_path, sig)
     assert b"\r\nconnection: close\r\n" in data.lower()
     assert cut_without_response(running)
     assert server.wait(timeout=BOUND) == 0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGABRT)
+
+
+def blocked_signals(pid: int, tid: int) -> set[int]:
+    for line in open(f"/proc/{pid}/task/{tid}/status"):
+        if line.startswith("SigBlk:"):
+            mask = int(line.split()[1], 16)
+            return {sig for sig in range(1, 65) if mask >> (sig - 1) & 1}
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_only_the_main_thread_takes_stop_signals(start_server, tmp_path, threads):
+    """The kernel gives a process's signal to any thread that does not block it, and Python
+    handles it only in the main thread: one that landed on the watchdog or an app thread
+    left a main thread asleep in a request deaf to Ctrl-C until the request ended."""
+    server = start(start_server, "wsgi", tmp_path, "--threads", threads)
+    for _ in range(4):
+        assert server.get("/?seconds=0")[0] == 200
+    (worker,) = server.workers()
+    helpers = [int(tid) for tid in os.listdir(f"/proc/{worker}/task") if int(tid) != worker]
+    assert helpers  # the watchdog (--threads 1), or the app threads the pool started
+    for tid in helpers:
+        assert set(STOP_SIGNALS) <= blocked_signals(worker, tid), tid
+    assert not set(STOP_SIGNALS) & blocked_signals(worker, worker)
