@@ -264,6 +264,12 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def wait_for_line(path: Path, timeout: float = 10.0) -> bool:
+    """Until ``path`` holds a whole line: an app opens its marker file before it writes it,
+    so a file that merely exists may still be empty."""
+    return wait_until(lambda: path.exists() and path.read_text().endswith("\n"), timeout)
+
+
 def pid_on_new_connection(server: ServerProcess) -> int:
     """GET / of tests.apps.basic:app on a new connection; the pid of the worker that answered."""
     with server.connect(timeout=10) as sock:

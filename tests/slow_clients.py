@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, wait_until
+from tests.harness import ServerProcess, wait_for_line, wait_until
 from tests.integration.test_wsgi_http import Conn
 
 HEAD_TIMEOUT = 3
@@ -140,7 +140,7 @@ def assert_app_is_not_pulled_for_a_client_that_reads_nothing(server: ServerProce
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         started = time.monotonic()
         conn.send(f"GET /endless?marker={marker} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-        assert wait_until(marker.exists, timeout=8), "the app never saw the client go"
+        assert wait_for_line(marker, timeout=8), "the app never saw the client go"
         seen_after = time.monotonic() - started
         produced = int(marker.read_text().split()[2])
     assert produced < 200, f"{produced} chunks of 64 KiB produced for a client that read nothing"

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.harness import running, wait_until
+from tests.harness import running, wait_for_line
 from tests.integration.test_wsgi_http import Conn
 from tests.limits import (
     FIELD_SIZE,
@@ -123,7 +123,7 @@ def test_content_length_over_the_limit_gets_413_before_the_app(body_limited, tmp
 def test_chunked_body_growing_over_the_limit_ends_the_request_and_gets_413(body_limited, tmp_path):
     marker = tmp_path / "marker"
     assert_chunked_body_over_the_limit_gets_413(body_limited, BODY_LIMIT, f"/read?marker={marker}")
-    assert wait_until(marker.exists, timeout=5)
+    assert wait_for_line(marker, timeout=5)
     # The app read what was within the limit, never the chunk that went over.
     read = int(marker.read_text().split()[-1])
     assert read <= BODY_LIMIT and marker.read_text().startswith("http.disconnect after")

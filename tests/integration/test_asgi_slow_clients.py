@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.harness import running, wait_until
+from tests.harness import running, wait_for_line
 from tests.integration.test_wsgi_http import Conn
 from tests.slow_clients import (
     HEAD_TIMEOUT,
@@ -85,7 +85,7 @@ def short_timeout(http):
 def test_stalled_body_ends_the_request_after_timeout(short_timeout, tmp_path):
     marker = tmp_path / "marker"
     assert_stalled_body_gets_408_after_two_seconds(short_timeout, f"/read?marker={marker}")
-    assert wait_until(marker.exists, timeout=2)
+    assert wait_for_line(marker, timeout=2)
     assert marker.read_text().startswith("http.disconnect after 10")
     assert timed_get(short_timeout) < 1.0
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.harness import request, running, wait_until
+from tests.harness import request, running, wait_for_line
 from tests.integration.test_wsgi_http import APP, Conn, pid_of
 from tests.limits import (
     FIELD_SIZE,
@@ -227,7 +227,7 @@ def test_content_length_over_the_limit_gets_413_before_the_app(body_limited, tmp
 def test_chunked_body_growing_over_the_limit_fails_the_read_and_gets_413(body_limited, tmp_path):
     marker = tmp_path / "marker"
     assert_chunked_body_over_the_limit_gets_413(body_limited, BODY_LIMIT, f"/read?marker={marker}&chunk=100")
-    assert wait_until(marker.exists, timeout=5)
+    assert wait_for_line(marker, timeout=5)
     assert marker.read_text().startswith(f"HttpError: body larger than {BODY_LIMIT} bytes")
 
 
